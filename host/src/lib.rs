@@ -1,2 +1,7 @@
 //! containerssh: an SSH gateway that gives every connection its own fresh container.
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod plugin;
+pub mod ssh;

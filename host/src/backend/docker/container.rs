@@ -1,0 +1,159 @@
+//! Turning the execution config into a Docker container: image policy, hardening, labels.
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateImageOptions, ListContainersOptions};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::backend::WorkloadOwner;
+use crate::config::{Execution, PullPolicy, DEFAULT_PIDS_LIMIT};
+
+pub const LABEL_MANAGED: &str = "containerssh.managed";
+pub const LABEL_INSTANCE: &str = "containerssh.instance";
+pub const LABEL_CONNECTION: &str = "containerssh.connection-id";
+pub const LABEL_USERNAME: &str = "containerssh.username";
+
+/// Makes sure the image is there according to the pull policy.
+pub async fn ensure_image(docker: &Docker, image: &str, policy: PullPolicy) -> anyhow::Result<()> {
+    let present = match docker.inspect_image(image).await {
+        Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect image {image}")),
+    };
+    match (policy, present) {
+        (PullPolicy::Never, false) => {
+            bail!("image {image} is not present and imagePullPolicy is Never")
+        }
+        (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
+        (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => pull(docker, image).await,
+    }
+}
+
+async fn pull(docker: &Docker, image: &str) -> anyhow::Result<()> {
+    tracing::info!(image, "pulling image");
+    let options = CreateImageOptions {
+        from_image: Some(image.to_string()),
+        ..Default::default()
+    };
+    let mut progress = docker.create_image(Some(options), None, None);
+    while let Some(step) = progress.next().await {
+        let step = step.with_context(|| format!("cannot pull image {image}"))?;
+        if let Some(detail) = step.error_detail.and_then(|d| d.message) {
+            bail!("cannot pull image {image}: {detail}");
+        }
+    }
+    Ok(())
+}
+
+/// The container definition for one workload.
+pub fn container_body(exec: &Execution, owner: &WorkloadOwner, instance: &str) -> ContainerCreateBody {
+    let c = &exec.container;
+    let mut labels: HashMap<String, String> = c
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("containerssh."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_INSTANCE.into(), instance.into());
+    labels.insert(LABEL_CONNECTION.into(), owner.connection_id.clone());
+    labels.insert(LABEL_USERNAME.into(), owner.username.clone());
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    ContainerCreateBody {
+        image: Some(c.image.clone()),
+        cmd: Some(exec.idle_command.clone()),
+        env: Some(c.env.clone()),
+        user: non_empty(&c.user),
+        working_dir: non_empty(&c.working_dir),
+        hostname: non_empty(&c.hostname),
+        domainname: non_empty(&c.domainname),
+        labels: Some(labels),
+        network_disabled: exec.host.network_disabled,
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        open_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config(exec)),
+        ..Default::default()
+    }
+}
+
+/// Docker's HostConfig from the hardening options, with secure defaults where unset.
+pub fn host_config(exec: &Execution) -> HostConfig {
+    let h = &exec.host;
+    let mut security_opt = h.security_opt.clone().unwrap_or_default();
+    if !h.allow_privilege_escalation && !security_opt.iter().any(|o| o.starts_with("no-new-privileges")) {
+        security_opt.push("no-new-privileges".into());
+    }
+    let pids_limit = match h.pids_limit {
+        None => Some(DEFAULT_PIDS_LIMIT),
+        Some(n) if n <= 0 => Some(-1),
+        Some(n) => Some(n),
+    };
+    HostConfig {
+        userns_mode: h.usernsmode.clone(),
+        storage_opt: h
+            .storageopt
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
+        tmpfs: h
+            .tmpfs
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        readonly_rootfs: h.readonly_rootfs,
+        memory: h.memory,
+        memory_reservation: h.memory_reservation,
+        memory_swap: h.memory_swap,
+        memory_swappiness: h.memory_swappiness,
+        oom_kill_disable: h.oom_kill_disable,
+        oom_score_adj: h.oom_score_adj,
+        cpuset_cpus: h.cpuset_cpus.clone(),
+        cpuset_mems: h.cpuset_mems.clone(),
+        cpu_period: h.cpu_period,
+        cpu_quota: h.cpu_quota,
+        cpu_realtime_period: h.cpu_realtime_period,
+        cpu_realtime_runtime: h.cpu_realtime_quota,
+        cpu_shares: h.cpu_shares,
+        pids_limit,
+        network_mode: h
+            .network_mode
+            .clone()
+            .or_else(|| h.network_disabled.filter(|d| *d).map(|_| "none".to_string())),
+        cap_add: h.cap_add.clone(),
+        cap_drop: Some(h.cap_drop.clone().unwrap_or_else(|| vec!["ALL".into()])),
+        security_opt: Some(security_opt),
+        binds: h.binds.clone(),
+        shm_size: h.shm_size,
+        init: h.init,
+        runtime: h.runtime.clone(),
+        dns: h.dns.clone(),
+        extra_hosts: h.extra_hosts.clone(),
+        privileged: h.privileged,
+        // The gateway removes containers itself so it can log failures; auto-remove would race.
+        auto_remove: Some(false),
+        ..Default::default()
+    }
+}
+
+/// Ids of containers carrying this gateway instance's labels (running or not).
+pub async fn list_owned(docker: &Docker, instance: &str) -> anyhow::Result<Vec<String>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_INSTANCE}={instance}"),
+        ],
+    )]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .context("cannot list containers")?;
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}

@@ -1,0 +1,205 @@
+//! Processes inside a container, as Docker execs.
+//!
+//! Docker cannot signal an exec, so every process gets a random marker in its environment and
+//! a signal is delivered by a short helper exec that finds the marked processes in /proc.
+//! Docker reports a process killed by signal N as exit code 128+N; that is mapped back to an
+//! SSH exit-signal (a program that *exits* with such a code is indistinguishable).
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::backend::{
+    signal_name, signal_number, ExitReason, Output, Process, ProcessControl, ProcessSpec,
+};
+use crate::config::DockerTimeouts;
+
+/// Environment variable carrying the per-process marker used for signal delivery.
+pub const MARKER_ENV: &str = "CONTAINERSSH_PROCESS";
+
+/// Output buffer per read; large enough to keep bulk transfers efficient.
+const OUTPUT_CAPACITY: usize = 64 * 1024;
+
+pub async fn start(
+    docker: &Docker,
+    container: &str,
+    user: &str,
+    spec: ProcessSpec,
+    timeouts: &DockerTimeouts,
+) -> anyhow::Result<Process> {
+    let marker = hex::encode(rand::random::<[u8; 12]>());
+    let mut env = spec.env;
+    env.push(format!("{MARKER_ENV}={marker}"));
+    if let Some(tty) = &spec.tty {
+        env.push(format!("TERM={}", tty.term));
+    }
+    let tty = spec.tty.is_some();
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(tty),
+                env: Some(env),
+                cmd: Some(spec.argv.clone()),
+                user: (!user.is_empty()).then(|| user.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot create the process {:?}", spec.argv))?;
+    let started = docker
+        .start_exec(
+            &exec.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty,
+                output_capacity: Some(OUTPUT_CAPACITY),
+            }),
+        )
+        .await
+        .with_context(|| format!("cannot start the process {:?}", spec.argv))?;
+    let StartExecResults::Attached { output, input } = started else {
+        bail!("docker started the process detached");
+    };
+    let control = Arc::new(DockerProcess {
+        docker: docker.clone(),
+        container: container.to_string(),
+        exec_id: exec.id,
+        user: user.to_string(),
+        marker,
+        timeouts: timeouts.clone(),
+    });
+    if let Some(t) = &spec.tty {
+        // The size must be set after start; a failure only affects layout.
+        if let Err(e) = control.resize(t.columns, t.rows).await {
+            tracing::debug!(error = %e, "initial terminal resize failed");
+        }
+    }
+    let output = output.filter_map(|item| async move {
+        match item {
+            Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                Some(Ok(Output::Stdout(message)))
+            }
+            Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message))),
+            Ok(LogOutput::StdIn { .. }) => None,
+            Err(e) => Some(Err(anyhow::Error::new(e).context("reading process output"))),
+        }
+    });
+    Ok(Process {
+        stdin: input,
+        output: Box::pin(output),
+        control,
+    })
+}
+
+struct DockerProcess {
+    docker: Docker,
+    container: String,
+    exec_id: String,
+    user: String,
+    marker: String,
+    timeouts: DockerTimeouts,
+}
+
+#[async_trait]
+impl ProcessControl for DockerProcess {
+    async fn resize(&self, columns: u32, rows: u32) -> anyhow::Result<()> {
+        let options = ResizeExecOptions {
+            width: columns.clamp(1, u16::MAX as u32) as u16,
+            height: rows.clamp(1, u16::MAX as u32) as u16,
+        };
+        tokio::time::timeout(self.timeouts.window, self.docker.resize_exec(&self.exec_id, options))
+            .await
+            .context("resize timed out")?
+            .context("resize failed")
+    }
+
+    async fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let number = signal_number(name).with_context(|| format!("unknown signal {name}"))?;
+        // Finds processes whose environment carries this process's marker and signals them.
+        let script = format!(
+            "for d in /proc/[0-9]*; do \
+               if tr '\\000' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx '{MARKER_ENV}={marker}'; then \
+                 kill -{number} \"${{d#/proc/}}\" 2>/dev/null; \
+               fi; \
+             done",
+            marker = self.marker
+        );
+        let work = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    &self.container,
+                    CreateExecOptions {
+                        cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), script]),
+                        user: (!self.user.is_empty()).then(|| self.user.clone()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if let StartExecResults::Attached { mut output, .. } =
+                self.docker.start_exec(&exec.id, None).await?
+            {
+                while output.next().await.is_some() {}
+            }
+            Ok::<_, bollard::errors::Error>(())
+        };
+        tokio::time::timeout(self.timeouts.signal, work)
+            .await
+            .context("signal delivery timed out")?
+            .context("signal delivery failed")
+    }
+
+    async fn exit_reason(&self) -> anyhow::Result<ExitReason> {
+        // The output stream can end a moment before Docker records the exit code.
+        for _ in 0..100 {
+            let info = self
+                .docker
+                .inspect_exec(&self.exec_id)
+                .await
+                .context("cannot read the exit code")?;
+            if info.running != Some(true) {
+                let code = info.exit_code.unwrap_or(255);
+                return Ok(exit_reason_from_code(code));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("process still running after its output closed")
+    }
+}
+
+/// 128+N for a named SSH signal N means "killed by signal N".
+pub fn exit_reason_from_code(code: i64) -> ExitReason {
+    if code > 128 && code < 128 + 32 {
+        if let Some(name) = signal_name((code - 128) as u32) {
+            return ExitReason::Signal(name.to_string());
+        }
+    }
+    ExitReason::Status(u32::try_from(code).unwrap_or(255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_status_or_signal() {
+        assert_eq!(exit_reason_from_code(0), ExitReason::Status(0));
+        assert_eq!(exit_reason_from_code(42), ExitReason::Status(42));
+        assert_eq!(exit_reason_from_code(143), ExitReason::Signal("TERM".into()));
+        assert_eq!(exit_reason_from_code(137), ExitReason::Signal("KILL".into()));
+        // 128+7 (BUS) has no SSH name: reported as a status.
+        assert_eq!(exit_reason_from_code(135), ExitReason::Status(135));
+        assert_eq!(exit_reason_from_code(-1), ExitReason::Status(255));
+    }
+}

@@ -1,0 +1,140 @@
+//! Command line: `containerssh [run] --config FILE`, `containerssh validate FILE`.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::backend::docker::DockerBackend;
+use crate::config::{self, Config};
+use crate::plugin::PluginRuntime;
+use crate::ssh::{self, Gateway};
+
+#[derive(Parser)]
+#[command(name = "containerssh", version, about = "SSH gateway that gives every connection its own container")]
+struct Cli {
+    /// Configuration file (YAML, or JSON with a .json extension).
+    #[arg(short, long, global = true, default_value = "/etc/containerssh/config.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Check a configuration file and print every problem found.
+    Validate {
+        /// The file to check (defaults to --config).
+        file: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Validate { file } => validate(file.as_deref().unwrap_or(&cli.config)),
+        Command::Run => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("containerssh: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(&cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "containerssh stopped");
+                    eprintln!("containerssh: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Plugins are checked as at start-up: compiled, imports and exports verified.
+    match load_plugins(&config) {
+        Ok(_) => {
+            println!("{}: configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("invalid configuration (1 problem(s)):\n  - {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_plugins(config: &Config) -> anyhow::Result<crate::plugin::AuthenticatorPlugin> {
+    let cache_dir = match config.plugin_cache_dir.as_deref() {
+        Some("") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => crate::plugin::default_cache_dir(),
+    };
+    let runtime = PluginRuntime::new(cache_dir).context("cannot start the plugin runtime")?;
+    let auth = config
+        .auth
+        .as_ref()
+        .context("auth: an authentication plugin is required")?;
+    runtime
+        .load_authenticator("auth", auth)
+        .context("auth plugin")
+}
+
+async fn run(path: &Path) -> anyhow::Result<()> {
+    let config = config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::logging::init(&config.log);
+    let config = Arc::new(config);
+    let auth = load_plugins(&config)?;
+    let listener = tokio::net::TcpListener::bind(&config.ssh.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
+    let instance = instance_id(&config);
+    let backend = DockerBackend::connect(&config.docker, &instance).await?;
+    match backend.reap_orphans().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed containers left by an earlier run"),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot look for orphaned containers"),
+    }
+    let gateway = Gateway::new(config, auth, backend);
+    ssh::run(gateway, listener, shutdown_signal()).await
+}
+
+/// Identifies this gateway's containers: host name plus listen address, so two gateways on one
+/// engine never reap each other's containers, and a restarted one reaps its own.
+fn instance_id(config: &Config) -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}_{}", config.ssh.listen)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL only");
+            std::future::pending::<()>().await
+        }
+    }
+}

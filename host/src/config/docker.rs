@@ -1,0 +1,373 @@
+//! `docker:` section, with ContainerSSH's key names (`connection`, `execution.container`,
+//! `execution.host`, `execution.mode`, `imagePullPolicy`, `timeouts`).
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerConfig {
+    #[serde(default)]
+    pub connection: DockerConnection,
+    #[serde(default)]
+    pub execution: Execution,
+    #[serde(default)]
+    pub timeouts: DockerTimeouts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerConnection {
+    /// `unix:///var/run/docker.sock` or `tcp://host:2376`. Defaults to `DOCKER_HOST`, then the local socket.
+    #[serde(default = "default_docker_host")]
+    pub host: String,
+    /// CA certificate for a TCP engine with TLS: a PEM file path or PEM text.
+    #[serde(default)]
+    pub cacert: String,
+    /// Client certificate (PEM file path or PEM text).
+    #[serde(default)]
+    pub cert: String,
+    /// Client private key (PEM file path or PEM text).
+    #[serde(default)]
+    pub key: String,
+}
+
+impl Default for DockerConnection {
+    fn default() -> Self {
+        Self {
+            host: default_docker_host(),
+            cacert: String::new(),
+            cert: String::new(),
+            key: String::new(),
+        }
+    }
+}
+
+fn default_docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    #[serde(default)]
+    pub container: ContainerSettings,
+    #[serde(default)]
+    pub host: HostSettings,
+    /// `connection`: one container per SSH connection, sessions run as execs in it.
+    /// `session`: one container per session channel.
+    #[serde(default)]
+    pub mode: ExecutionMode,
+    /// The container's main process; it only keeps the container alive.
+    #[serde(default = "default_idle_command")]
+    pub idle_command: Vec<String>,
+    /// The shell started for `shell` requests and used as `<shell> -c <command>` for exec.
+    #[serde(default = "default_shell_command")]
+    pub shell_command: Vec<String>,
+    /// Subsystem name → program inside the container.
+    #[serde(default = "default_subsystems")]
+    pub subsystems: BTreeMap<String, String>,
+    /// Refuse exec and subsystem requests (interactive shells only).
+    #[serde(default)]
+    pub disable_command: bool,
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Self {
+            container: ContainerSettings::default(),
+            host: HostSettings::default(),
+            mode: ExecutionMode::default(),
+            idle_command: default_idle_command(),
+            shell_command: default_shell_command(),
+            subsystems: default_subsystems(),
+            disable_command: false,
+            image_pull_policy: PullPolicy::default(),
+        }
+    }
+}
+
+fn default_idle_command() -> Vec<String> {
+    // Sleeps in short steps so that a container whose gateway died stops by itself soon after
+    // the reaper or `docker rm -f` removes it; the loop is cheap (one wake-up an hour).
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "while :; do sleep 3600; done".into(),
+    ]
+}
+fn default_shell_command() -> Vec<String> {
+    vec!["/bin/sh".into()]
+}
+fn default_subsystems() -> BTreeMap<String, String> {
+    BTreeMap::from([("sftp".into(), "/usr/lib/openssh/sftp-server".into())])
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    #[default]
+    Connection,
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    #[serde(alias = "always")]
+    Always,
+    #[default]
+    #[serde(alias = "ifNotPresent", alias = "if-not-present")]
+    IfNotPresent,
+    #[serde(alias = "never")]
+    Never,
+}
+
+/// Docker's container `Config`, the subset that makes sense for a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSettings {
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// "KEY=value" entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// User (name or uid[:gid]) that every process runs as.
+    #[serde(default)]
+    pub user: String,
+    #[serde(default, alias = "workingdir", alias = "workingDir")]
+    pub working_dir: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub domainname: String,
+    /// Extra labels; the gateway's own `containerssh.*` labels cannot be overridden.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        Self {
+            image: default_image(),
+            env: Vec::new(),
+            user: String::new(),
+            working_dir: String::new(),
+            hostname: String::new(),
+            domainname: String::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_image() -> String {
+    "containerssh/containerssh-guest-image".into()
+}
+
+/// Docker's `HostConfig`: the hardening options of the guide. The guide also shows the resource
+/// options nested under `resources:`; the loader lifts that block into this one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSettings {
+    #[serde(default, alias = "usernsMode")]
+    pub usernsmode: Option<String>,
+    #[serde(default, alias = "storageOpt")]
+    pub storageopt: Option<BTreeMap<String, StringOrNumber>>,
+    /// Mount point → tmpfs options, e.g. `/tmp: rw,noexec,nosuid,size=65536k`.
+    #[serde(default)]
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    #[serde(default, alias = "readonlyrootfs")]
+    pub readonly_rootfs: Option<bool>,
+    #[serde(default)]
+    pub memory: Option<i64>,
+    #[serde(default, alias = "memoryreservation")]
+    pub memory_reservation: Option<i64>,
+    #[serde(default, alias = "memoryswap")]
+    pub memory_swap: Option<i64>,
+    #[serde(default, alias = "memoryswappiness")]
+    pub memory_swappiness: Option<i64>,
+    #[serde(default, alias = "oomkilldisable")]
+    pub oom_kill_disable: Option<bool>,
+    #[serde(default, alias = "oomscoreadj")]
+    pub oom_score_adj: Option<i64>,
+    #[serde(default, alias = "cpusetcpus")]
+    pub cpuset_cpus: Option<String>,
+    #[serde(default, alias = "cpusetmems")]
+    pub cpuset_mems: Option<String>,
+    #[serde(default, alias = "cpuperiod")]
+    pub cpu_period: Option<i64>,
+    #[serde(default, alias = "cpuquota")]
+    pub cpu_quota: Option<i64>,
+    #[serde(default, alias = "cpurealtimeperiod")]
+    pub cpu_realtime_period: Option<i64>,
+    #[serde(default, alias = "cpurealtimeruntime", alias = "cpuRealtimeRuntime")]
+    pub cpu_realtime_quota: Option<i64>,
+    #[serde(default, alias = "cpushares")]
+    pub cpu_shares: Option<i64>,
+    /// Maximum number of processes. Unset means the gateway's default of 1024; -1 or 0 is unlimited.
+    #[serde(default, alias = "pidslimit")]
+    pub pids_limit: Option<i64>,
+    #[serde(default, alias = "networkdisabled")]
+    pub network_disabled: Option<bool>,
+    /// e.g. `none`, `bridge`, `host` or a network name.
+    #[serde(default, alias = "networkmode")]
+    pub network_mode: Option<String>,
+    /// Capabilities to keep. All others are dropped unless `capDrop` is set explicitly.
+    #[serde(default, alias = "capadd")]
+    pub cap_add: Option<Vec<String>>,
+    /// Capabilities to drop; defaults to `["ALL"]`.
+    #[serde(default, alias = "capdrop")]
+    pub cap_drop: Option<Vec<String>>,
+    /// Extra security options; `no-new-privileges` is always added unless `allowPrivilegeEscalation` is true.
+    #[serde(default, alias = "securityopt")]
+    pub security_opt: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_privilege_escalation: bool,
+    /// Bind mounts / volumes in Docker's "src:dst[:opts]" form.
+    #[serde(default)]
+    pub binds: Option<Vec<String>>,
+    #[serde(default, alias = "shmsize")]
+    pub shm_size: Option<i64>,
+    /// Run an init process (tini) as PID 1 that reaps zombies.
+    #[serde(default)]
+    pub init: Option<bool>,
+    #[serde(default)]
+    pub runtime: Option<String>,
+    #[serde(default)]
+    pub dns: Option<Vec<String>>,
+    #[serde(default, alias = "extrahosts")]
+    pub extra_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub privileged: Option<bool>,
+}
+
+/// `storageopt: {size: 524288000}` is a number in the guide, a string in Docker's API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    String(String),
+    Number(i64),
+}
+
+impl std::fmt::Display for StringOrNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String(s) => f.write_str(s),
+            Self::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The default pids limit: a fork bomb stays inside its container.
+pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerTimeouts {
+    /// Creating and starting a container, including an image pull.
+    #[serde(default = "default_container_start", with = "humantime_serde")]
+    pub container_start: Duration,
+    /// Removing a container.
+    #[serde(default = "default_container_stop", with = "humantime_serde")]
+    pub container_stop: Duration,
+    /// Creating and starting a process inside the container.
+    #[serde(default = "default_command_start", with = "humantime_serde")]
+    pub command_start: Duration,
+    /// Delivering a signal.
+    #[serde(default = "default_signal", with = "humantime_serde")]
+    pub signal: Duration,
+    /// Resizing a terminal.
+    #[serde(default = "default_signal", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for DockerTimeouts {
+    fn default() -> Self {
+        Self {
+            container_start: default_container_start(),
+            container_stop: default_container_stop(),
+            command_start: default_command_start(),
+            signal: default_signal(),
+            window: default_signal(),
+        }
+    }
+}
+
+fn default_container_start() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_container_stop() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_command_start() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_signal() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl DockerConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let host = &self.connection.host;
+        if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("https://")) {
+            problems.push(format!(
+                "docker.connection.host: {host:?} must start with unix://, tcp:// or https://"
+            ));
+        }
+        let tls = [&self.connection.cacert, &self.connection.cert, &self.connection.key];
+        let tls_set = tls.iter().filter(|v| !v.is_empty()).count();
+        if tls_set != 0 && tls_set != 3 {
+            problems.push(
+                "docker.connection: cacert, cert and key must be set together for TLS".into(),
+            );
+        }
+        if tls_set == 3 && host.starts_with("unix://") {
+            problems.push("docker.connection: TLS certificates need a tcp:// host".into());
+        }
+        let exec = &self.execution;
+        if exec.container.image.trim().is_empty() {
+            problems.push("docker.execution.container.image: must not be empty".into());
+        }
+        for entry in &exec.container.env {
+            if !entry.contains('=') {
+                problems.push(format!(
+                    "docker.execution.container.env: {entry:?} is not KEY=value"
+                ));
+            }
+        }
+        if exec.idle_command.is_empty() {
+            problems.push("docker.execution.idleCommand: must not be empty".into());
+        }
+        if exec.shell_command.is_empty() {
+            problems.push("docker.execution.shellCommand: must not be empty".into());
+        }
+        if let Some(tmpfs) = &exec.host.tmpfs {
+            for path in tmpfs.keys() {
+                if !path.starts_with('/') {
+                    problems.push(format!(
+                        "docker.execution.host.tmpfs: {path:?} is not an absolute path"
+                    ));
+                }
+            }
+        }
+        if let Some(swappiness) = exec.host.memory_swappiness {
+            if !(0..=100).contains(&swappiness) {
+                problems.push("docker.execution.host.memorySwappiness: must be 0..100".into());
+            }
+        }
+        for (key, value) in [
+            ("memory", exec.host.memory),
+            ("memoryReservation", exec.host.memory_reservation),
+            ("cpuPeriod", exec.host.cpu_period),
+            ("cpuQuota", exec.host.cpu_quota),
+        ] {
+            if matches!(value, Some(v) if v < 0) {
+                problems.push(format!("docker.execution.host.{key}: must not be negative"));
+            }
+        }
+        problems
+    }
+}

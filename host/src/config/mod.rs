@@ -1,0 +1,96 @@
+//! The gateway's configuration: one YAML (or JSON) file with ContainerSSH's key names where the
+//! feature exists. Loading collects every problem (unknown keys with their path, type errors,
+//! semantic checks) so that `containerssh validate` can print them all at once.
+mod docker;
+mod load;
+mod ssh;
+
+pub use docker::*;
+pub use load::{deserialize_strict, from_value, load_file, parse_str, ConfigError};
+pub use ssh::*;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::PluginSettings;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    #[serde(default)]
+    pub ssh: SshConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The authentication plugin (required).
+    pub auth: Option<PluginSettings>,
+    /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
+    #[serde(default)]
+    pub plugin_cache_dir: Option<String>,
+    /// Which backend starts the containers. Only `docker` exists today.
+    #[serde(default)]
+    pub backend: BackendKind,
+    #[serde(default)]
+    pub docker: DockerConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Docker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogConfig {
+    /// trace, debug, info, warning (warn), error. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Semantic checks that serde cannot express. Every problem is returned, none is fatal here.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match &self.auth {
+            None => problems.push("auth: an authentication plugin is required (auth.plugin)".into()),
+            Some(auth) => problems.extend(auth.validate().into_iter().map(|p| format!("auth: {p}"))),
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "trace" | "debug" | "info" | "notice" | "warn" | "warning" | "error"
+        ) {
+            problems.push(format!(
+                "log.level: unknown level {:?} (trace, debug, info, warning, error)",
+                self.log.level
+            ));
+        }
+        problems.extend(self.ssh.validate());
+        problems.extend(self.docker.validate());
+        problems
+    }
+}

@@ -1,0 +1,134 @@
+//! State shared by everything that belongs to one SSH connection, and its cleanup.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::OnceCell;
+
+use crate::backend::{Workload, WorkloadOwner};
+use crate::config::{Execution, ExecutionMode};
+use crate::plugin::{AuthGrant, ConnectionInfo};
+use crate::ssh::Gateway;
+
+pub struct Connection {
+    pub id: String,
+    pub peer: SocketAddr,
+    pub client_version: Arc<OnceLock<String>>,
+    pub gateway: Arc<Gateway>,
+    pub authenticated: AtomicBool,
+    /// Set once authentication (and authorization) succeeded.
+    pub grant: OnceLock<AuthGrant>,
+    /// The execution settings for this connection.
+    pub execution: Execution,
+    /// russh's handle, set as soon as the handshake finished.
+    pub handle: OnceLock<russh::server::Handle>,
+    /// Connection mode: the one container of this connection, created with the first session.
+    shared_workload: OnceCell<Arc<dyn Workload>>,
+    /// Every workload of this connection that may still exist, so none outlives it.
+    workloads: Mutex<Vec<Arc<dyn Workload>>>,
+}
+
+impl Connection {
+    pub fn new(id: String, peer: SocketAddr, client_version: Arc<OnceLock<String>>, gateway: Arc<Gateway>) -> Self {
+        let execution = gateway.config.docker.execution.clone();
+        Self {
+            id,
+            peer,
+            client_version,
+            gateway,
+            authenticated: AtomicBool::new(false),
+            grant: OnceLock::new(),
+            execution,
+            handle: OnceLock::new(),
+            shared_workload: OnceCell::new(),
+            workloads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn info(&self, username: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            connection_id: self.id.clone(),
+            remote_address: self.peer.to_string(),
+            client_version: self.client_version.get().cloned().unwrap_or_default(),
+            username: username.to_string(),
+        }
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    pub fn username(&self) -> String {
+        self.grant
+            .get()
+            .map(|g| g.authenticated_username.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends the connection with a reason the client shows to its user.
+    pub fn disconnect(&self, reason: russh::Disconnect, message: &str) {
+        if let Some(handle) = self.handle.get().cloned() {
+            let message = message.to_string();
+            tokio::spawn(async move {
+                let _ = handle.disconnect(reason, message, String::new()).await;
+            });
+        }
+    }
+
+    /// The workload a session runs in: the connection's container, or a new one per session.
+    pub async fn workload_for_session(&self, session: u32) -> anyhow::Result<Arc<dyn Workload>> {
+        match self.execution.mode {
+            ExecutionMode::Connection => self
+                .shared_workload
+                .get_or_try_init(|| self.create_workload(None))
+                .await
+                .cloned(),
+            ExecutionMode::Session => self.create_workload(Some(session)).await,
+        }
+    }
+
+    async fn create_workload(&self, session: Option<u32>) -> anyhow::Result<Arc<dyn Workload>> {
+        let owner = WorkloadOwner {
+            connection_id: self.id.clone(),
+            username: self.username(),
+            remote_address: self.peer.to_string(),
+            session,
+        };
+        let workload = self
+            .gateway
+            .backend
+            .create_workload(&self.execution, &owner)
+            .await?;
+        if let Ok(mut w) = self.workloads.lock() {
+            w.push(workload.clone());
+        }
+        Ok(workload)
+    }
+
+    /// Removes a per-session workload when its session ends (session mode only).
+    pub async fn release_session_workload(&self, workload: &Arc<dyn Workload>) {
+        if self.execution.mode != ExecutionMode::Session {
+            return;
+        }
+        workload.remove().await;
+        if let Ok(mut w) = self.workloads.lock() {
+            w.retain(|x| x.id() != workload.id());
+        }
+    }
+
+    /// Removes every workload still alive; runs when the connection ends, however it ends.
+    pub fn cleanup(&self) {
+        let workloads: Vec<_> = self
+            .workloads
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let id = self.id.clone();
+        self.gateway.cleanup.spawn(async move {
+            for w in workloads {
+                w.remove().await;
+            }
+            tracing::debug!(connection_id = %id, "connection cleaned up");
+        });
+    }
+}

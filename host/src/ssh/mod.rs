@@ -1,0 +1,11 @@
+//! The SSH side of the gateway.
+mod algorithms;
+mod channel;
+mod connection;
+mod handler;
+mod hostkey;
+mod server;
+mod sniff;
+
+pub use hostkey::load_or_generate as load_or_generate_host_key;
+pub use server::{run, Gateway};

@@ -1,0 +1,171 @@
+//! Listener, per-connection tasks, limits, and graceful shutdown.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::Disconnect;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::docker::DockerBackend;
+use crate::config::Config;
+use crate::plugin::AuthenticatorPlugin;
+use crate::ssh::connection::Connection;
+use crate::ssh::handler::SshHandler;
+use crate::ssh::sniff::VersionSniffer;
+use crate::ssh::{algorithms, hostkey};
+
+/// Everything connections share.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub auth: AuthenticatorPlugin,
+    pub backend: DockerBackend,
+    /// Container removals in flight; shutdown waits for them.
+    pub cleanup: TaskTracker,
+    connections: Mutex<HashMap<String, russh::server::Handle>>,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, auth: AuthenticatorPlugin, backend: DockerBackend) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            auth,
+            backend,
+            cleanup: TaskTracker::new(),
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn active_connections(&self) -> usize {
+        self.connections.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn handles(&self) -> Vec<russh::server::Handle> {
+        self.connections
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains: running sessions get
+/// `ssh.shutdownTimeout` to finish, the rest are disconnected and every container removed.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ssh = &gateway.config.ssh;
+    let mut keys = Vec::new();
+    for path in &ssh.hostkeys {
+        keys.push(hostkey::load_or_generate(path)?);
+    }
+    let server_config = algorithms::server_config(ssh, keys);
+    let limit = Arc::new(Semaphore::new(ssh.max_connections));
+    let connections = TaskTracker::new();
+    tracing::info!(listen = %listener.local_addr().context("listener address")?, "containerssh is listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = ssh.max_connections, "connection refused: ssh.maxConnections reached");
+            drop(stream);
+            continue;
+        };
+        let gateway = gateway.clone();
+        let server_config = server_config.clone();
+        connections.spawn(async move {
+            serve_connection(gateway, server_config, stream, peer).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    drain(&gateway, &connections).await;
+    Ok(())
+}
+
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    server_config: Arc<russh::server::Config>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    tracing::info!(connection_id = %id, %peer, "connection accepted");
+    let version = Arc::new(OnceLock::new());
+    let conn = Arc::new(Connection::new(id.clone(), peer, version.clone(), gateway.clone()));
+    let handler = SshHandler::new(conn.clone());
+    let session = match russh::server::run_stream(server_config, VersionSniffer::new(stream, version), handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(connection_id = %id, error = format!("{e:#}"), "handshake failed");
+            return;
+        }
+    };
+    let handle = session.handle();
+    let _ = conn.handle.set(handle.clone());
+    if let Ok(mut c) = gateway.connections.lock() {
+        c.insert(id.clone(), handle.clone());
+    }
+    let grace = gateway.config.ssh.login_grace_time;
+    let grace_conn = conn.clone();
+    let grace_timer = tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if !grace_conn.is_authenticated() {
+            tracing::info!(connection_id = %grace_conn.id, "login grace time over; disconnecting");
+            let _ = handle
+                .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
+                .await;
+        }
+    });
+    if let Err(e) = session.await {
+        tracing::debug!(connection_id = %id, error = format!("{e:#}"), "connection ended with an error");
+    }
+    grace_timer.abort();
+    if let Ok(mut c) = gateway.connections.lock() {
+        c.remove(&id);
+    }
+}
+
+async fn drain(gateway: &Gateway, connections: &TaskTracker) {
+    let timeout = gateway.config.ssh.shutdown_timeout;
+    let active = gateway.active_connections();
+    tracing::info!(active, ?timeout, "shutting down: waiting for sessions to finish");
+    connections.close();
+    if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
+        let handles = gateway.handles();
+        tracing::info!(remaining = handles.len(), "disconnecting remaining connections");
+        for h in handles {
+            let _ = h
+                .disconnect(Disconnect::ByApplication, "the server is shutting down".into(), String::new())
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close in time");
+        }
+    }
+    gateway.cleanup.close();
+    gateway.cleanup.wait().await;
+    // Anything a failed removal left behind.
+    gateway.backend.remove_all().await;
+    let left = gateway.backend.live_count();
+    if left > 0 {
+        tracing::error!(left, "containers could not be removed at shutdown");
+    } else {
+        tracing::info!("shutdown complete; no containers left");
+    }
+}

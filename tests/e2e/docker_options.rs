@@ -1,0 +1,152 @@
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Starts a session that waits, inspects its container, then lets it finish.
+fn inspect_while_running(gw: &Gateway) -> Value {
+    let mut ssh = gw.ssh();
+    ssh.arg("sleep 4");
+    ssh.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = ssh.spawn().expect("ssh starts");
+    let start = Instant::now();
+    let id = loop {
+        if let Some(id) = gw.containers().into_iter().next() {
+            break id;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no container appeared:\n{}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = Command::new("docker").args(["inspect", &id]).output().expect("docker inspect");
+    let _ = child.wait();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    v[0].clone()
+}
+
+#[test]
+fn secure_defaults_reach_the_container() {
+    let gw = Gateway::start(json!({}));
+    let c = inspect_while_running(&gw);
+    let host = &c["HostConfig"];
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert!(host["SecurityOpt"].as_array().unwrap().iter().any(|o| o == "no-new-privileges"), "{host}");
+    assert_eq!(host["PidsLimit"], json!(1024));
+    assert_eq!(c["Config"]["Labels"]["containerssh.username"], json!(USER));
+    assert_eq!(c["Config"]["Labels"]["containerssh.instance"], json!(gw.instance()));
+    gw.assert_no_containers();
+}
+
+#[test]
+fn hardening_options_reach_the_container() {
+    let gw = Gateway::start(json!({"docker": {"execution": {"host": {
+        "usernsmode": "host",
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=65536k", "/run": "rw,noexec,nosuid,size=65536k"},
+        "readonlyRootfs": true,
+        "oomKillDisable": true,
+        "oomScoreAdj": 500,
+        "cpusetCpus": "0",
+        "cpusetMems": "0",
+        "cpuPeriod": 100000,
+        "cpuQuota": 50000,
+        "networkDisabled": true,
+        "resources": {
+            "memory": 67108864,
+            "memoryReservation": 33554432,
+            "memorySwap": 134217728,
+            "memorySwappiness": 60,
+            "pidsLimit": 77
+        }
+    }}}}));
+    let c = inspect_while_running(&gw);
+    let h = &c["HostConfig"];
+    assert_eq!(h["UsernsMode"], json!("host"));
+    assert_eq!(h["Tmpfs"]["/tmp"], json!("rw,noexec,nosuid,size=65536k"));
+    assert_eq!(h["ReadonlyRootfs"], json!(true));
+    assert_eq!(h["OomKillDisable"], json!(true));
+    assert_eq!(h["OomScoreAdj"], json!(500));
+    assert_eq!(h["CpusetCpus"], json!("0"));
+    assert_eq!(h["CpusetMems"], json!("0"));
+    assert_eq!(h["CpuPeriod"], json!(100000));
+    assert_eq!(h["CpuQuota"], json!(50000));
+    assert_eq!(h["Memory"], json!(67108864));
+    assert_eq!(h["MemoryReservation"], json!(33554432));
+    assert_eq!(h["PidsLimit"], json!(77));
+    assert_eq!(c["Config"]["NetworkDisabled"], json!(true));
+    // Swap limits need kernel swap accounting; when present, Docker keeps the values.
+    if h["MemorySwap"] != json!(null) && h["MemorySwap"] != json!(0) {
+        assert_eq!(h["MemorySwap"], json!(134217728));
+    }
+    if h["MemorySwappiness"] != json!(null) {
+        assert_eq!(h["MemorySwappiness"], json!(60));
+    }
+    gw.assert_no_containers();
+}
+
+/// Options this engine cannot apply (storage quotas on fuse-overlayfs/overlay-on-ext4,
+/// real-time CPU without CONFIG_RT_GROUP_SCHED) must still reach Docker: its refusal names them,
+/// and the client gets a reason instead of a silent close.
+#[test]
+fn unsupported_options_reach_docker_and_fail_with_a_reason() {
+    for host in [
+        json!({"storageopt": {"size": 524288000}}),
+        json!({"cpuRealtimePeriod": 10000, "cpuRealtimeQuota": 1000}),
+    ] {
+        let gw = Gateway::start(json!({"docker": {"execution": {"host": host}}}));
+        let mut ssh = gw.ssh();
+        ssh.arg("echo should-not-run");
+        let out = run(ssh, b"");
+        let supported = out.status.success();
+        let log = gw.log_text();
+        if !supported {
+            assert!(text(&out.stderr).contains("could not be started"), "{out:?}");
+            assert!(log.contains("cannot start the container"), "{log}");
+        } else {
+            // The engine applied it (e.g. overlay on xfs with pquota): then it shows on inspect.
+            eprintln!("engine supports {host}; skipping the refusal check");
+        }
+        gw.assert_no_containers();
+    }
+}
+
+#[test]
+fn pull_policy_never_with_a_missing_image_gives_a_clear_reason() {
+    let gw = Gateway::start(json!({"docker": {"execution": {
+        "container": {"image": "containerssh-test/does-not-exist:1"},
+        "imagePullPolicy": "Never"
+    }}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("could not be started"), "{out:?}");
+    assert!(gw.log_text().contains("imagePullPolicy is Never"), "{}", gw.log_text());
+}
+
+#[test]
+fn pull_policy_if_not_present_uses_the_local_image_and_always_pulls() {
+    // IfNotPresent: the image exists locally, so no pull happens (a pull would fail here).
+    let gw = Gateway::start(json!({"docker": {"execution": {"imagePullPolicy": "IfNotPresent"}}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo local-image");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "local-image\n", "{out:?}");
+    assert!(!gw.log_text().contains("pulling image"));
+    drop(gw);
+    // Always: the gateway pulls even a present image. The registry is a closed local port,
+    // so the pull is attempted and fails fast, without any DNS lookup.
+    let tagged = "127.0.0.1:9/containerssh-test/guest:1";
+    assert!(Command::new("docker").args(["tag", IMAGE, tagged]).status().unwrap().success());
+    let gw = Gateway::start(json!({"docker": {"execution": {
+        "container": {"image": tagged},
+        "imagePullPolicy": "Always"
+    }}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    let _ = Command::new("docker").args(["rmi", tagged]).status();
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let log = gw.log_text();
+    assert!(log.contains("pulling image") && log.contains("cannot pull image"), "{log}");
+}

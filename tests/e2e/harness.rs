@@ -1,0 +1,326 @@
+//! Test harness: a real gateway process, real OpenSSH clients, the real Docker engine.
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const USER: &str = "demo";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const IMAGE: &str = "containerssh-test/guest:1";
+
+/// Files shared by every test in this process: the client key pair and the password hash.
+pub struct Shared {
+    _dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub public_key: String,
+    pub password_hash: String,
+}
+
+pub fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        ensure_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("id_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@test", "-f"])
+            .arg(&key)
+            .output()
+            .expect("ssh-keygen runs");
+        assert!(out.status.success(), "ssh-keygen failed: {out:?}");
+        let public_key = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        let password_hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        Shared {
+            _dir: dir,
+            key,
+            public_key: public_key.trim().to_string(),
+            password_hash,
+        }
+    })
+}
+
+/// Builds the guest image once if it is missing (no registry is needed).
+fn ensure_image() {
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !present {
+        let script = workspace().join("tests/images/build.sh");
+        let status = Command::new("sh").arg(script).arg(IMAGE).status().expect("build.sh runs");
+        assert!(status.success(), "building the guest image failed");
+    }
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The default test configuration: static-users plugin, the guest image, no network.
+pub fn base_config(port: u16, dir: &Path) -> Value {
+    let s = shared();
+    json!({
+        "ssh": {
+            "listen": format!("127.0.0.1:{port}"),
+            "hostkeys": [dir.join("host_ed25519").to_string_lossy()],
+            "shutdownTimeout": "20s"
+        },
+        "log": {"level": "debug"},
+        "pluginCacheDir": workspace().join("target/e2e-plugin-cache").to_string_lossy(),
+        "auth": {
+            "plugin": "builtin:static-users",
+            "config": {"users": {USER: {
+                "password": s.password_hash,
+                "authorizedKeys": [s.public_key],
+                "environment": {"FROM_AUTH": "granted"}
+            }}}
+        },
+        "docker": {"execution": {
+            "container": {"image": IMAGE, "user": "1000:1000"},
+            "host": {"networkMode": "none"},
+            "imagePullPolicy": "Never"
+        }}
+    })
+}
+
+/// Deep-merges `over` into `base` (objects merge, everything else replaces).
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(overrides: Value) -> Gateway {
+        Self::start_with(|_, _| {}, overrides)
+    }
+
+    /// Starts a gateway; `prepare` may act before the process starts (e.g. plant an orphan).
+    pub fn start_with(prepare: impl FnOnce(u16, &Path), overrides: Value) -> Gateway {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(port, dir.path());
+        merge(&mut config, overrides);
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
+        prepare(port, dir.path());
+        let log = dir.path().join("gateway.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("gateway starts");
+        let gw = Gateway {
+            child: Some(child),
+            port,
+            dir,
+            log,
+        };
+        gw.wait_for_log("containerssh is listening", Duration::from_secs(120));
+        gw
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway log never said {needle:?}:\n{}", self.log_text());
+    }
+
+    pub fn instance(&self) -> String {
+        let host = hostname::get().expect("hostname").to_string_lossy().into_owned();
+        format!("{host}_127.0.0.1:{}", self.port)
+    }
+
+    /// An `ssh` command with public-key auth, ready for arguments.
+    pub fn ssh(&self) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.common_ssh_options())
+            .args(["-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&shared().key)
+            .arg(format!("{USER}@127.0.0.1"));
+        c
+    }
+
+    /// `sshpass -p PASSWORD ssh ...` with password auth only.
+    pub fn ssh_password(&self, user: &str, password: &str) -> Command {
+        let mut c = Command::new("sshpass");
+        c.args(["-p", password, "ssh"])
+            .args(self.common_ssh_options())
+            .args(["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
+            .arg(format!("{user}@127.0.0.1"));
+        c
+    }
+
+    pub fn common_ssh_options(&self) -> Vec<String> {
+        [
+            "-p", &self.port.to_string(),
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=60",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The `-o`/`-i`/`-P` options `sftp` and `scp` need for public-key auth.
+    pub fn transfer_options(&self) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-P", &self.port.to_string(),
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR",
+            "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("-i".into());
+        v.push(shared().key.to_string_lossy().into_owned());
+        v
+    }
+
+    /// Containers of this gateway instance (running or not).
+    pub fn containers(&self) -> Vec<String> {
+        docker_ids(&["ps", "-aq", "--filter", &format!("label=containerssh.instance={}", self.instance())])
+    }
+
+    /// Waits (up to 20 s) until this gateway has no containers left; panics otherwise.
+    pub fn assert_no_containers(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self.containers().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("containers leaked: {:?}\n{}", self.containers(), self.log_text());
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway still running");
+        signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(90)).expect("gateway exits after SIGTERM")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log_text());
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn docker_ids(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Runs a command with `input` on stdin and returns its output (bounded by a timeout).
+pub fn run(mut cmd: Command, input: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("command starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = match wait_timeout(&mut child, Duration::from_secs(120)) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("command timed out: {cmd:?}");
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

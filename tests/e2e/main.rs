@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `containerssh` binary, the real OpenSSH client, real Docker
+//! containers and the real static-users plugin compiled to WebAssembly.
+//!
+//! Needs: a Docker engine, and the Debian packages openssh-client, openssh-sftp-server,
+//! sshpass and busybox-static (`tests/run.sh` installs them).
+mod client;
+mod harness;
+
+mod auth;
+mod cli;
+mod docker_options;
+mod lifecycle;
+mod remote_docker;
+mod sessions;
+mod transfer;

@@ -1,0 +1,163 @@
+use std::process::Command;
+use std::time::Duration;
+
+use russh::Sig;
+use serde_json::json;
+
+use crate::harness::*;
+
+#[test]
+fn exec_passes_stdin_until_eof_and_returns_the_exit_status() {
+    let gw = Gateway::start(json!({}));
+    let mut ssh = gw.ssh();
+    ssh.arg("cat; echo done; exit 42");
+    let out = run(ssh, b"line one\nline two\n");
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
+    assert_eq!(text(&out.stdout), "line one\nline two\ndone\n");
+    gw.assert_no_containers();
+}
+
+#[test]
+fn exec_uses_shell_semantics_and_keeps_stderr_apart() {
+    let gw = Gateway::start(json!({}));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo 'a  b' | wc -w; echo to-stderr >&2; x=5; echo $((x * 2))");
+    let out = run(ssh, b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["2", "10"]);
+    assert_eq!(text(&out.stderr), "to-stderr\n");
+}
+
+#[test]
+fn environment_from_the_client_reaches_the_program() {
+    let gw = Gateway::start(json!({}));
+    let mut ssh = gw.ssh();
+    ssh.args(["-o", "SetEnv=GREETING=hello-from-client", "echo $GREETING"]);
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "hello-from-client\n", "{out:?}");
+}
+
+fn pty_run(gw: &Gateway, size: (u32, u32), resize: Option<(u32, u32, f64)>, typed: &str, remote: Option<&str>) -> (i32, String) {
+    let mut ssh: Vec<String> = vec!["ssh".into(), "-tt".into()];
+    ssh.extend(gw.common_ssh_options());
+    ssh.extend(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"].map(String::from));
+    ssh.push(shared().key.to_string_lossy().into_owned());
+    ssh.push(format!("{USER}@127.0.0.1"));
+    if let Some(r) = remote {
+        ssh.push(r.to_string());
+    }
+    let (rc, rr, after) = resize.unwrap_or((0, 0, 0.0));
+    let mut cmd = Command::new("python3");
+    cmd.arg(workspace().join("tests/e2e/pty_driver.py"))
+        .args([size.0.to_string(), size.1.to_string(), rc.to_string(), rr.to_string(), after.to_string(), typed.to_string()])
+        .arg("--")
+        .args(ssh);
+    let out = run(cmd, b"");
+    (out.status.code().unwrap_or(-1), text(&out.stdout))
+}
+
+#[test]
+fn interactive_shell_gets_a_terminal_of_the_clients_size() {
+    let gw = Gateway::start(json!({}));
+    let (code, screen) = pty_run(&gw, (101, 33), None, "stty size; tty; echo TERM=$TERM; exit 3\\n", None);
+    assert_eq!(code, 3, "{screen}");
+    assert!(screen.contains("33 101"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert!(screen.contains("TERM=xterm") || screen.contains("TERM=vt") || screen.contains("TERM=dumb") || screen.contains("TERM=linux") || screen.contains("TERM=screen"), "{screen}");
+    gw.assert_no_containers();
+}
+
+#[test]
+fn window_change_reaches_the_terminal() {
+    let gw = Gateway::start(json!({}));
+    let (code, screen) = pty_run(&gw, (80, 24), Some((132, 50, 1.0)), "", Some("stty size; sleep 3; stty size"));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("24 80"), "{screen}");
+    assert!(screen.contains("50 132"), "{screen}");
+}
+
+#[tokio::test]
+async fn signals_reach_the_program() {
+    let gw = Gateway::start(json!({}));
+    // The program reports the signal it got; the channel then carries its exit status.
+    let (out, status, _) = crate::client::exec_and_signal(
+        gw.port,
+        "trap 'echo got-USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
+        Duration::from_secs(2),
+        Sig::USR1,
+    )
+    .await;
+    assert!(out.contains("ready") && out.contains("got-USR1"), "{out}");
+    assert_eq!(status, Some(7));
+    // Without a trap, TERM kills it and the client is told by exit-signal.
+    let (_, status, sig) =
+        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(2), Sig::TERM).await;
+    assert_eq!(sig.as_deref(), Some("TERM"), "status {status:?}");
+}
+
+#[test]
+fn a_program_killed_by_a_signal_is_reported_as_exit_signal() {
+    let gw = Gateway::start(json!({}));
+    let mut ssh = gw.ssh();
+    ssh.arg("-v").arg("kill -TERM $$");
+    let out = run(ssh, b"");
+    // OpenSSH exits 255 on exit-signal and logs it at debug level.
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(text(&out.stderr).contains("exit-signal"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn disable_command_refuses_exec_and_sftp_but_allows_a_shell() {
+    let gw = Gateway::start(json!({"docker": {"execution": {"disableCommand": true}}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo should-not-run");
+    let out = run(ssh, b"");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    let (code, screen) = pty_run(&gw, (80, 24), None, "echo shell-$((40+2)); exit\\n", None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("shell-42"), "{screen}");
+    let mut sftp = Command::new("sftp");
+    sftp.args(gw.transfer_options()).args(["-b", "-"]).arg(format!("{USER}@127.0.0.1"));
+    let out = run(sftp, b"pwd\n");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    gw.assert_no_containers();
+}
+
+/// Two sessions over one multiplexed OpenSSH connection: same container in connection mode,
+/// different containers in session mode.
+fn hostnames_of_two_sessions(gw: &Gateway) -> (String, String) {
+    let control = gw.dir.path().join("cm.sock");
+    let cp = format!("ControlPath={}", control.display());
+    let mut master = gw.ssh();
+    master.args(["-o", "ControlMaster=yes", "-o", &cp, "-N", "-f"]);
+    assert!(run(master, b"").status.success());
+    let mut one = gw.ssh();
+    one.args(["-o", &cp, "hostname"]);
+    let mut two = gw.ssh();
+    two.args(["-o", &cp, "hostname"]);
+    let a = text(&run(one, b"").stdout);
+    let b = text(&run(two, b"").stdout);
+    let mut exit = gw.ssh();
+    exit.args(["-o", &cp, "-O", "exit"]);
+    let _ = run(exit, b"");
+    (a, b)
+}
+
+#[test]
+fn connection_mode_shares_one_container_between_sessions() {
+    let gw = Gateway::start(json!({}));
+    let (a, b) = hostnames_of_two_sessions(&gw);
+    assert!(!a.trim().is_empty());
+    assert_eq!(a, b);
+    gw.assert_no_containers();
+}
+
+#[test]
+fn session_mode_gives_each_session_its_own_container() {
+    let gw = Gateway::start(json!({"docker": {"execution": {"mode": "session"}}}));
+    let (a, b) = hostnames_of_two_sessions(&gw);
+    assert!(!a.trim().is_empty() && !b.trim().is_empty());
+    assert_ne!(a, b);
+    gw.assert_no_containers();
+}

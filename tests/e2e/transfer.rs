@@ -1,0 +1,51 @@
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn random_file(dir: &std::path::Path, name: &str, len: usize) -> std::path::PathBuf {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("write");
+    path
+}
+
+#[test]
+fn sftp_put_ls_get_round_trips_a_file() {
+    let gw = Gateway::start(json!({}));
+    let up = random_file(gw.dir.path(), "up.bin", 1 << 20);
+    let down = gw.dir.path().join("down.bin");
+    let batch = format!("pwd\nput {} up.bin\nls -l\nget up.bin {}\nrm up.bin\n", up.display(), down.display());
+    let mut sftp = Command::new("sftp");
+    sftp.args(gw.transfer_options()).args(["-b", "-"]).arg(format!("{USER}@127.0.0.1"));
+    let out = run(sftp, batch.as_bytes());
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("/home/user"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("1048576"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&down).unwrap());
+    gw.assert_no_containers();
+}
+
+#[test]
+fn scp_works_with_both_protocols() {
+    let gw = Gateway::start(json!({}));
+    let up = random_file(gw.dir.path(), "scp.bin", 300_000);
+    for (flag, name) in [(None, "sftp-protocol"), (Some("-O"), "legacy-protocol")] {
+        let back = gw.dir.path().join(format!("back-{name}.bin"));
+        let mut put = Command::new("scp");
+        put.args(gw.transfer_options());
+        put.args(flag);
+        put.arg(&up).arg(format!("{USER}@127.0.0.1:{name}.bin"));
+        let out = run(put, b"");
+        assert!(out.status.success(), "scp {name} upload: {out:?}");
+        let mut get = Command::new("scp");
+        get.args(gw.transfer_options());
+        get.args(flag);
+        get.arg(format!("{USER}@127.0.0.1:{name}.bin")).arg(&back);
+        let out = run(get, b"");
+        assert!(out.status.success(), "scp {name} download: {out:?}");
+        assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&back).unwrap(), "{name}");
+    }
+    gw.assert_no_containers();
+}

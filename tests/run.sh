@@ -1,0 +1,31 @@
+#!/bin/sh
+# Runs every test: formatting, lints, unit tests and the end-to-end suite (real OpenSSH client,
+# real Docker, real WebAssembly plugins). Installs what it needs when run as root on Debian.
+#   tests/run.sh
+set -eu
+cd "$(dirname "$0")/.."
+need_pkgs=""
+command -v sshpass >/dev/null 2>&1 || need_pkgs="$need_pkgs sshpass"
+command -v busybox >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
+[ -x /usr/lib/openssh/sftp-server ] || need_pkgs="$need_pkgs openssh-sftp-server"
+command -v ssh >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
+command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
+command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
+command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+if [ -n "$need_pkgs" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
+  else
+    echo "tests/run.sh: please install:$need_pkgs" >&2
+    exit 1
+  fi
+fi
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+docker image inspect containerssh-test/guest:1 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:1
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p static-users -- -D warnings
+cargo test --workspace -- --test-threads 4
