@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Gateway benchmarks, each a ratio against a baseline measured in the same run.
+
+  latency:    `ssh gw true` (connect, auth, container start, first output, exit)
+              vs `docker run --rm --network none IMAGE true` on the same engine
+  throughput: `ssh gw 'head -c 1G /dev/zero' > /dev/null`
+              vs `docker exec CONTAINER head -c 1G /dev/zero > /dev/null`
+
+usage: tests/bench/bench.py [--runs N] [--bytes N]   (after `cargo build --release`)
+Targets: latency ratio <= 1.2, throughput ratio >= 0.7.
+"""
+import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "target/release/containerssh")
+IMAGE = "containerssh-test/guest:1"
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def timed(cmd, **kw):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - t
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--bytes", type=int, default=1 << 30)
+    args = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit("build first: cargo build --release -p containerssh")
+    d = tempfile.mkdtemp(prefix="containerssh-bench")
+    key = os.path.join(d, "id")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    pub = open(key + ".pub").read().strip()
+    port = free_port()
+    config = {
+        "ssh": {"listen": f"127.0.0.1:{port}", "hostkeys": [os.path.join(d, "hostkey")]},
+        "log": {"level": "warn"},
+        "auth": {"plugin": "builtin:static-users", "config": {"users": {"bench": {"authorizedKeys": [pub]}}}},
+        "docker": {"execution": {"container": {"image": IMAGE, "user": "1000:1000"},
+                                  "host": {"networkMode": "none"}, "imagePullPolicy": "Never"}},
+    }
+    cfg = os.path.join(d, "config.json")
+    json.dump(config, open(cfg, "w"))
+    gw = subprocess.Popen([BIN, "--config", cfg], stderr=open(os.path.join(d, "gw.log"), "w"))
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close(); break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.5)
+        ssh = ["ssh", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "bench@127.0.0.1"]
+        docker_run = ["docker", "run", "--rm", "--network", "none", IMAGE, "true"]
+        # Interleave the two so that machine noise hits both alike.
+        for _ in range(2):
+            timed(ssh + ["true"]); timed(docker_run)
+        gw_t, dk_t = [], []
+        for _ in range(args.runs):
+            gw_t.append(timed(ssh + ["true"]))
+            dk_t.append(timed(docker_run))
+        lat_gw, lat_dk = statistics.median(gw_t), statistics.median(dk_t)
+        print(f"latency   ssh gw true:      median {lat_gw*1000:7.1f} ms  (min {min(gw_t)*1000:.1f})")
+        print(f"latency   docker run true:  median {lat_dk*1000:7.1f} ms  (min {min(dk_t)*1000:.1f})")
+        print(f"latency   ratio gateway/docker = {lat_gw/lat_dk:.2f}   (target <= 1.2)")
+
+        n = args.bytes
+        cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "sleep", "3600"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        try:
+            gw_b, dk_b = [], []
+            for _ in range(3):
+                gw_b.append(timed(ssh + [f"head -c {n} /dev/zero"]))
+                dk_b.append(timed(["docker", "exec", cid, "head", "-c", str(n), "/dev/zero"]))
+        finally:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        tg, td = min(gw_b), min(dk_b)
+        print(f"throughput ssh gw:          {n/tg/1e6:7.1f} MB/s")
+        print(f"throughput docker exec:     {n/td/1e6:7.1f} MB/s")
+        print(f"throughput ratio gateway/docker = {td/tg:.2f}   (target >= 0.7)")
+    finally:
+        gw.terminate(); gw.wait(60)
+
+if __name__ == "__main__":
+    main()
