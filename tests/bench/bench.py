@@ -12,7 +12,7 @@ Targets: latency ratio <= 1.2, throughput ratio >= 0.7.
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, "target/release/containerssh")
+BIN = os.environ.get("CONTAINERSSH_BIN", os.path.join(ROOT, "target/release/containerssh"))
 IMAGE = "containerssh-test/guest:1"
 
 def free_port():

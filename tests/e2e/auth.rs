@@ -43,3 +43,59 @@ async fn at_most_six_attempts_per_connection() {
     let log = gw.log_text();
     assert_eq!(log.matches("authentication failed").count(), 6, "{log}");
 }
+
+#[test]
+fn repeated_failures_for_a_user_are_rate_limited() {
+    let gw = Gateway::start(json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 3, "maxFailuresPerIp": 0, "window": "5m"}}}));
+    for _ in 0..3 {
+        let mut bad = gw.ssh_password(USER, "wrong");
+        bad.arg("true");
+        assert_eq!(run(bad, b"").status.code(), Some(255));
+    }
+    // Now even the right password is refused, without asking the plugin.
+    let mut good = gw.ssh_password(USER, PASSWORD);
+    good.arg("echo should-not-run");
+    let out = run(good, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let log = gw.log_text();
+    assert!(log.contains("too many recent failures"), "{log}");
+    assert_eq!(log.matches("authentication failed").count(), 3, "{log}");
+    // Other users are not affected.
+    let mut other = gw.ssh_password("someone-else", "x");
+    other.arg("true");
+    let _ = run(other, b"");
+    assert_eq!(gw.log_text().matches("authentication failed").count(), 4);
+}
+
+#[test]
+fn unauthenticated_connections_are_capped() {
+    let gw = Gateway::start(json!({"ssh": {"maxUnauthenticated": 1}}));
+    // One idle TCP connection that never authenticates takes the only slot.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    gw.wait_for_log("connection accepted", std::time::Duration::from_secs(10));
+    let mut ssh = gw.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(gw.log_text().contains("too many unauthenticated connections"));
+    drop(idle);
+    // The slot comes back when the idle connection closes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo admitted");
+    assert_eq!(text(&run(ssh, b"").stdout), "admitted\n");
+}
+
+#[test]
+fn login_grace_time_disconnects_idle_clients() {
+    let gw = Gateway::start(json!({"ssh": {"loginGraceTime": "1s"}}));
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    use std::io::{Read, Write};
+    idle.write_all(b"SSH-2.0-OpenSSH_9.2p1 e2e\r\n").unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = idle.read_to_end(&mut buf); // returns when the server closes the connection
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    gw.wait_for_log("login grace time over", std::time::Duration::from_secs(5));
+}

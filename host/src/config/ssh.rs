@@ -34,6 +34,49 @@ pub struct SshConfig {
     /// Maximum number of connections at once (authenticated or not).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Maximum number of connections that have not authenticated yet (like MaxStartups);
+    /// further connections are closed at once.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// Failed-login rate limits.
+    #[serde(default)]
+    pub auth_rate_limit: AuthRateLimit,
+}
+
+/// Failed logins allowed per source IP and per user name within `window`; once reached, further
+/// attempts are refused without asking the auth plugin until old failures age out. 0 disables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRateLimit {
+    #[serde(default = "default_failures_per_ip")]
+    pub max_failures_per_ip: usize,
+    #[serde(default = "default_failures_per_user")]
+    pub max_failures_per_user: usize,
+    #[serde(default = "default_rate_window", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for AuthRateLimit {
+    fn default() -> Self {
+        Self {
+            max_failures_per_ip: default_failures_per_ip(),
+            max_failures_per_user: default_failures_per_user(),
+            window: default_rate_window(),
+        }
+    }
+}
+
+fn default_failures_per_ip() -> usize {
+    30
+}
+fn default_failures_per_user() -> usize {
+    10
+}
+fn default_rate_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_unauthenticated() -> usize {
+    100
 }
 
 /// Authentication attempts allowed per connection (as OpenSSH's MaxAuthTries default).
@@ -51,6 +94,8 @@ impl Default for SshConfig {
             keepalive_interval: default_keepalive(),
             shutdown_timeout: default_drain_timeout(),
             max_connections: default_max_connections(),
+            max_unauthenticated: default_max_unauthenticated(),
+            auth_rate_limit: AuthRateLimit::default(),
         }
     }
 }
@@ -105,6 +150,12 @@ impl SshConfig {
         }
         if self.login_grace_time.is_zero() {
             problems.push("ssh.loginGraceTime: must be above zero".into());
+        }
+        if self.max_unauthenticated == 0 {
+            problems.push("ssh.maxUnauthenticated: must be at least 1".into());
+        }
+        if self.auth_rate_limit.window.is_zero() {
+            problems.push("ssh.authRateLimit.window: must be above zero".into());
         }
         if self.max_connections == 0 {
             problems.push("ssh.maxConnections: must be at least 1".into());

@@ -8,6 +8,7 @@ use tokio::sync::OnceCell;
 use crate::backend::{Workload, WorkloadOwner};
 use crate::config::{Execution, ExecutionMode};
 use crate::plugin::{AuthGrant, ConnectionInfo};
+use crate::ssh::limits::PendingSlot;
 use crate::ssh::Gateway;
 
 pub struct Connection {
@@ -16,6 +17,8 @@ pub struct Connection {
     pub client_version: Arc<OnceLock<String>>,
     pub gateway: Arc<Gateway>,
     pub authenticated: AtomicBool,
+    /// This connection's place among the unauthenticated ones, given back on success.
+    pending: PendingSlot,
     /// Set once authentication (and authorization) succeeded.
     pub grant: OnceLock<AuthGrant>,
     /// The execution settings for this connection.
@@ -25,11 +28,25 @@ pub struct Connection {
     /// Connection mode: the one container of this connection, created with the first session.
     shared_workload: OnceCell<Arc<dyn Workload>>,
     /// Every workload of this connection that may still exist, so none outlives it.
-    workloads: Mutex<Vec<Arc<dyn Workload>>>,
+    /// `closed` is set (under the same lock) once the connection ended: a workload whose
+    /// creation finishes after that is removed at once instead of being leaked.
+    workloads: Mutex<Workloads>,
+}
+
+#[derive(Default)]
+struct Workloads {
+    live: Vec<Arc<dyn Workload>>,
+    closed: bool,
 }
 
 impl Connection {
-    pub fn new(id: String, peer: SocketAddr, client_version: Arc<OnceLock<String>>, gateway: Arc<Gateway>) -> Self {
+    pub fn new(
+        id: String,
+        peer: SocketAddr,
+        client_version: Arc<OnceLock<String>>,
+        gateway: Arc<Gateway>,
+        pending: PendingSlot,
+    ) -> Self {
         let execution = gateway.config.docker.execution.clone();
         Self {
             id,
@@ -37,11 +54,12 @@ impl Connection {
             client_version,
             gateway,
             authenticated: AtomicBool::new(false),
+            pending,
             grant: OnceLock::new(),
             execution,
             handle: OnceLock::new(),
             shared_workload: OnceCell::new(),
-            workloads: Mutex::new(Vec::new()),
+            workloads: Mutex::new(Workloads::default()),
         }
     }
 
@@ -52,6 +70,13 @@ impl Connection {
             client_version: self.client_version.get().cloned().unwrap_or_default(),
             username: username.to_string(),
         }
+    }
+
+    /// Marks the connection authenticated with `grant`.
+    pub fn authenticated_as(&self, grant: AuthGrant) {
+        let _ = self.grant.set(grant);
+        self.authenticated.store(true, Ordering::Release);
+        self.pending.release();
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -99,8 +124,16 @@ impl Connection {
             .backend
             .create_workload(&self.execution, &owner)
             .await?;
-        if let Ok(mut w) = self.workloads.lock() {
-            w.push(workload.clone());
+        let closed = match self.workloads.lock() {
+            Ok(mut w) if !w.closed => {
+                w.live.push(workload.clone());
+                false
+            }
+            _ => true,
+        };
+        if closed {
+            workload.remove().await;
+            anyhow::bail!("the connection ended while its container was starting");
         }
         Ok(workload)
     }
@@ -112,7 +145,7 @@ impl Connection {
         }
         workload.remove().await;
         if let Ok(mut w) = self.workloads.lock() {
-            w.retain(|x| x.id() != workload.id());
+            w.live.retain(|x| x.id() != workload.id());
         }
     }
 
@@ -121,7 +154,10 @@ impl Connection {
         let workloads: Vec<_> = self
             .workloads
             .lock()
-            .map(|mut w| std::mem::take(&mut *w))
+            .map(|mut w| {
+                w.closed = true;
+                std::mem::take(&mut w.live)
+            })
             .unwrap_or_default();
         let id = self.id.clone();
         self.gateway.cleanup.spawn(async move {

@@ -2,7 +2,6 @@
 //! requests answered inside their callbacks (OpenSSH sends pty-req, env and exec in one burst,
 //! so a deferred reply would be lost). Work that takes time happens in the channel task.
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -54,6 +53,15 @@ impl SshHandler {
             return Auth::reject();
         }
         self.attempts += 1;
+        let guards = &self.conn.gateway.guards;
+        let ip = self.conn.peer.ip();
+        let user_key = user.to_string();
+        if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
+            tracing::warn!(connection_id = %self.cid(), user, method, %ip,
+                "authentication refused: too many recent failures (ssh.authRateLimit)");
+            self.after_failure();
+            return Auth::reject();
+        }
         let plugin = &self.conn.gateway.auth;
         let info = self.conn.info(user);
         let outcome = match check {
@@ -67,8 +75,7 @@ impl SshHandler {
         let result = match outcome {
             AuthOutcome::Success(grant) => {
                 tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");
-                let _ = self.conn.grant.set(grant);
-                self.conn.authenticated.store(true, Ordering::Release);
+                self.conn.authenticated_as(grant);
                 Auth::Accept
             }
             AuthOutcome::Failure(reason) => {
@@ -84,14 +91,23 @@ impl SshHandler {
                 Auth::reject()
             }
         };
-        if result != Auth::Accept && self.attempts >= MAX_AUTH_ATTEMPTS {
-            tracing::warn!(connection_id = %self.cid(), user, attempts = self.attempts, "too many authentication failures; disconnecting");
+        if result != Auth::Accept {
+            guards.per_ip.record_failure(&ip);
+            guards.per_user.record_failure(&user_key);
+            self.after_failure();
+        }
+        result
+    }
+
+    /// After the last allowed attempt failed, the client is told and disconnected.
+    fn after_failure(&self) {
+        if self.attempts >= MAX_AUTH_ATTEMPTS {
+            tracing::warn!(connection_id = %self.cid(), attempts = self.attempts, "too many authentication failures; disconnecting");
             self.conn.disconnect(
                 russh::Disconnect::NoMoreAuthMethodsAvailable,
                 "Too many authentication failures",
             );
         }
-        result
     }
 
     /// Builds the program's argv and environment and hands it to the channel task.

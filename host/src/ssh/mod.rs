@@ -4,6 +4,7 @@ mod channel;
 mod connection;
 mod handler;
 mod hostkey;
+mod limits;
 mod server;
 mod sniff;
 

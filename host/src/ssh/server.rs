@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::plugin::AuthenticatorPlugin;
 use crate::ssh::connection::Connection;
 use crate::ssh::handler::SshHandler;
+use crate::ssh::limits::Guards;
 use crate::ssh::sniff::VersionSniffer;
 use crate::ssh::{algorithms, hostkey};
 
@@ -25,12 +26,16 @@ pub struct Gateway {
     pub backend: DockerBackend,
     /// Container removals in flight; shutdown waits for them.
     pub cleanup: TaskTracker,
+    /// Pre-authentication limits.
+    pub guards: Guards,
     connections: Mutex<HashMap<String, russh::server::Handle>>,
 }
 
 impl Gateway {
     pub fn new(config: Arc<Config>, auth: AuthenticatorPlugin, backend: DockerBackend) -> Arc<Self> {
+        let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         Arc::new(Self {
+            guards,
             config,
             auth,
             backend,
@@ -105,9 +110,14 @@ async fn serve_connection(
     peer: SocketAddr,
 ) {
     let id = hex::encode(rand::random::<[u8; 16]>());
+    let Some(pending) = gateway.guards.admit_unauthenticated() else {
+        tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated,
+            "connection refused: too many unauthenticated connections (ssh.maxUnauthenticated)");
+        return;
+    };
     tracing::info!(connection_id = %id, %peer, "connection accepted");
     let version = Arc::new(OnceLock::new());
-    let conn = Arc::new(Connection::new(id.clone(), peer, version.clone(), gateway.clone()));
+    let conn = Arc::new(Connection::new(id.clone(), peer, version.clone(), gateway.clone(), pending));
     let handler = SshHandler::new(conn.clone());
     let session = match russh::server::run_stream(server_config, VersionSniffer::new(stream, version), handler).await {
         Ok(s) => s,
