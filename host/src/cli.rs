@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::backend::docker::DockerBackend;
 use crate::config::{self, Config};
+use crate::observe::{self, Metrics, Routes};
 use crate::plugin::PluginRuntime;
 use crate::ssh::{self, Gateway};
 
@@ -108,8 +109,44 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         Ok(n) => tracing::info!(removed = n, "removed containers left by an earlier run"),
         Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot look for orphaned containers"),
     }
-    let gateway = Gateway::new(config, auth, backend);
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(config.clone(), auth, backend, metrics.clone());
+    start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
+}
+
+/// Starts the metrics and health listeners (one listener when they share an address).
+async fn start_observability(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut servers: Vec<(String, Routes)> = Vec::new();
+    if config.metrics.enable {
+        servers.push((
+            config.metrics.listen.clone(),
+            Routes { metrics_path: Some(config.metrics.path.clone()), health: false },
+        ));
+    }
+    if config.health.enable {
+        match servers.iter_mut().find(|(listen, _)| *listen == config.health.listen) {
+            Some((_, routes)) => routes.health = true,
+            None => servers.push((config.health.listen.clone(), Routes { metrics_path: None, health: true })),
+        }
+    }
+    for (listen, routes) in servers {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} for metrics/health"))?;
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if let Err(e) = observe::serve(listener, routes, metrics, ready).await {
+                tracing::error!(error = format!("{e:#}"), "observability endpoint stopped");
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Identifies this gateway's containers: host name plus listen address, so two gateways on one

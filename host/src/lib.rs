@@ -3,5 +3,6 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod observe;
 pub mod plugin;
 pub mod ssh;

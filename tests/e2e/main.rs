@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod docker_options;
 mod lifecycle;
+mod observe;
 mod remote_docker;
 mod sessions;
 mod transfer;

@@ -31,6 +31,62 @@ pub struct Config {
     pub backend: BackendKind,
     #[serde(default)]
     pub docker: DockerConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// Prometheus endpoint (ContainerSSH's `metrics` keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+    #[serde(default = "default_metrics_path")]
+    pub path: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            listen: default_metrics_listen(),
+            path: default_metrics_path(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "0.0.0.0:9100".into()
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+/// Health check endpoint: 200 while serving, 503 while shutting down.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthConfig {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default = "default_health_listen")]
+    pub listen: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            listen: default_health_listen(),
+        }
+    }
+}
+
+fn default_health_listen() -> String {
+    "0.0.0.0:7000".into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +144,17 @@ impl Config {
                 "log.level: unknown level {:?} (trace, debug, info, warning, error)",
                 self.log.level
             ));
+        }
+        if self.metrics.enable {
+            if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("metrics.listen: {:?} is not an address:port", self.metrics.listen));
+            }
+            if !self.metrics.path.starts_with('/') {
+                problems.push("metrics.path: must start with /".into());
+            }
+        }
+        if self.health.enable && self.health.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("health.listen: {:?} is not an address:port", self.health.listen));
         }
         problems.extend(self.ssh.validate());
         problems.extend(self.docker.validate());

@@ -80,6 +80,7 @@ impl ChannelTask {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the program");
+                conn.gateway.metrics.backend_error("process_start");
                 let _ = writer
                     .extended_data_bytes(1, Bytes::from(format!("containerssh: cannot start {:?}\r\n", argv.first().cloned().unwrap_or_default())))
                     .await;
@@ -145,6 +146,7 @@ impl ChannelTask {
 
         let pump = async {
             while let Some(item) = output.next().await {
+                conn.first_output();
                 let sent = match item {
                     Ok(Output::Stdout(b)) => writer.data_bytes(b).await,
                     Ok(Output::Stderr(b)) => writer.extended_data_bytes(1, b).await,

@@ -17,6 +17,8 @@ pub struct Connection {
     pub client_version: Arc<OnceLock<String>>,
     pub gateway: Arc<Gateway>,
     pub authenticated: AtomicBool,
+    accepted: std::time::Instant,
+    first_byte_seen: AtomicBool,
     /// This connection's place among the unauthenticated ones, given back on success.
     pending: PendingSlot,
     /// Set once authentication (and authorization) succeeded.
@@ -40,6 +42,13 @@ struct Workloads {
 }
 
 impl Connection {
+    /// Records the time to the first output byte of this connection (once).
+    pub fn first_output(&self) {
+        if !self.first_byte_seen.swap(true, Ordering::AcqRel) {
+            self.gateway.metrics.first_byte(self.accepted.elapsed());
+        }
+    }
+
     pub fn new(
         id: String,
         peer: SocketAddr,
@@ -54,6 +63,8 @@ impl Connection {
             client_version,
             gateway,
             authenticated: AtomicBool::new(false),
+            accepted: std::time::Instant::now(),
+            first_byte_seen: AtomicBool::new(false),
             pending,
             grant: OnceLock::new(),
             execution,
@@ -119,11 +130,15 @@ impl Connection {
             remote_address: self.peer.to_string(),
             session,
         };
-        let workload = self
-            .gateway
-            .backend
-            .create_workload(&self.execution, &owner)
-            .await?;
+        let started = std::time::Instant::now();
+        let workload = match self.gateway.backend.create_workload(&self.execution, &owner).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.gateway.metrics.backend_error("container_start");
+                return Err(e);
+            }
+        };
+        self.gateway.metrics.container_started(started.elapsed());
         let closed = match self.workloads.lock() {
             Ok(mut w) if !w.closed => {
                 w.live.push(workload.clone());

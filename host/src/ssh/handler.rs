@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{ProcessSpec, TtySpec};
 use crate::config::MAX_AUTH_ATTEMPTS;
+use crate::observe::AuthResult;
 use crate::plugin::AuthOutcome;
 use crate::ssh::channel::{sig_to_name, ChannelCommand, ChannelTask};
 use crate::ssh::connection::Connection;
@@ -59,11 +60,13 @@ impl SshHandler {
         if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
             tracing::warn!(connection_id = %self.cid(), user, method, %ip,
                 "authentication refused: too many recent failures (ssh.authRateLimit)");
+            self.conn.gateway.metrics.auth_attempt(method, AuthResult::RateLimited);
             self.after_failure();
             return Auth::reject();
         }
         let plugin = &self.conn.gateway.auth;
         let info = self.conn.info(user);
+        let started = std::time::Instant::now();
         let outcome = match check {
             AuthCheck::Password(pw) => plugin.password(&info, pw).await,
             AuthCheck::PublicKey(key) => plugin.public_key(&info, &key).await,
@@ -72,6 +75,14 @@ impl SshHandler {
             AuthOutcome::Success(grant) => plugin.authorize(&info, &grant).await,
             other => other,
         };
+        self.conn.gateway.metrics.plugin_call(started.elapsed());
+        let metric = match &outcome {
+            AuthOutcome::Success(_) => AuthResult::Success,
+            AuthOutcome::Failure(_) => AuthResult::Failure,
+            AuthOutcome::Unsupported => AuthResult::Unsupported,
+            AuthOutcome::Error(_) => AuthResult::Error,
+        };
+        self.conn.gateway.metrics.auth_attempt(method, metric);
         let result = match outcome {
             AuthOutcome::Success(grant) => {
                 tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");

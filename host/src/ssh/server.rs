@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::docker::DockerBackend;
 use crate::config::Config;
+use crate::observe::Metrics;
 use crate::plugin::AuthenticatorPlugin;
 use crate::ssh::connection::Connection;
 use crate::ssh::handler::SshHandler;
@@ -28,14 +29,19 @@ pub struct Gateway {
     pub cleanup: TaskTracker,
     /// Pre-authentication limits.
     pub guards: Guards,
+    pub metrics: Arc<Metrics>,
+    /// False once shutdown began (the health check then answers 503).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
     connections: Mutex<HashMap<String, russh::server::Handle>>,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, auth: AuthenticatorPlugin, backend: DockerBackend) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, auth: AuthenticatorPlugin, backend: DockerBackend, metrics: Arc<Metrics>) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         Arc::new(Self {
             guards,
+            metrics,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
             auth,
             backend,
@@ -88,6 +94,7 @@ pub async fn run(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = ssh.max_connections, "connection refused: ssh.maxConnections reached");
+            gateway.metrics.connection_refused("max_connections");
             drop(stream);
             continue;
         };
@@ -99,6 +106,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    gateway.ready.store(false, std::sync::atomic::Ordering::Release);
     drain(&gateway, &connections).await;
     Ok(())
 }
@@ -113,16 +121,27 @@ async fn serve_connection(
     let Some(pending) = gateway.guards.admit_unauthenticated() else {
         tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated,
             "connection refused: too many unauthenticated connections (ssh.maxUnauthenticated)");
+        gateway.metrics.connection_refused("max_unauthenticated");
         return;
     };
     tracing::info!(connection_id = %id, %peer, "connection accepted");
+    gateway.metrics.connection_opened();
+    let _open = scopeguard(&gateway.metrics);
     let version = Arc::new(OnceLock::new());
     let conn = Arc::new(Connection::new(id.clone(), peer, version.clone(), gateway.clone(), pending));
     let handler = SshHandler::new(conn.clone());
-    let session = match russh::server::run_stream(server_config, VersionSniffer::new(stream, version), handler).await {
-        Ok(s) => s,
-        Err(e) => {
+    let grace = gateway.config.ssh.login_grace_time;
+    // The identification exchange is bounded too: a client that never sends its version
+    // line must not hold a slot forever.
+    let started = russh::server::run_stream(server_config, VersionSniffer::new(stream, version), handler);
+    let session = match tokio::time::timeout(grace, started).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::info!(connection_id = %id, error = format!("{e:#}"), "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(connection_id = %id, "login grace time over before the SSH handshake");
             return;
         }
     };
@@ -131,7 +150,6 @@ async fn serve_connection(
     if let Ok(mut c) = gateway.connections.lock() {
         c.insert(id.clone(), handle.clone());
     }
-    let grace = gateway.config.ssh.login_grace_time;
     let grace_conn = conn.clone();
     let grace_timer = tokio::spawn(async move {
         tokio::time::sleep(grace).await;
@@ -178,4 +196,15 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     } else {
         tracing::info!("shutdown complete; no containers left");
     }
+}
+
+/// Counts the connection as closed however `serve_connection` returns.
+fn scopeguard(metrics: &Arc<Metrics>) -> impl Drop + '_ {
+    struct Closed<'a>(&'a Metrics);
+    impl Drop for Closed<'_> {
+        fn drop(&mut self) {
+            self.0.connection_closed();
+        }
+    }
+    Closed(metrics)
 }

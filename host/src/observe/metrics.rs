@@ -1,0 +1,167 @@
+//! The gateway's Prometheus metrics (prometheus-client, OpenMetrics text format).
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AuthResult {
+    Success,
+    Failure,
+    Unsupported,
+    Error,
+    RateLimited,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    method: String,
+    result: AuthResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connections: Counter,
+    active_connections: Gauge,
+    refused_connections: Family<StageLabels, Counter>,
+    auth: Family<AuthLabels, Counter>,
+    backend_errors: Family<StageLabels, Counter>,
+    container_start: Histogram,
+    first_byte: Histogram,
+    plugin_call: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("containerssh");
+        let connections = Counter::default();
+        registry.register("connections", "SSH connections accepted", connections.clone());
+        let active_connections = Gauge::default();
+        registry.register("active_connections", "SSH connections open now", active_connections.clone());
+        let refused_connections = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "refused_connections",
+            "Connections closed at accept, by reason",
+            refused_connections.clone(),
+        );
+        let auth = Family::<AuthLabels, Counter>::default();
+        registry.register("auth_attempts", "Authentication attempts by method and result", auth.clone());
+        let backend_errors = Family::<StageLabels, Counter>::default();
+        registry.register("backend_errors", "Backend failures by stage", backend_errors.clone());
+        // 10 ms .. ~80 s
+        let container_start = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "container_start_seconds",
+            "Time to pull, create and start a container",
+            container_start.clone(),
+        );
+        let first_byte = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "time_to_first_byte_seconds",
+            "From TCP accept to the first byte of program output",
+            first_byte.clone(),
+        );
+        // 10 µs .. ~10 s
+        let plugin_call = Histogram::new(exponential_buckets(0.00001, 2.7, 15));
+        registry.register(
+            "plugin_call_seconds",
+            "Duration of plugin calls, including any webhook requests they make",
+            plugin_call.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            active_connections,
+            refused_connections,
+            auth,
+            backend_errors,
+            container_start,
+            first_byte,
+            plugin_call,
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.active_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.active_connections.dec();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.refused_connections
+            .get_or_create(&StageLabels { stage: reason.into() })
+            .inc();
+    }
+
+    pub fn auth_attempt(&self, method: &str, result: AuthResult) {
+        self.auth
+            .get_or_create(&AuthLabels {
+                method: method.into(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn backend_error(&self, stage: &str) {
+        self.backend_errors
+            .get_or_create(&StageLabels { stage: stage.into() })
+            .inc();
+    }
+
+    pub fn container_started(&self, elapsed: Duration) {
+        self.container_start.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn first_byte(&self, elapsed: Duration) {
+        self.first_byte.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn plugin_call(&self, elapsed: Duration) {
+        self.plugin_call.observe(elapsed.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let m = Metrics::new();
+        m.connection_opened();
+        m.auth_attempt("password", AuthResult::Failure);
+        m.container_started(Duration::from_millis(300));
+        let text = m.render();
+        assert!(text.contains("containerssh_connections_total 1"), "{text}");
+        assert!(text.contains("containerssh_active_connections 1"), "{text}");
+        assert!(text.contains(r#"containerssh_auth_attempts_total{method="password",result="Failure"} 1"#), "{text}");
+        assert!(text.contains("containerssh_container_start_seconds_count 1"), "{text}");
+    }
+}

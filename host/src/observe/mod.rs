@@ -1,0 +1,6 @@
+//! Observability: Prometheus metrics and a health endpoint.
+mod http;
+mod metrics;
+
+pub use http::{serve, Routes};
+pub use metrics::{AuthResult, Metrics};
