@@ -1,0 +1,171 @@
+//! The containerssh plugin SDK: bindings for the plugin worlds in `wit/plugin.wit`, traits with
+//! sensible defaults, and export macros. An authentication plugin is a type implementing
+//! [`auth::Authenticator`] plus one `export_authenticator!` line; build it with
+//! `cargo build --release --target wasm32-wasip2`.
+//!
+//! ```ignore
+//! use containerssh_plugin_sdk::auth::*;
+//!
+//! struct OnlyAlice;
+//!
+//! impl Authenticator for OnlyAlice {
+//!     fn password(conn: ConnectionInfo, password: Vec<u8>) -> AuthResult {
+//!         if conn.username == "alice" && password == b"secret" {
+//!             AuthResult::Success(AuthGrant::for_user(&conn.username))
+//!         } else {
+//!             AuthResult::Failure("wrong password".into())
+//!         }
+//!     }
+//! }
+//!
+//! containerssh_plugin_sdk::export_authenticator!(OnlyAlice);
+//! ```
+
+/// Authentication plugins (`authenticator-plugin` world).
+pub mod auth {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "authenticator-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_authenticator_bindings",
+        default_bindings_module: "containerssh_plugin_sdk::auth",
+    });
+
+    pub use containerssh::plugin::plugin_types::{AuthGrant, AuthResult, ConnectionInfo, LogLevel};
+    pub use exports::containerssh::plugin::authenticator::Guest;
+
+    /// What an authentication plugin implements. Every method has a default, so a plugin only
+    /// writes the methods it supports.
+    pub trait Authenticator {
+        fn password(_connection: ConnectionInfo, _password: Vec<u8>) -> AuthResult {
+            AuthResult::Unsupported
+        }
+        fn public_key(_connection: ConnectionInfo, _public_key: String) -> AuthResult {
+            AuthResult::Unsupported
+        }
+        fn keyboard_interactive(_connection: ConnectionInfo, _answers: Vec<String>) -> AuthResult {
+            AuthResult::Unsupported
+        }
+        /// Runs after a successful authentication; the default keeps the grant as it is.
+        fn authorize(_connection: ConnectionInfo, grant: AuthGrant) -> AuthResult {
+            AuthResult::Success(grant)
+        }
+    }
+
+    impl AuthGrant {
+        /// A grant with no metadata, environment or files.
+        pub fn for_user(username: &str) -> Self {
+            AuthGrant {
+                authenticated_username: username.to_string(),
+                metadata: Vec::new(),
+                environment: Vec::new(),
+                files: Vec::new(),
+            }
+        }
+    }
+
+    /// The plugin's configuration (the `config:` block of the gateway's config), parsed.
+    pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+        crate::parse_config(&containerssh::plugin::host::plugin_config())
+    }
+
+    /// Writes a line to the gateway's log, tagged with the plugin and the connection id.
+    pub fn log(level: LogLevel, message: &str) {
+        containerssh::plugin::host::log(level, message)
+    }
+}
+
+/// Configuration plugins (`config-plugin` world).
+pub mod config {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "config-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_config_bindings",
+        default_bindings_module: "containerssh_plugin_sdk::config",
+    });
+
+    pub use containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
+    pub use exports::containerssh::plugin::config_provider::Guest;
+
+    /// The plugin's configuration, parsed.
+    pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+        crate::parse_config(&containerssh::plugin::host::plugin_config())
+    }
+
+    pub fn log(level: LogLevel, message: &str) {
+        containerssh::plugin::host::log(level, message)
+    }
+}
+
+/// Request-filter plugins (`filter-plugin` world).
+pub mod filter {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "filter-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_filter_bindings",
+        default_bindings_module: "containerssh_plugin_sdk::filter",
+    });
+
+    pub use containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
+    pub use exports::containerssh::plugin::request_filter::{ChannelRequest, Guest, PtyRequest, Verdict};
+
+    pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+        crate::parse_config(&containerssh::plugin::host::plugin_config())
+    }
+
+    pub fn log(level: LogLevel, message: &str) {
+        containerssh::plugin::host::log(level, message)
+    }
+}
+
+fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let json = if json.trim().is_empty() || json.trim() == "null" { "{}" } else { json };
+    serde_json::from_str(json).map_err(|e| format!("invalid plugin configuration: {e}"))
+}
+
+/// Exports a type implementing [`auth::Authenticator`] as the plugin's authenticator.
+#[macro_export]
+macro_rules! export_authenticator {
+    ($plugin:ty) => {
+        const _: () = {
+            struct ContainerSshAuthenticatorExport;
+
+            impl $crate::auth::Guest for ContainerSshAuthenticatorExport {
+                fn password(c: $crate::auth::ConnectionInfo, p: ::std::vec::Vec<u8>) -> $crate::auth::AuthResult {
+                    <$plugin as $crate::auth::Authenticator>::password(c, p)
+                }
+                fn public_key(c: $crate::auth::ConnectionInfo, k: ::std::string::String) -> $crate::auth::AuthResult {
+                    <$plugin as $crate::auth::Authenticator>::public_key(c, k)
+                }
+                fn keyboard_interactive(
+                    c: $crate::auth::ConnectionInfo,
+                    a: ::std::vec::Vec<::std::string::String>,
+                ) -> $crate::auth::AuthResult {
+                    <$plugin as $crate::auth::Authenticator>::keyboard_interactive(c, a)
+                }
+                fn authorize(c: $crate::auth::ConnectionInfo, g: $crate::auth::AuthGrant) -> $crate::auth::AuthResult {
+                    <$plugin as $crate::auth::Authenticator>::authorize(c, g)
+                }
+            }
+
+            $crate::auth::export_authenticator_bindings!(ContainerSshAuthenticatorExport with_types_in $crate::auth);
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct C {
+        a: u32,
+    }
+
+    #[test]
+    fn empty_config_is_an_empty_object() {
+        assert!(super::parse_config::<serde_json::Value>("").is_ok());
+        assert_eq!(super::parse_config::<C>(r#"{"a": 3}"#), Ok(C { a: 3 }));
+        assert!(super::parse_config::<C>("[1]").unwrap_err().contains("invalid plugin configuration"));
+    }
+}
