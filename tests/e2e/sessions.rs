@@ -70,7 +70,9 @@ fn interactive_shell_gets_a_terminal_of_the_clients_size() {
 #[test]
 fn window_change_reaches_the_terminal() {
     let gw = Gateway::start(json!({}));
-    let (code, screen) = pty_run(&gw, (80, 24), Some((132, 50, 1.0)), "", Some("stty size; sleep 3; stty size"));
+    // Docker engines before API 1.42 cannot size an exec's terminal before it starts; the
+    // gateway resizes it right after, so the first look waits a moment.
+    let (code, screen) = pty_run(&gw, (80, 24), Some((132, 50, 1.5)), "", Some("sleep 0.5; stty size; sleep 3; stty size"));
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("24 80"), "{screen}");
     assert!(screen.contains("50 132"), "{screen}");

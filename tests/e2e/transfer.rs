@@ -27,25 +27,34 @@ fn sftp_put_ls_get_round_trips_a_file() {
     gw.assert_no_containers();
 }
 
+/// Both scp runs share one multiplexed SSH connection, hence one container (connection mode),
+/// so what the first uploads the second can download.
 #[test]
 fn scp_works_with_both_protocols() {
     let gw = Gateway::start(json!({}));
     let up = random_file(gw.dir.path(), "scp.bin", 300_000);
+    let control = format!("ControlPath={}", gw.dir.path().join("cm.sock").display());
+    let mut master = gw.ssh();
+    master.args(["-o", "ControlMaster=yes", "-o", &control, "-N", "-f"]);
+    assert!(run(master, b"").status.success());
     for (flag, name) in [(None, "sftp-protocol"), (Some("-O"), "legacy-protocol")] {
         let back = gw.dir.path().join(format!("back-{name}.bin"));
         let mut put = Command::new("scp");
-        put.args(gw.transfer_options());
+        put.args(gw.transfer_options()).args(["-o", &control]);
         put.args(flag);
         put.arg(&up).arg(format!("{USER}@127.0.0.1:{name}.bin"));
         let out = run(put, b"");
         assert!(out.status.success(), "scp {name} upload: {out:?}");
         let mut get = Command::new("scp");
-        get.args(gw.transfer_options());
+        get.args(gw.transfer_options()).args(["-o", &control]);
         get.args(flag);
         get.arg(format!("{USER}@127.0.0.1:{name}.bin")).arg(&back);
         let out = run(get, b"");
         assert!(out.status.success(), "scp {name} download: {out:?}");
         assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&back).unwrap(), "{name}");
     }
+    let mut exit = gw.ssh();
+    exit.args(["-o", &control, "-O", "exit"]);
+    let _ = run(exit, b"");
     gw.assert_no_containers();
 }

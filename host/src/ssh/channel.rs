@@ -39,12 +39,13 @@ impl ChannelTask {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the container");
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                // A reason instead of a silent close; details stay in the gateway's log.
+                // A reason instead of a silent close; details stay in the gateway's log. The
+                // disconnect goes first: a client told "open failed" may hang up before reading it.
                 let reason = format!(
                     "containerssh: your container could not be started (connection {cid}); please contact the administrator"
                 );
                 let _ = handle.disconnect(Disconnect::ByApplication, reason, String::new()).await;
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
                 return;
             }
         };

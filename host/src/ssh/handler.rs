@@ -48,10 +48,12 @@ impl SshHandler {
         &self.conn.id
     }
 
-    async fn authenticate(&mut self, user: &str, method: &'static str, check: AuthCheck<'_>) -> Auth {
+    async fn authenticate(&mut self, user: &str, method: &'static str, check: AuthCheck<'_>) -> anyhow::Result<Auth> {
         if self.attempts >= MAX_AUTH_ATTEMPTS {
-            tracing::warn!(connection_id = %self.cid(), user, method, "too many authentication attempts");
-            return Auth::reject();
+            // The disconnect sent after the last failure is on its way; end the connection
+            // rather than answer a seventh attempt.
+            tracing::warn!(connection_id = %self.cid(), user, method, "attempt after the last allowed one; closing");
+            return Err(anyhow::anyhow!("too many authentication failures"));
         }
         self.attempts += 1;
         let guards = &self.conn.gateway.guards;
@@ -62,7 +64,7 @@ impl SshHandler {
                 "authentication refused: too many recent failures (ssh.authRateLimit)");
             self.conn.gateway.metrics.auth_attempt(method, AuthResult::RateLimited);
             self.after_failure();
-            return Auth::reject();
+            return Ok(Auth::reject());
         }
         let plugin = &self.conn.gateway.auth;
         let info = self.conn.info(user);
@@ -107,7 +109,7 @@ impl SshHandler {
             guards.per_user.record_failure(&user_key);
             self.after_failure();
         }
-        result
+        Ok(result)
     }
 
     /// After the last allowed attempt failed, the client is told and disconnected.
@@ -177,13 +179,13 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.authenticate(user, "password", AuthCheck::Password(password.as_bytes())).await)
+        self.authenticate(user, "password", AuthCheck::Password(password.as_bytes())).await
     }
 
     async fn auth_publickey_offered(&mut self, _user: &str, _offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         // Let the client prove it holds the key; the plugin decides afterwards.
         if self.attempts >= MAX_AUTH_ATTEMPTS {
-            return Ok(Auth::reject());
+            return Err(anyhow::anyhow!("too many authentication failures"));
         }
         Ok(Auth::Accept)
     }
@@ -192,7 +194,7 @@ impl russh::server::Handler for SshHandler {
         let Ok(text) = key.public_key.to_openssh() else {
             return Ok(Auth::reject());
         };
-        Ok(self.authenticate(user, "publickey", AuthCheck::PublicKey(text)).await)
+        self.authenticate(user, "publickey", AuthCheck::PublicKey(text)).await
     }
 
     async fn channel_open_session(

@@ -17,7 +17,8 @@ use crate::plugin::AuthenticatorPlugin;
 use crate::ssh::connection::Connection;
 use crate::ssh::handler::SshHandler;
 use crate::ssh::limits::Guards;
-use crate::ssh::sniff::VersionSniffer;
+use crate::ssh::sniff::ClientStream;
+use tokio_util::sync::CancellationToken;
 use crate::ssh::{algorithms, hostkey};
 
 /// Everything connections share.
@@ -32,7 +33,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// False once shutdown began (the health check then answers 503).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
-    connections: Mutex<HashMap<String, russh::server::Handle>>,
+    connections: Mutex<HashMap<String, (russh::server::Handle, CancellationToken)>>,
 }
 
 impl Gateway {
@@ -54,7 +55,7 @@ impl Gateway {
         self.connections.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn handles(&self) -> Vec<russh::server::Handle> {
+    fn handles(&self) -> Vec<(russh::server::Handle, CancellationToken)> {
         self.connections
             .lock()
             .map(|c| c.values().cloned().collect())
@@ -133,7 +134,8 @@ async fn serve_connection(
     let grace = gateway.config.ssh.login_grace_time;
     // The identification exchange is bounded too: a client that never sends its version
     // line must not hold a slot forever.
-    let started = russh::server::run_stream(server_config, VersionSniffer::new(stream, version), handler);
+    let kill = CancellationToken::new();
+    let started = russh::server::run_stream(server_config, ClientStream::new(stream, version, kill.clone()), handler);
     let session = match tokio::time::timeout(grace, started).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -148,9 +150,10 @@ async fn serve_connection(
     let handle = session.handle();
     let _ = conn.handle.set(handle.clone());
     if let Ok(mut c) = gateway.connections.lock() {
-        c.insert(id.clone(), handle.clone());
+        c.insert(id.clone(), (handle.clone(), kill.clone()));
     }
     let grace_conn = conn.clone();
+    let grace_kill = kill.clone();
     let grace_timer = tokio::spawn(async move {
         tokio::time::sleep(grace).await;
         if !grace_conn.is_authenticated() {
@@ -158,6 +161,9 @@ async fn serve_connection(
             let _ = handle
                 .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                 .await;
+            // A client stuck mid-handshake never processes the disconnect: cut it off.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            grace_kill.cancel();
         }
     });
     if let Err(e) = session.await {
@@ -177,13 +183,19 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
         let handles = gateway.handles();
         tracing::info!(remaining = handles.len(), "disconnecting remaining connections");
-        for h in handles {
+        for (h, _) in &handles {
             let _ = h
                 .disconnect(Disconnect::ByApplication, "the server is shutting down".into(), String::new())
                 .await;
         }
-        if tokio::time::timeout(Duration::from_secs(10), connections.wait()).await.is_err() {
-            tracing::warn!("some connections did not close in time");
+        if tokio::time::timeout(Duration::from_secs(5), connections.wait()).await.is_err() {
+            tracing::warn!("some connections ignored the disconnect; cutting them off");
+            for (_, kill) in &handles {
+                kill.cancel();
+            }
+            if tokio::time::timeout(Duration::from_secs(5), connections.wait()).await.is_err() {
+                tracing::warn!("some connections did not close in time");
+            }
         }
     }
     gateway.cleanup.close();

@@ -9,8 +9,16 @@ use crate::config::DockerConnection;
 /// Request timeout for API calls (seconds); long operations have their own deadlines.
 const API_TIMEOUT_SECS: u64 = 120;
 
+/// A connected client, plus the private directory holding PEM material from the config:
+/// bollard reads the certificate files at every TLS handshake, so it must outlive the client.
+pub struct Connected {
+    pub docker: Docker,
+    pub tls_material: Option<tempfile::TempDir>,
+}
+
 /// Opens a client and negotiates the API version with the engine (once per process).
-pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Docker> {
+pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Connected> {
+    let mut tls_material = None;
     let host = conn.host.as_str();
     let docker = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, API_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
@@ -20,7 +28,7 @@ pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Docker> {
             .with_context(|| format!("docker: cannot use {host}"))?
     } else {
         // bollard reads the TLS material from files; PEM text in the config goes to a private
-        // temporary directory that lives only while the client is built.
+        // temporary directory.
         let dir = tempfile::Builder::new()
             .prefix("containerssh-docker-tls")
             .tempdir()
@@ -28,7 +36,7 @@ pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Docker> {
         let ca = pem_file(&conn.cacert, dir.path(), "ca.pem")?;
         let cert = pem_file(&conn.cert, dir.path(), "cert.pem")?;
         let key = pem_file(&conn.key, dir.path(), "key.pem")?;
-        Docker::connect_with_ssl(
+        let docker = Docker::connect_with_ssl(
             host,
             &key,
             &cert,
@@ -36,13 +44,15 @@ pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Docker> {
             API_TIMEOUT_SECS,
             bollard::API_DEFAULT_VERSION,
         )
-        .with_context(|| format!("docker: cannot set up TLS to {host}"))?
+        .with_context(|| format!("docker: cannot set up TLS to {host}"))?;
+        tls_material = Some(dir);
+        docker
     };
     let docker = docker
         .negotiate_version()
         .await
         .with_context(|| format!("docker: cannot reach the engine at {host}"))?;
-    Ok(docker)
+    Ok(Connected { docker, tls_material })
 }
 
 /// A config value is either a path to a PEM file or the PEM text itself.

@@ -25,13 +25,15 @@ pub struct DockerBackend {
     timeouts: DockerTimeouts,
     /// Containers created and not yet removed, so shutdown can remove what is left.
     live: Arc<Mutex<HashSet<String>>>,
+    _tls_material: Option<Arc<tempfile::TempDir>>,
 }
 
 impl DockerBackend {
     pub async fn connect(config: &DockerConfig, instance: &str) -> anyhow::Result<Self> {
-        let docker = client::connect(&config.connection).await?;
+        let connected = client::connect(&config.connection).await?;
         Ok(Self {
-            docker,
+            docker: connected.docker,
+            _tls_material: connected.tls_material.map(Arc::new),
             instance: instance.into(),
             timeouts: config.timeouts.clone(),
             live: Arc::default(),

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures::StreamExt;
 
@@ -42,11 +43,14 @@ pub async fn start(
     let exec = docker
         .create_exec(
             container,
-            CreateExecOptions {
+            ExecConfig {
                 attach_stdin: Some(true),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 tty: Some(tty),
+                // Engines since API 1.42 size the terminal before the program starts; older
+                // ones ignore this and get the resize below, a moment after the start.
+                console_size: spec.tty.as_ref().map(|t| vec![t.rows as usize, t.columns as usize]),
                 env: Some(env),
                 cmd: Some(spec.argv.clone()),
                 user: (!user.is_empty()).then(|| user.to_string()),
