@@ -6,13 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("host/ is inside the workspace").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for dir in ["plugins", "plugin-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     let plugins = plugin_crates(&workspace.join("plugins"));
     let wasm_target_dir = workspace.join("target").join("wasm-plugins");
@@ -21,7 +28,13 @@ fn main() {
 
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&wasm_target_dir);
     for (package, _) in &plugins {
         cmd.args(["-p", package]);
@@ -48,14 +61,20 @@ fn main() {
         cmd.env_remove(var);
     }
     for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_FEATURE_") || key.starts_with("CARGO_CFG_") || key.starts_with("DEP_") {
+        if key.starts_with("CARGO_FEATURE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("DEP_")
+        {
             cmd.env_remove(key);
         }
     }
     let output = cmd.output().expect("cannot run cargo to build the plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("wasm32-wasip2") && (stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`")) {
+        if stderr.contains("wasm32-wasip2")
+            && (stderr.contains("may not be installed")
+                || stderr.contains("can't find crate for `core`"))
+        {
             panic!("the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`\n{stderr}");
         }
         panic!("building the plugins for wasm32-wasip2 failed:\n{stderr}");
@@ -63,11 +82,17 @@ fn main() {
 
     let mut entries = String::from("/// (name, component bytes) of the plugins built into this binary.\npub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
     for (package, lib) in &plugins {
-        let built = wasm_target_dir.join("wasm32-wasip2/release").join(format!("{lib}.wasm"));
+        let built = wasm_target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{lib}.wasm"));
         let embedded = out_dir.join(format!("{package}.wasm"));
-        std::fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+        std::fs::copy(&built, &embedded)
+            .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
         let _ = std::fs::copy(&built, files_dir.join(format!("{package}.wasm")));
-        entries.push_str(&format!("    ({package:?}, include_bytes!({:?})),\n", embedded.display().to_string()));
+        entries.push_str(&format!(
+            "    ({package:?}, include_bytes!({:?})),\n",
+            embedded.display().to_string()
+        ));
     }
     entries.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), entries).expect("write builtin_plugins.rs");
@@ -76,14 +101,22 @@ fn main() {
 /// (package name, library file stem) of every crate directly under `plugins/`.
 fn plugin_crates(dir: &Path) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
     for entry in entries.flatten() {
         let manifest = entry.path().join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
         let Some(name) = text
             .lines()
             .skip_while(|l| l.trim() != "[package]")
-            .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("name = ")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         else {
             continue;
         };

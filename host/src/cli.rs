@@ -13,10 +13,19 @@ use crate::plugin::PluginRuntime;
 use crate::ssh::{self, Gateway};
 
 #[derive(Parser)]
-#[command(name = "containerssh", version, about = "SSH gateway that gives every connection its own container")]
+#[command(
+    name = "containerssh",
+    version,
+    about = "SSH gateway that gives every connection its own container"
+)]
 struct Cli {
     /// Configuration file (YAML, or JSON with a .json extension).
-    #[arg(short, long, global = true, default_value = "/etc/containerssh/config.yaml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "/etc/containerssh/config.yaml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +47,10 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate { file } => validate(file.as_deref().unwrap_or(&cli.config)),
         Command::Run => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("containerssh: cannot start the async runtime: {e}");
@@ -107,7 +119,10 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     match backend.reap_orphans().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed containers left by an earlier run"),
-        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot look for orphaned containers"),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot look for orphaned containers"
+        ),
     }
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(config.clone(), auth, backend, metrics.clone());
@@ -125,13 +140,25 @@ async fn start_observability(
     if config.metrics.enable {
         servers.push((
             config.metrics.listen.clone(),
-            Routes { metrics_path: Some(config.metrics.path.clone()), health: false },
+            Routes {
+                metrics_path: Some(config.metrics.path.clone()),
+                health: false,
+            },
         ));
     }
     if config.health.enable {
-        match servers.iter_mut().find(|(listen, _)| *listen == config.health.listen) {
+        match servers
+            .iter_mut()
+            .find(|(listen, _)| *listen == config.health.listen)
+        {
             Some((_, routes)) => routes.health = true,
-            None => servers.push((config.health.listen.clone(), Routes { metrics_path: None, health: true })),
+            None => servers.push((
+                config.health.listen.clone(),
+                Routes {
+                    metrics_path: None,
+                    health: true,
+                },
+            )),
         }
     }
     for (listen, routes) in servers {

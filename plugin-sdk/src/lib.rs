@@ -109,7 +109,9 @@ pub mod filter {
     });
 
     pub use containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
-    pub use exports::containerssh::plugin::request_filter::{ChannelRequest, Guest, PtyRequest, Verdict};
+    pub use exports::containerssh::plugin::request_filter::{
+        ChannelRequest, Guest, PtyRequest, Verdict,
+    };
 
     pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
         crate::parse_config(&containerssh::plugin::host::plugin_config())
@@ -121,7 +123,11 @@ pub mod filter {
 }
 
 fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
-    let json = if json.trim().is_empty() || json.trim() == "null" { "{}" } else { json };
+    let json = if json.trim().is_empty() || json.trim() == "null" {
+        "{}"
+    } else {
+        json
+    };
     serde_json::from_str(json).map_err(|e| format!("invalid plugin configuration: {e}"))
 }
 
@@ -166,6 +172,8 @@ mod tests {
     fn empty_config_is_an_empty_object() {
         assert!(super::parse_config::<serde_json::Value>("").is_ok());
         assert_eq!(super::parse_config::<C>(r#"{"a": 3}"#), Ok(C { a: 3 }));
-        assert!(super::parse_config::<C>("[1]").unwrap_err().contains("invalid plugin configuration"));
+        assert!(super::parse_config::<C>("[1]")
+            .unwrap_err()
+            .contains("invalid plugin configuration"));
     }
 }

@@ -39,14 +39,19 @@ fn password_login_works_and_a_wrong_password_is_denied() {
 async fn at_most_six_attempts_per_connection() {
     let gw = Gateway::start(json!({}));
     let answered = crate::client::count_password_attempts(gw.port, USER, 10).await;
-    assert_eq!(answered, 6, "the server must answer exactly 6 attempts, then disconnect");
+    assert_eq!(
+        answered, 6,
+        "the server must answer exactly 6 attempts, then disconnect"
+    );
     let log = gw.log_text();
     assert_eq!(log.matches("authentication failed").count(), 6, "{log}");
 }
 
 #[test]
 fn repeated_failures_for_a_user_are_rate_limited() {
-    let gw = Gateway::start(json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 3, "maxFailuresPerIp": 0, "window": "5m"}}}));
+    let gw = Gateway::start(
+        json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 3, "maxFailuresPerIp": 0, "window": "5m"}}}),
+    );
     for _ in 0..3 {
         let mut bad = gw.ssh_password(USER, "wrong");
         bad.arg("true");
@@ -77,7 +82,9 @@ fn unauthenticated_connections_are_capped() {
     ssh.arg("true");
     let out = run(ssh, b"");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(gw.log_text().contains("too many unauthenticated connections"));
+    assert!(gw
+        .log_text()
+        .contains("too many unauthenticated connections"));
     drop(idle);
     // The slot comes back when the idle connection closes.
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -92,7 +99,8 @@ fn login_grace_time_disconnects_idle_clients() {
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     use std::io::{Read, Write};
     idle.write_all(b"SSH-2.0-OpenSSH_9.2p1 e2e\r\n").unwrap();
-    idle.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
     let _ = idle.read_to_end(&mut buf); // returns when the server closes the connection

@@ -11,18 +11,29 @@ fn validate_prints_every_problem_with_its_path() {
         "ssh:\n  listen: not-an-address\n  colour: blue\nauth:\n  plugin: builtin:static-users\ndocker:\n  execution:\n    host:\n      readonlyRootfs: true\n      memroy: 5\n    mode: connection\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_containerssh")).arg("validate").arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("ssh.colour: unknown key"), "{err}");
-    assert!(err.contains("docker.execution.host.memroy: unknown key"), "{err}");
+    assert!(
+        err.contains("docker.execution.host.memroy: unknown key"),
+        "{err}"
+    );
     assert!(err.contains("ssh.listen"), "{err}");
 }
 
 #[test]
 fn validate_accepts_the_quick_start_config() {
     let path = workspace().join("examples/quickstart/config.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_containerssh")).arg("validate").arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));
 }

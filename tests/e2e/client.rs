@@ -13,7 +13,10 @@ pub struct AcceptAny;
 
 impl client::Handler for AcceptAny {
     type Error = russh::Error;
-    async fn check_server_key(&mut self, _key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        _key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(true)
     }
 }
@@ -35,7 +38,10 @@ pub async fn login(port: u16, user: &str) -> Handle<AcceptAny> {
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
         .await
         .expect("auth exchange");
-    assert!(matches!(auth, AuthResult::Success), "public key login failed: {auth:?}");
+    assert!(
+        matches!(auth, AuthResult::Success),
+        "public key login failed: {auth:?}"
+    );
     h
 }
 
@@ -54,7 +60,12 @@ pub async fn count_password_attempts(port: u16, user: &str, tries: usize) -> usi
 }
 
 /// Runs `command`, sends `signal` after `delay`, returns (stdout, exit status, exit signal).
-pub async fn exec_and_signal(port: u16, command: &str, delay: Duration, signal: Sig) -> (String, Option<u32>, Option<String>) {
+pub async fn exec_and_signal(
+    port: u16,
+    command: &str,
+    delay: Duration,
+    signal: Sig,
+) -> (String, Option<u32>, Option<String>) {
     let h = login(port, crate::harness::USER).await;
     let mut ch = h.channel_open_session().await.expect("session");
     ch.exec(true, command).await.expect("exec");
@@ -65,7 +76,9 @@ pub async fn exec_and_signal(port: u16, command: &str, delay: Duration, signal: 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let msg = if sent {
-            tokio::time::timeout_at(deadline, ch.wait()).await.expect("no answer within 60 s")
+            tokio::time::timeout_at(deadline, ch.wait())
+                .await
+                .expect("no answer within 60 s")
         } else {
             match tokio::time::timeout(delay, ch.wait()).await {
                 Ok(m) => m,
@@ -79,7 +92,9 @@ pub async fn exec_and_signal(port: u16, command: &str, delay: Duration, signal: 
         match msg {
             Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
             Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-            Some(ChannelMsg::ExitSignal { signal_name, .. }) => sig = Some(format!("{signal_name:?}")),
+            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                sig = Some(format!("{signal_name:?}"))
+            }
             Some(ChannelMsg::Close) | None => break,
             Some(_) => {}
         }

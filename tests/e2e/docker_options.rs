@@ -9,17 +9,26 @@ use crate::harness::*;
 fn inspect_while_running(gw: &Gateway) -> Value {
     let mut ssh = gw.ssh();
     ssh.arg("sleep 4");
-    ssh.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    ssh.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let mut child = ssh.spawn().expect("ssh starts");
     let start = Instant::now();
     let id = loop {
         if let Some(id) = gw.containers().into_iter().next() {
             break id;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no container appeared:\n{}", gw.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no container appeared:\n{}",
+            gw.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = Command::new("docker").args(["inspect", &id]).output().expect("docker inspect");
+    let out = Command::new("docker")
+        .args(["inspect", &id])
+        .output()
+        .expect("docker inspect");
     let _ = child.wait();
     let v: Value = serde_json::from_slice(&out.stdout).expect("inspect json");
     v[0].clone()
@@ -31,10 +40,20 @@ fn secure_defaults_reach_the_container() {
     let c = inspect_while_running(&gw);
     let host = &c["HostConfig"];
     assert_eq!(host["CapDrop"], json!(["ALL"]));
-    assert!(host["SecurityOpt"].as_array().unwrap().iter().any(|o| o == "no-new-privileges"), "{host}");
+    assert!(
+        host["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "no-new-privileges"),
+        "{host}"
+    );
     assert_eq!(host["PidsLimit"], json!(1024));
     assert_eq!(c["Config"]["Labels"]["containerssh.username"], json!(USER));
-    assert_eq!(c["Config"]["Labels"]["containerssh.instance"], json!(gw.instance()));
+    assert_eq!(
+        c["Config"]["Labels"]["containerssh.instance"],
+        json!(gw.instance())
+    );
     gw.assert_no_containers();
 }
 
@@ -100,7 +119,10 @@ fn unsupported_options_reach_docker_and_fail_with_a_reason() {
         let supported = out.status.success();
         let log = gw.log_text();
         if !supported {
-            assert!(text(&out.stderr).contains("could not be started"), "{out:?}");
+            assert!(
+                text(&out.stderr).contains("could not be started"),
+                "{out:?}"
+            );
             assert!(log.contains("cannot start the container"), "{log}");
         } else {
             // The engine applied it (e.g. overlay on xfs with pquota): then it shows on inspect.
@@ -120,8 +142,15 @@ fn pull_policy_never_with_a_missing_image_gives_a_clear_reason() {
     ssh.arg("true");
     let out = run(ssh, b"");
     assert_eq!(out.status.code(), Some(255));
-    assert!(text(&out.stderr).contains("could not be started"), "{out:?}");
-    assert!(gw.log_text().contains("imagePullPolicy is Never"), "{}", gw.log_text());
+    assert!(
+        text(&out.stderr).contains("could not be started"),
+        "{out:?}"
+    );
+    assert!(
+        gw.log_text().contains("imagePullPolicy is Never"),
+        "{}",
+        gw.log_text()
+    );
 }
 
 #[test]
@@ -137,7 +166,11 @@ fn pull_policy_if_not_present_uses_the_local_image_and_always_pulls() {
     // Always: the gateway pulls even a present image. The registry is a closed local port,
     // so the pull is attempted and fails fast, without any DNS lookup.
     let tagged = "127.0.0.1:9/containerssh-test/guest:1";
-    assert!(Command::new("docker").args(["tag", IMAGE, tagged]).status().unwrap().success());
+    assert!(Command::new("docker")
+        .args(["tag", IMAGE, tagged])
+        .status()
+        .unwrap()
+        .success());
     let gw = Gateway::start(json!({"docker": {"execution": {
         "container": {"image": tagged},
         "imagePullPolicy": "Always"
@@ -148,5 +181,8 @@ fn pull_policy_if_not_present_uses_the_local_image_and_always_pulls() {
     let _ = Command::new("docker").args(["rmi", tagged]).status();
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     let log = gw.log_text();
-    assert!(log.contains("pulling image") && log.contains("cannot pull image"), "{log}");
+    assert!(
+        log.contains("pulling image") && log.contains("cannot pull image"),
+        "{log}"
+    );
 }

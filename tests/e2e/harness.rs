@@ -54,7 +54,11 @@ fn ensure_image() {
         .unwrap_or(false);
     if !present {
         let script = workspace().join("tests/images/build.sh");
-        let status = Command::new("sh").arg(script).arg(IMAGE).status().expect("build.sh runs");
+        let status = Command::new("sh")
+            .arg(script)
+            .arg(IMAGE)
+            .status()
+            .expect("build.sh runs");
         assert!(status.success(), "building the guest image failed");
     }
 }
@@ -128,7 +132,11 @@ impl Gateway {
         let mut config = base_config(port, dir.path());
         merge(&mut config, overrides);
         let config_path = dir.path().join("config.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("write config");
         prepare(port, dir.path());
         let log = dir.path().join("gateway.log");
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -165,7 +173,10 @@ impl Gateway {
     }
 
     pub fn instance(&self) -> String {
-        let host = hostname::get().expect("hostname").to_string_lossy().into_owned();
+        let host = hostname::get()
+            .expect("hostname")
+            .to_string_lossy()
+            .into_owned();
         format!("{host}_127.0.0.1:{}", self.port)
     }
 
@@ -173,7 +184,15 @@ impl Gateway {
     pub fn ssh(&self) -> Command {
         let mut c = Command::new("ssh");
         c.args(self.common_ssh_options())
-            .args(["-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes", "-i"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+            ])
             .arg(&shared().key)
             .arg(format!("{USER}@127.0.0.1"));
         c
@@ -184,18 +203,30 @@ impl Gateway {
         let mut c = Command::new("sshpass");
         c.args(["-p", password, "ssh"])
             .args(self.common_ssh_options())
-            .args(["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "PubkeyAuthentication=no",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ])
             .arg(format!("{user}@127.0.0.1"));
         c
     }
 
     pub fn common_ssh_options(&self) -> Vec<String> {
         [
-            "-p", &self.port.to_string(),
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=60",
+            "-p",
+            &self.port.to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=60",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -205,12 +236,18 @@ impl Gateway {
     /// The `-o`/`-i`/`-P` options `sftp` and `scp` need for public-key auth.
     pub fn transfer_options(&self) -> Vec<String> {
         let mut v: Vec<String> = [
-            "-P", &self.port.to_string(),
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR",
-            "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes",
+            "-P",
+            &self.port.to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -222,7 +259,12 @@ impl Gateway {
 
     /// Containers of this gateway instance (running or not).
     pub fn containers(&self) -> Vec<String> {
-        docker_ids(&["ps", "-aq", "--filter", &format!("label=containerssh.instance={}", self.instance())])
+        docker_ids(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=containerssh.instance={}", self.instance()),
+        ])
     }
 
     /// Waits (up to 20 s) until this gateway has no containers left; panics otherwise.
@@ -234,7 +276,11 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("containers leaked: {:?}\n{}", self.containers(), self.log_text());
+        panic!(
+            "containers leaked: {:?}\n{}",
+            self.containers(),
+            self.log_text()
+        );
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -261,7 +307,10 @@ impl Drop for Gateway {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -276,7 +325,10 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process
 }
 
 pub fn docker_ids(args: &[&str]) -> Vec<String> {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
@@ -287,7 +339,9 @@ pub fn docker_ids(args: &[&str]) -> Vec<String> {
 
 /// Runs a command with `input` on stdin and returns its output (bounded by a timeout).
 pub fn run(mut cmd: Command, input: &[u8]) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("command starts");
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_vec();

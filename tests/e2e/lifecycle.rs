@@ -11,7 +11,11 @@ fn wait_for_container(gw: &Gateway) -> String {
         if let Some(id) = gw.containers().into_iter().next() {
             return id;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no container:\n{}", gw.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no container:\n{}",
+            gw.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -20,7 +24,10 @@ fn wait_for_container(gw: &Gateway) -> String {
 fn container_is_removed_when_the_client_vanishes() {
     let gw = Gateway::start(json!({}));
     let mut ssh = gw.ssh();
-    ssh.arg("sleep 300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    ssh.arg("sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = ssh.spawn().expect("ssh");
     wait_for_container(&gw);
     // SIGKILL: the client sends nothing more, the TCP connection just closes.
@@ -37,7 +44,14 @@ fn orphans_of_an_earlier_run_are_reaped_at_start() {
         |port, _| {
             let host = hostname::get().unwrap().to_string_lossy().into_owned();
             let out = Command::new("docker")
-                .args(["run", "-d", "--network", "none", "--label", "containerssh.managed=true"])
+                .args([
+                    "run",
+                    "-d",
+                    "--network",
+                    "none",
+                    "--label",
+                    "containerssh.managed=true",
+                ])
                 .arg("--label")
                 .arg(format!("containerssh.instance={host}_127.0.0.1:{port}"))
                 .args([IMAGE, "sleep", "600"])
@@ -50,7 +64,13 @@ fn orphans_of_an_earlier_run_are_reaped_at_start() {
     );
     assert!(!orphan.is_empty());
     gw.wait_for_log("removed orphaned container", Duration::from_secs(30));
-    let left = docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &format!("id={orphan}")]);
+    let left = docker_ids(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("id={orphan}"),
+    ]);
     assert!(left.is_empty(), "orphan still there");
 }
 
@@ -69,14 +89,21 @@ fn sigterm_lets_running_sessions_finish_then_removes_everything() {
     assert_eq!(text(&out.stdout), "finished-after-sigterm\n", "{out:?}");
     assert!(status.success(), "gateway exit status {status:?}");
     gw.assert_no_containers();
-    assert!(gw.log_text().contains("no containers left"), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("no containers left"),
+        "{}",
+        gw.log_text()
+    );
 }
 
 #[test]
 fn sigterm_disconnects_sessions_that_outlive_the_shutdown_timeout() {
     let mut gw = Gateway::start(json!({"ssh": {"shutdownTimeout": "1s"}}));
     let mut ssh = gw.ssh();
-    ssh.arg("sleep 300").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    ssh.arg("sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = ssh.spawn().expect("ssh");
     wait_for_container(&gw);
     let started = Instant::now();

@@ -10,20 +10,140 @@ use serde_json::json;
 use crate::harness::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 /// CA, server certificate for 127.0.0.1, a client certificate from the CA, and a rogue one.
 fn make_pki(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=containerssh test CA"]);
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=containerssh test CA",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=containerssh"]);
-    openssl(dir, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.ext"]);
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2", "-subj", "/CN=rogue"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=containerssh",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rogue",
+        ],
+    );
 }
 
 struct Stunnel(Child);
@@ -55,7 +175,10 @@ fn start_tls_proxy(dir: &Path, port: u16) -> Stunnel {
         .expect("stunnel4 starts");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "stunnel did not listen");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stunnel did not listen"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Stunnel(child)
@@ -93,17 +216,24 @@ fn remote_docker_refuses_a_certificate_from_another_ca() {
     let d = pki.path();
     let config_dir = tempfile::tempdir().unwrap();
     let mut config = base_config(free_port(), config_dir.path());
-    merge(&mut config, json!({"docker": {"connection": {
-        "host": format!("tcp://127.0.0.1:{port}"),
-        "cacert": d.join("ca.pem").to_string_lossy(),
-        "cert": d.join("rogue.pem").to_string_lossy(),
-        "key": d.join("rogue.key").to_string_lossy(),
-    }}}));
+    merge(
+        &mut config,
+        json!({"docker": {"connection": {
+            "host": format!("tcp://127.0.0.1:{port}"),
+            "cacert": d.join("ca.pem").to_string_lossy(),
+            "cert": d.join("rogue.pem").to_string_lossy(),
+            "key": d.join("rogue.key").to_string_lossy(),
+        }}}),
+    );
     let path = config_dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_containerssh"));
     cmd.arg("--config").arg(&path);
     let out = run(cmd, b"");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("cannot reach the engine"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot reach the engine"),
+        "{}",
+        text(&out.stderr)
+    );
 }

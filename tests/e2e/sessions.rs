@@ -24,7 +24,10 @@ fn exec_uses_shell_semantics_and_keeps_stderr_apart() {
     ssh.arg("echo 'a  b' | wc -w; echo to-stderr >&2; x=5; echo $((x * 2))");
     let out = run(ssh, b"");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["2", "10"]);
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["2", "10"]
+    );
     assert_eq!(text(&out.stderr), "to-stderr\n");
 }
 
@@ -37,7 +40,13 @@ fn environment_from_the_client_reaches_the_program() {
     assert_eq!(text(&out.stdout), "hello-from-client\n", "{out:?}");
 }
 
-fn pty_run(gw: &Gateway, size: (u32, u32), resize: Option<(u32, u32, f64)>, typed: &str, remote: Option<&str>) -> (i32, String) {
+fn pty_run(
+    gw: &Gateway,
+    size: (u32, u32),
+    resize: Option<(u32, u32, f64)>,
+    typed: &str,
+    remote: Option<&str>,
+) -> (i32, String) {
     let mut ssh: Vec<String> = vec!["ssh".into(), "-tt".into()];
     ssh.extend(gw.common_ssh_options());
     ssh.extend(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"].map(String::from));
@@ -49,7 +58,14 @@ fn pty_run(gw: &Gateway, size: (u32, u32), resize: Option<(u32, u32, f64)>, type
     let (rc, rr, after) = resize.unwrap_or((0, 0, 0.0));
     let mut cmd = Command::new("python3");
     cmd.arg(workspace().join("tests/e2e/pty_driver.py"))
-        .args([size.0.to_string(), size.1.to_string(), rc.to_string(), rr.to_string(), after.to_string(), typed.to_string()])
+        .args([
+            size.0.to_string(),
+            size.1.to_string(),
+            rc.to_string(),
+            rr.to_string(),
+            after.to_string(),
+            typed.to_string(),
+        ])
         .arg("--")
         .args(ssh);
     let out = run(cmd, b"");
@@ -59,11 +75,24 @@ fn pty_run(gw: &Gateway, size: (u32, u32), resize: Option<(u32, u32, f64)>, type
 #[test]
 fn interactive_shell_gets_a_terminal_of_the_clients_size() {
     let gw = Gateway::start(json!({}));
-    let (code, screen) = pty_run(&gw, (101, 33), None, "stty size; tty; echo TERM=$TERM; exit 3\\n", None);
+    let (code, screen) = pty_run(
+        &gw,
+        (101, 33),
+        None,
+        "stty size; tty; echo TERM=$TERM; exit 3\\n",
+        None,
+    );
     assert_eq!(code, 3, "{screen}");
     assert!(screen.contains("33 101"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "{screen}");
-    assert!(screen.contains("TERM=xterm") || screen.contains("TERM=vt") || screen.contains("TERM=dumb") || screen.contains("TERM=linux") || screen.contains("TERM=screen"), "{screen}");
+    assert!(
+        screen.contains("TERM=xterm")
+            || screen.contains("TERM=vt")
+            || screen.contains("TERM=dumb")
+            || screen.contains("TERM=linux")
+            || screen.contains("TERM=screen"),
+        "{screen}"
+    );
     gw.assert_no_containers();
 }
 
@@ -72,7 +101,13 @@ fn window_change_reaches_the_terminal() {
     let gw = Gateway::start(json!({}));
     // Docker engines before API 1.42 cannot size an exec's terminal before it starts; the
     // gateway resizes it right after, so the first look waits a moment.
-    let (code, screen) = pty_run(&gw, (80, 24), Some((132, 50, 1.5)), "", Some("sleep 0.5; stty size; sleep 3; stty size"));
+    let (code, screen) = pty_run(
+        &gw,
+        (80, 24),
+        Some((132, 50, 1.5)),
+        "",
+        Some("sleep 0.5; stty size; sleep 3; stty size"),
+    );
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("24 80"), "{screen}");
     assert!(screen.contains("50 132"), "{screen}");
@@ -93,7 +128,8 @@ async fn signals_reach_the_program() {
     assert_eq!(status, Some(7));
     // Without a trap, TERM kills it and the client is told by exit-signal.
     let (_, status, sig) =
-        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(2), Sig::TERM).await;
+        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(2), Sig::TERM)
+            .await;
     assert_eq!(sig.as_deref(), Some("TERM"), "status {status:?}");
 }
 
@@ -105,7 +141,11 @@ fn a_program_killed_by_a_signal_is_reported_as_exit_signal() {
     let out = run(ssh, b"");
     // OpenSSH exits 255 on exit-signal and logs it at debug level.
     assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(text(&out.stderr).contains("exit-signal"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exit-signal"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -120,7 +160,9 @@ fn disable_command_refuses_exec_and_sftp_but_allows_a_shell() {
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("shell-42"), "{screen}");
     let mut sftp = Command::new("sftp");
-    sftp.args(gw.transfer_options()).args(["-b", "-"]).arg(format!("{USER}@127.0.0.1"));
+    sftp.args(gw.transfer_options())
+        .args(["-b", "-"])
+        .arg(format!("{USER}@127.0.0.1"));
     let out = run(sftp, b"pwd\n");
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     gw.assert_no_containers();

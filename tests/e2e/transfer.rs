@@ -16,13 +16,27 @@ fn sftp_put_ls_get_round_trips_a_file() {
     let gw = Gateway::start(json!({}));
     let up = random_file(gw.dir.path(), "up.bin", 1 << 20);
     let down = gw.dir.path().join("down.bin");
-    let batch = format!("pwd\nput {} up.bin\nls -l\nget up.bin {}\nrm up.bin\n", up.display(), down.display());
+    let batch = format!(
+        "pwd\nput {} up.bin\nls -l\nget up.bin {}\nrm up.bin\n",
+        up.display(),
+        down.display()
+    );
     let mut sftp = Command::new("sftp");
-    sftp.args(gw.transfer_options()).args(["-b", "-"]).arg(format!("{USER}@127.0.0.1"));
+    sftp.args(gw.transfer_options())
+        .args(["-b", "-"])
+        .arg(format!("{USER}@127.0.0.1"));
     let out = run(sftp, batch.as_bytes());
     assert!(out.status.success(), "{out:?}");
-    assert!(text(&out.stdout).contains("/home/user"), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("1048576"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("/home/user"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("1048576"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&down).unwrap());
     gw.assert_no_containers();
 }
@@ -51,7 +65,11 @@ fn scp_works_with_both_protocols() {
         get.arg(format!("{USER}@127.0.0.1:{name}.bin")).arg(&back);
         let out = run(get, b"");
         assert!(out.status.success(), "scp {name} download: {out:?}");
-        assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&back).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(&up).unwrap(),
+            std::fs::read(&back).unwrap(),
+            "{name}"
+        );
     }
     let mut exit = gw.ssh();
     exit.args(["-o", &control, "-O", "exit"]);

@@ -312,12 +312,19 @@ impl DockerConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let host = &self.connection.host;
-        if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("https://")) {
+        if !(host.starts_with("unix://")
+            || host.starts_with("tcp://")
+            || host.starts_with("https://"))
+        {
             problems.push(format!(
                 "docker.connection.host: {host:?} must start with unix://, tcp:// or https://"
             ));
         }
-        let tls = [&self.connection.cacert, &self.connection.cert, &self.connection.key];
+        let tls = [
+            &self.connection.cacert,
+            &self.connection.cert,
+            &self.connection.key,
+        ];
         let tls_set = tls.iter().filter(|v| !v.is_empty()).count();
         if tls_set != 0 && tls_set != 3 {
             problems.push(

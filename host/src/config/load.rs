@@ -15,7 +15,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -37,14 +41,15 @@ impl ConfigError {
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::one(format!("{}: cannot read: {e}", path.display())))?;
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    parse_str(&text, is_json)
-        .map_err(|mut e| {
-            for p in &mut e.problems {
-                *p = format!("{}: {p}", path.display());
-            }
-            e
-        })
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    parse_str(&text, is_json).map_err(|mut e| {
+        for p in &mut e.problems {
+            *p = format!("{}: {p}", path.display());
+        }
+        e
+    })
 }
 
 /// Parses config text (YAML, or JSON when `is_json`), then checks it.
@@ -86,7 +91,10 @@ pub fn from_value(mut value: Value) -> Result<Config, ConfigError> {
 }
 
 /// Deserializes `value`, recording unknown keys (with their paths) and a type error.
-pub fn deserialize_strict<T: DeserializeOwned>(value: Value, problems: &mut Vec<String>) -> Option<T> {
+pub fn deserialize_strict<T: DeserializeOwned>(
+    value: Value,
+    problems: &mut Vec<String>,
+) -> Option<T> {
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
         let mut record = |path: serde_ignored::Path| unknown.push(path.to_string());
@@ -142,7 +150,10 @@ mod tests {
     fn defaults_need_only_auth() {
         let c = parse_str("auth:\n  plugin: builtin:static-users\n", false).unwrap();
         assert_eq!(c.ssh.listen, "0.0.0.0:2222");
-        assert_eq!(c.docker.execution.shell_command, vec!["/bin/sh".to_string()]);
+        assert_eq!(
+            c.docker.execution.shell_command,
+            vec!["/bin/sh".to_string()]
+        );
     }
 
     #[test]
@@ -151,7 +162,10 @@ mod tests {
         let e = parse_str(text, false).unwrap_err();
         let all = e.problems.join("\n");
         assert!(all.contains("ssh.lisen: unknown key"), "{all}");
-        assert!(all.contains("docker.execution.host.memroy: unknown key"), "{all}");
+        assert!(
+            all.contains("docker.execution.host.memroy: unknown key"),
+            "{all}"
+        );
         assert!(all.contains("bogus: unknown key"), "{all}");
     }
 
@@ -159,7 +173,11 @@ mod tests {
     fn type_errors_carry_the_path() {
         let text = "auth:\n  plugin: builtin:static-users\ndocker:\n  execution:\n    host:\n      memory: lots\n";
         let e = parse_str(text, false).unwrap_err();
-        assert!(e.problems[0].starts_with("docker.execution.host.memory:"), "{:?}", e.problems);
+        assert!(
+            e.problems[0].starts_with("docker.execution.host.memory:"),
+            "{:?}",
+            e.problems
+        );
     }
 
     #[test]
@@ -172,7 +190,11 @@ mod tests {
 
     #[test]
     fn json_is_accepted() {
-        let c = parse_str(r#"{"auth": {"plugin": "builtin:static-users"}, "ssh": {"listen": "127.0.0.1:2022"}}"#, true).unwrap();
+        let c = parse_str(
+            r#"{"auth": {"plugin": "builtin:static-users"}, "ssh": {"listen": "127.0.0.1:2022"}}"#,
+            true,
+        )
+        .unwrap();
         assert_eq!(c.ssh.listen, "127.0.0.1:2022");
     }
 

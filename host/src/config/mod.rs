@@ -133,8 +133,12 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.auth {
-            None => problems.push("auth: an authentication plugin is required (auth.plugin)".into()),
-            Some(auth) => problems.extend(auth.validate().into_iter().map(|p| format!("auth: {p}"))),
+            None => {
+                problems.push("auth: an authentication plugin is required (auth.plugin)".into())
+            }
+            Some(auth) => {
+                problems.extend(auth.validate().into_iter().map(|p| format!("auth: {p}")))
+            }
         }
         if !matches!(
             self.log.level.as_str(),
@@ -147,14 +151,20 @@ impl Config {
         }
         if self.metrics.enable {
             if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(format!("metrics.listen: {:?} is not an address:port", self.metrics.listen));
+                problems.push(format!(
+                    "metrics.listen: {:?} is not an address:port",
+                    self.metrics.listen
+                ));
             }
             if !self.metrics.path.starts_with('/') {
                 problems.push("metrics.path: must start with /".into());
             }
         }
         if self.health.enable && self.health.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("health.listen: {:?} is not an address:port", self.health.listen));
+            problems.push(format!(
+                "health.listen: {:?} is not an address:port",
+                self.health.listen
+            ));
         }
         problems.extend(self.ssh.validate());
         problems.extend(self.docker.validate());

@@ -28,7 +28,9 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("observability listener address")?;
+    let addr = listener
+        .local_addr()
+        .context("observability listener address")?;
     tracing::info!(%addr, metrics = ?routes.metrics_path, health = routes.health, "observability endpoint listening");
     loop {
         let (stream, _) = match listener.accept().await {
@@ -54,7 +56,12 @@ pub async fn serve(
     }
 }
 
-fn answer(req: &Request<Incoming>, routes: &Routes, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<Incoming>,
+    routes: &Routes,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let (status, content_type, body) = if routes.metrics_path.as_deref() == Some(path) {
         (
@@ -66,15 +73,25 @@ fn answer(req: &Request<Incoming>, routes: &Routes, metrics: &Metrics, ready: &A
         if ready.load(Ordering::Acquire) {
             (StatusCode::OK, "text/plain", "ok\n".to_string())
         } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "shutting down\n".to_string(),
+            )
         }
     } else {
-        (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string())
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        )
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }

@@ -50,9 +50,17 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("containerssh");
         let connections = Counter::default();
-        registry.register("connections", "SSH connections accepted", connections.clone());
+        registry.register(
+            "connections",
+            "SSH connections accepted",
+            connections.clone(),
+        );
         let active_connections = Gauge::default();
-        registry.register("active_connections", "SSH connections open now", active_connections.clone());
+        registry.register(
+            "active_connections",
+            "SSH connections open now",
+            active_connections.clone(),
+        );
         let refused_connections = Family::<StageLabels, Counter>::default();
         registry.register(
             "refused_connections",
@@ -60,9 +68,17 @@ impl Metrics {
             refused_connections.clone(),
         );
         let auth = Family::<AuthLabels, Counter>::default();
-        registry.register("auth_attempts", "Authentication attempts by method and result", auth.clone());
+        registry.register(
+            "auth_attempts",
+            "Authentication attempts by method and result",
+            auth.clone(),
+        );
         let backend_errors = Family::<StageLabels, Counter>::default();
-        registry.register("backend_errors", "Backend failures by stage", backend_errors.clone());
+        registry.register(
+            "backend_errors",
+            "Backend failures by stage",
+            backend_errors.clone(),
+        );
         // 10 ms .. ~80 s
         let container_start = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
@@ -107,7 +123,9 @@ impl Metrics {
 
     pub fn connection_refused(&self, reason: &str) {
         self.refused_connections
-            .get_or_create(&StageLabels { stage: reason.into() })
+            .get_or_create(&StageLabels {
+                stage: reason.into(),
+            })
             .inc();
     }
 
@@ -122,7 +140,9 @@ impl Metrics {
 
     pub fn backend_error(&self, stage: &str) {
         self.backend_errors
-            .get_or_create(&StageLabels { stage: stage.into() })
+            .get_or_create(&StageLabels {
+                stage: stage.into(),
+            })
             .inc();
     }
 
@@ -161,7 +181,15 @@ mod tests {
         let text = m.render();
         assert!(text.contains("containerssh_connections_total 1"), "{text}");
         assert!(text.contains("containerssh_active_connections 1"), "{text}");
-        assert!(text.contains(r#"containerssh_auth_attempts_total{method="password",result="Failure"} 1"#), "{text}");
-        assert!(text.contains("containerssh_container_start_seconds_count 1"), "{text}");
+        assert!(
+            text.contains(
+                r#"containerssh_auth_attempts_total{method="password",result="Failure"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("containerssh_container_start_seconds_count 1"),
+            "{text}"
+        );
     }
 }

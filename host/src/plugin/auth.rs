@@ -65,7 +65,11 @@ struct Inner {
 
 impl PluginRuntime {
     /// Compiles (or loads from cache), checks and prepares an authentication plugin.
-    pub fn load_authenticator(self: &Arc<Self>, name: &str, settings: &PluginSettings) -> anyhow::Result<AuthenticatorPlugin> {
+    pub fn load_authenticator(
+        self: &Arc<Self>,
+        name: &str,
+        settings: &PluginSettings,
+    ) -> anyhow::Result<AuthenticatorPlugin> {
         let problems = settings.validate();
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));
@@ -114,7 +118,11 @@ impl AuthenticatorPlugin {
         self.call(conn, Call::PublicKey(public_key)).await
     }
 
-    pub async fn keyboard_interactive(&self, conn: &ConnectionInfo, answers: Vec<String>) -> AuthOutcome {
+    pub async fn keyboard_interactive(
+        &self,
+        conn: &ConnectionInfo,
+        answers: Vec<String>,
+    ) -> AuthOutcome {
         self.call(conn, Call::KeyboardInteractive(answers)).await
     }
 
@@ -127,14 +135,30 @@ impl AuthenticatorPlugin {
         match tokio::time::timeout(timeout, self.call_inner(conn, call)).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => AuthOutcome::Error(e.context(format!("auth plugin {}", self.inner.name))),
-            Err(_) => AuthOutcome::Error(anyhow!("auth plugin {} did not answer within {timeout:?}", self.inner.name)),
+            Err(_) => AuthOutcome::Error(anyhow!(
+                "auth plugin {} did not answer within {timeout:?}",
+                self.inner.name
+            )),
         }
     }
 
-    async fn call_inner(&self, conn: &ConnectionInfo, call: Call<'_>) -> anyhow::Result<AuthOutcome> {
+    async fn call_inner(
+        &self,
+        conn: &ConnectionInfo,
+        call: Call<'_>,
+    ) -> anyhow::Result<AuthOutcome> {
         let inner = &self.inner;
-        let _slot = inner.slots.acquire().await.context("plugin is shutting down")?;
-        let hooks = EgressHooks::new(&inner.name, &conn.connection_id, &inner.settings.egress, inner.settings.timeout);
+        let _slot = inner
+            .slots
+            .acquire()
+            .await
+            .context("plugin is shutting down")?;
+        let hooks = EgressHooks::new(
+            &inner.name,
+            &conn.connection_id,
+            &inner.settings.egress,
+            inner.settings.timeout,
+        );
         let state = CallState::new(
             &inner.name,
             &conn.connection_id,
@@ -147,14 +171,24 @@ impl AuthenticatorPlugin {
         let ticks = (inner.settings.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let instance = inner.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("cannot instantiate")?;
+        let instance = inner
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("cannot instantiate")?;
         let api = instance.containerssh_plugin_authenticator();
         let info = to_wit_info(conn);
         let result = match call {
             Call::Password(p) => api.call_password(&mut store, &info, p).await,
             Call::PublicKey(k) => api.call_public_key(&mut store, &info, k).await,
-            Call::KeyboardInteractive(a) => api.call_keyboard_interactive(&mut store, &info, &a).await,
-            Call::Authorize(g) => api.call_authorize(&mut store, &info, &to_wit_grant(g)).await,
+            Call::KeyboardInteractive(a) => {
+                api.call_keyboard_interactive(&mut store, &info, &a).await
+            }
+            Call::Authorize(g) => {
+                api.call_authorize(&mut store, &info, &to_wit_grant(g))
+                    .await
+            }
         }
         .map_err(anyhow::Error::from)
         .context("the plugin failed")?;
@@ -184,9 +218,18 @@ fn from_wit_result(r: wit::AuthResult) -> anyhow::Result<AuthOutcome> {
     Ok(match r {
         wit::AuthResult::Success(g) => {
             let size = g.authenticated_username.len()
-                + g.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-                + g.environment.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-                + g.files.iter().map(|(p, c)| p.len() + c.len()).sum::<usize>();
+                + g.metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                + g.environment
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                + g.files
+                    .iter()
+                    .map(|(p, c)| p.len() + c.len())
+                    .sum::<usize>();
             if size > MAX_ANSWER_BYTES {
                 anyhow::bail!("the plugin's answer is {size} bytes, more than {MAX_ANSWER_BYTES}");
             }

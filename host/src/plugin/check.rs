@@ -17,18 +17,29 @@ const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
     "wasi:http/",
 ];
 
-pub fn check_component(engine: &Engine, component: &Component, required_export: &str) -> anyhow::Result<()> {
+pub fn check_component(
+    engine: &Engine,
+    component: &Component,
+    required_export: &str,
+) -> anyhow::Result<()> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
             bail!("the plugin imports {name}, which containerssh does not provide");
         }
     }
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if !exports.iter().any(|e| e == required_export) {
         bail!(
             "the plugin does not export {required_export} (it exports: {})",
-            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            }
         );
     }
     Ok(())

@@ -28,7 +28,10 @@ impl Destination {
                 None if tail.is_empty() => None,
                 None => return None,
             };
-            return Some(Self { host: host.to_ascii_lowercase(), port });
+            return Some(Self {
+                host: host.to_ascii_lowercase(),
+                port,
+            });
         }
         match text.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') => Some(Self {
@@ -36,7 +39,10 @@ impl Destination {
                 port: Some(port.parse().ok()?),
             }),
             Some(_) => None,
-            None => Some(Self { host: text.to_ascii_lowercase(), port: None }),
+            None => Some(Self {
+                host: text.to_ascii_lowercase(),
+                port: None,
+            }),
         }
     }
 
@@ -54,11 +60,20 @@ pub struct EgressHooks {
 }
 
 impl EgressHooks {
-    pub fn new(plugin: &str, connection_id: &str, settings: &EgressSettings, timeout: Duration) -> Self {
+    pub fn new(
+        plugin: &str,
+        connection_id: &str,
+        settings: &EgressSettings,
+        timeout: Duration,
+    ) -> Self {
         Self {
             plugin: plugin.to_string(),
             connection_id: connection_id.to_string(),
-            allow: settings.allow.iter().filter_map(|d| Destination::parse(d)).collect(),
+            allow: settings
+                .allow
+                .iter()
+                .filter_map(|d| Destination::parse(d))
+                .collect(),
             timeout,
         }
     }
@@ -66,10 +81,17 @@ impl EgressHooks {
     /// Whether the plugin may send to this URI's host and port.
     pub fn permits(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         self.allow.iter().any(|d| d.allows(&host, port))
     }
 }
@@ -82,7 +104,13 @@ impl WasiHttpHooks for EgressHooks {
         fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
         dyn std::future::Future<
-                Output = Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>), HttpError>,
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
             > + Send,
     > {
         drop(fut);
@@ -97,7 +125,8 @@ impl WasiHttpHooks for EgressHooks {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         // The host's timeouts bound whatever the guest asked for.
-        let cap = |asked: Option<Duration>| Some(asked.map_or(self.timeout, |a| a.min(self.timeout)));
+        let cap =
+            |asked: Option<Duration>| Some(asked.map_or(self.timeout, |a| a.min(self.timeout)));
         let options = RequestOptions {
             connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
             first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
@@ -106,7 +135,8 @@ impl WasiHttpHooks for EgressHooks {
         tracing::debug!(plugin = %self.plugin, connection_id = %self.connection_id, %uri, "plugin HTTP request");
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,

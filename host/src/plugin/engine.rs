@@ -46,7 +46,9 @@ impl PluginRuntime {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Keep the virtual reservation per memory near the largest allowed limit.
         config.memory_reservation(MAX_MEMORY_LIMIT);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the WebAssembly engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the WebAssembly engine")?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -92,7 +94,9 @@ impl PluginRuntime {
                 .into(),
         };
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, &bytes).map_err(anyhow::Error::from).context("cannot compile the plugin");
+            return Component::new(&self.engine, &bytes)
+                .map_err(anyhow::Error::from)
+                .context("cannot compile the plugin");
         };
         let key = self.cache_key(&bytes);
         let artifact = dir.join(format!("{key}.cwasm"));
@@ -100,7 +104,9 @@ impl PluginRuntime {
         if let Some(component) = self.load_cached(&artifact, &checksum) {
             return Ok(component);
         }
-        let component = Component::new(&self.engine, &bytes).map_err(anyhow::Error::from).context("cannot compile the plugin")?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .context("cannot compile the plugin")?;
         if let Err(e) = store_cached(&component, &artifact, &checksum) {
             tracing::warn!(error = format!("{e:#}"), "cannot cache the compiled plugin");
         }
@@ -109,8 +115,14 @@ impl PluginRuntime {
 
     fn cache_key(&self, wasm: &[u8]) -> String {
         let mut engine_hash = std::hash::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
-        format!("{}-{:016x}", hex::encode(Sha256::digest(wasm)), engine_hash.finish())
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        format!(
+            "{}-{:016x}",
+            hex::encode(Sha256::digest(wasm)),
+            engine_hash.finish()
+        )
     }
 
     /// A cached artifact is used only if its checksum matches what we wrote.

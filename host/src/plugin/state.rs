@@ -23,11 +23,19 @@ pub struct CallState {
 const MAX_LOG_LINE: usize = 4096;
 
 impl CallState {
-    pub fn new(plugin: &str, connection_id: &str, config_json: String, memory_limit: u64, hooks: EgressHooks) -> Self {
+    pub fn new(
+        plugin: &str,
+        connection_id: &str,
+        config_json: String,
+        memory_limit: u64,
+        hooks: EgressHooks,
+    ) -> Self {
         // No preopened directories, no environment, no arguments, no stdin; sockets and name
         // lookups are denied by the builder's defaults and stated here for the reader.
         let mut wasi = WasiCtxBuilder::new();
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         Self {
             plugin: plugin.to_string(),
             connection_id: connection_id.to_string(),

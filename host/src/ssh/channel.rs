@@ -33,7 +33,14 @@ pub struct ChannelTask {
 
 impl ChannelTask {
     pub async fn run(self) {
-        let ChannelTask { conn, channel, reply, mut commands, handle, session } = self;
+        let ChannelTask {
+            conn,
+            channel,
+            reply,
+            mut commands,
+            handle,
+            session,
+        } = self;
         let cid = conn.id.clone();
         let workload = match conn.workload_for_session(session).await {
             Ok(w) => w,
@@ -44,7 +51,9 @@ impl ChannelTask {
                 let reason = format!(
                     "containerssh: your container could not be started (connection {cid}); please contact the administrator"
                 );
-                let _ = handle.disconnect(Disconnect::ByApplication, reason, String::new()).await;
+                let _ = handle
+                    .disconnect(Disconnect::ByApplication, reason, String::new())
+                    .await;
                 reply.reject(ChannelOpenFailure::ConnectFailed).await;
                 return;
             }
@@ -77,13 +86,23 @@ impl ChannelTask {
             return;
         };
         let argv = spec.argv.clone();
-        let Process { mut stdin, mut output, control } = match workload.start_process(spec).await {
+        let Process {
+            mut stdin,
+            mut output,
+            control,
+        } = match workload.start_process(spec).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the program");
                 conn.gateway.metrics.backend_error("process_start");
                 let _ = writer
-                    .extended_data_bytes(1, Bytes::from(format!("containerssh: cannot start {:?}\r\n", argv.first().cloned().unwrap_or_default())))
+                    .extended_data_bytes(
+                        1,
+                        Bytes::from(format!(
+                            "containerssh: cannot start {:?}\r\n",
+                            argv.first().cloned().unwrap_or_default()
+                        )),
+                    )
                     .await;
                 let _ = writer.exit_status(127).await;
                 let _ = writer.eof().await;
@@ -132,7 +151,9 @@ impl ChannelTask {
         let commands_task = tokio::spawn(async move {
             while let Some(cmd) = commands.recv().await {
                 let result = match cmd {
-                    ChannelCommand::Resize { columns, rows } => control_for_cmds.resize(columns, rows).await,
+                    ChannelCommand::Resize { columns, rows } => {
+                        control_for_cmds.resize(columns, rows).await
+                    }
                     ChannelCommand::Signal(name) => {
                         tracing::info!(connection_id = %cid_cmds, signal = %name, "delivering signal");
                         control_for_cmds.signal(&name).await
@@ -175,7 +196,13 @@ impl ChannelTask {
                 Ok(ExitReason::Signal(name)) => {
                     tracing::info!(connection_id = %cid, session, signal = %name, "program killed by signal");
                     let _ = handle
-                        .exit_signal_request(channel_id, sig_from_name(&name), false, String::new(), String::new())
+                        .exit_signal_request(
+                            channel_id,
+                            sig_from_name(&name),
+                            false,
+                            String::new(),
+                            String::new(),
+                        )
                         .await;
                 }
                 Err(e) => {

@@ -131,7 +131,12 @@ impl Connection {
             session,
         };
         let started = std::time::Instant::now();
-        let workload = match self.gateway.backend.create_workload(&self.execution, &owner).await {
+        let workload = match self
+            .gateway
+            .backend
+            .create_workload(&self.execution, &owner)
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
                 self.gateway.metrics.backend_error("container_start");

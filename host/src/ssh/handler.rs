@@ -48,7 +48,12 @@ impl SshHandler {
         &self.conn.id
     }
 
-    async fn authenticate(&mut self, user: &str, method: &'static str, check: AuthCheck<'_>) -> anyhow::Result<Auth> {
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        method: &'static str,
+        check: AuthCheck<'_>,
+    ) -> anyhow::Result<Auth> {
         if self.attempts >= MAX_AUTH_ATTEMPTS {
             // The disconnect sent after the last failure is on its way; end the connection
             // rather than answer a seventh attempt.
@@ -62,7 +67,10 @@ impl SshHandler {
         if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
             tracing::warn!(connection_id = %self.cid(), user, method, %ip,
                 "authentication refused: too many recent failures (ssh.authRateLimit)");
-            self.conn.gateway.metrics.auth_attempt(method, AuthResult::RateLimited);
+            self.conn
+                .gateway
+                .metrics
+                .auth_attempt(method, AuthResult::RateLimited);
             self.after_failure();
             return Ok(Auth::reject());
         }
@@ -124,12 +132,22 @@ impl SshHandler {
     }
 
     /// Builds the program's argv and environment and hands it to the channel task.
-    fn start(&mut self, channel: ChannelId, argv: Vec<String>, session: &mut Session) -> Result<(), russh::Error> {
+    fn start(
+        &mut self,
+        channel: ChannelId,
+        argv: Vec<String>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
         let grant_env: Vec<String> = self
             .conn
             .grant
             .get()
-            .map(|g| g.environment.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .map(|g| {
+                g.environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
             .unwrap_or_default();
         let Some(state) = self.channels.get_mut(&channel) else {
             return session.channel_failure(channel);
@@ -179,10 +197,15 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        self.authenticate(user, "password", AuthCheck::Password(password.as_bytes())).await
+        self.authenticate(user, "password", AuthCheck::Password(password.as_bytes()))
+            .await
     }
 
-    async fn auth_publickey_offered(&mut self, _user: &str, _offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         // Let the client prove it holds the key; the plugin decides afterwards.
         if self.attempts >= MAX_AUTH_ATTEMPTS {
             return Err(anyhow::anyhow!("too many authentication failures"));
@@ -190,11 +213,16 @@ impl russh::server::Handler for SshHandler {
         Ok(Auth::Accept)
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         let Ok(text) = key.public_key.to_openssh() else {
             return Ok(Auth::reject());
         };
-        self.authenticate(user, "publickey", AuthCheck::PublicKey(text)).await
+        self.authenticate(user, "publickey", AuthCheck::PublicKey(text))
+            .await
     }
 
     async fn channel_open_session(
@@ -205,7 +233,9 @@ impl russh::server::Handler for SshHandler {
     ) -> Result<(), Self::Error> {
         if !self.conn.is_authenticated() || self.channels.len() >= MAX_CHANNELS {
             tracing::warn!(connection_id = %self.cid(), "session channel refused (limit reached)");
-            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
             return Ok(());
         }
         let session_no = self.next_session;
@@ -232,7 +262,11 @@ impl russh::server::Handler for SshHandler {
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
     }
@@ -251,7 +285,11 @@ impl russh::server::Handler for SshHandler {
         match self.channels.get_mut(&channel) {
             Some(state) if !state.started && state.tty.is_none() => {
                 state.tty = Some(TtySpec {
-                    term: term.chars().filter(|c| c.is_ascii_graphic()).take(64).collect(),
+                    term: term
+                        .chars()
+                        .filter(|c| c.is_ascii_graphic())
+                        .take(64)
+                        .collect(),
                     columns: col_width,
                     rows: row_height,
                 });
@@ -283,13 +321,22 @@ impl russh::server::Handler for SshHandler {
         Ok(())
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let argv = self.conn.execution.shell_command.clone();
         self.start(channel, argv, session)?;
         Ok(())
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if self.conn.execution.disable_command {
             tracing::info!(connection_id = %self.cid(), "exec refused: disableCommand is set");
             session.channel_failure(channel)?;
@@ -304,7 +351,12 @@ impl russh::server::Handler for SshHandler {
         Ok(())
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let program = self.conn.execution.subsystems.get(name).cloned();
         match program {
             Some(_) if self.conn.execution.disable_command => {
@@ -335,16 +387,26 @@ impl russh::server::Handler for SshHandler {
                 tty.rows = row_height;
             }
             if state.started {
-                let _ = state.commands.send(ChannelCommand::Resize { columns: col_width, rows: row_height });
+                let _ = state.commands.send(ChannelCommand::Resize {
+                    columns: col_width,
+                    rows: row_height,
+                });
             }
         }
         Ok(())
     }
 
-    async fn signal(&mut self, channel: ChannelId, signal: Sig, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if let Some(state) = self.channels.get(&channel) {
             if state.started {
-                let _ = state.commands.send(ChannelCommand::Signal(sig_to_name(&signal)));
+                let _ = state
+                    .commands
+                    .send(ChannelCommand::Signal(sig_to_name(&signal)));
             }
         }
         Ok(())

@@ -21,8 +21,7 @@ pub fn load_or_generate(path: &Path) -> anyhow::Result<PrivateKey> {
         .to_openssh(LineEnding::LF)
         .context("cannot encode the host key")?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)

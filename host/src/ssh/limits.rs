@@ -72,7 +72,10 @@ impl<K: Eq + Hash + Clone> FailureWindow<K> {
 }
 
 fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-    while times.front().is_some_and(|t| now.duration_since(*t) >= window) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
         times.pop_front();
     }
 }

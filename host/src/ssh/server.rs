@@ -18,8 +18,8 @@ use crate::ssh::connection::Connection;
 use crate::ssh::handler::SshHandler;
 use crate::ssh::limits::Guards;
 use crate::ssh::sniff::ClientStream;
-use tokio_util::sync::CancellationToken;
 use crate::ssh::{algorithms, hostkey};
+use tokio_util::sync::CancellationToken;
 
 /// Everything connections share.
 pub struct Gateway {
@@ -37,7 +37,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, auth: AuthenticatorPlugin, backend: DockerBackend, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        auth: AuthenticatorPlugin,
+        backend: DockerBackend,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         Arc::new(Self {
             guards,
@@ -107,7 +112,9 @@ pub async fn run(
         });
     }
     drop(listener);
-    gateway.ready.store(false, std::sync::atomic::Ordering::Release);
+    gateway
+        .ready
+        .store(false, std::sync::atomic::Ordering::Release);
     drain(&gateway, &connections).await;
     Ok(())
 }
@@ -129,13 +136,23 @@ async fn serve_connection(
     gateway.metrics.connection_opened();
     let _open = scopeguard(&gateway.metrics);
     let version = Arc::new(OnceLock::new());
-    let conn = Arc::new(Connection::new(id.clone(), peer, version.clone(), gateway.clone(), pending));
+    let conn = Arc::new(Connection::new(
+        id.clone(),
+        peer,
+        version.clone(),
+        gateway.clone(),
+        pending,
+    ));
     let handler = SshHandler::new(conn.clone());
     let grace = gateway.config.ssh.login_grace_time;
     // The identification exchange is bounded too: a client that never sends its version
     // line must not hold a slot forever.
     let kill = CancellationToken::new();
-    let started = russh::server::run_stream(server_config, ClientStream::new(stream, version, kill.clone()), handler);
+    let started = russh::server::run_stream(
+        server_config,
+        ClientStream::new(stream, version, kill.clone()),
+        handler,
+    );
     let session = match tokio::time::timeout(grace, started).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -159,7 +176,11 @@ async fn serve_connection(
         if !grace_conn.is_authenticated() {
             tracing::info!(connection_id = %grace_conn.id, "login grace time over; disconnecting");
             let _ = handle
-                .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
+                .disconnect(
+                    Disconnect::ByApplication,
+                    "login grace time exceeded".into(),
+                    String::new(),
+                )
                 .await;
             // A client stuck mid-handshake never processes the disconnect: cut it off.
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -178,22 +199,42 @@ async fn serve_connection(
 async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     let timeout = gateway.config.ssh.shutdown_timeout;
     let active = gateway.active_connections();
-    tracing::info!(active, ?timeout, "shutting down: waiting for sessions to finish");
+    tracing::info!(
+        active,
+        ?timeout,
+        "shutting down: waiting for sessions to finish"
+    );
     connections.close();
-    if tokio::time::timeout(timeout, connections.wait()).await.is_err() {
+    if tokio::time::timeout(timeout, connections.wait())
+        .await
+        .is_err()
+    {
         let handles = gateway.handles();
-        tracing::info!(remaining = handles.len(), "disconnecting remaining connections");
+        tracing::info!(
+            remaining = handles.len(),
+            "disconnecting remaining connections"
+        );
         for (h, _) in &handles {
             let _ = h
-                .disconnect(Disconnect::ByApplication, "the server is shutting down".into(), String::new())
+                .disconnect(
+                    Disconnect::ByApplication,
+                    "the server is shutting down".into(),
+                    String::new(),
+                )
                 .await;
         }
-        if tokio::time::timeout(Duration::from_secs(5), connections.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections ignored the disconnect; cutting them off");
             for (_, kill) in &handles {
                 kill.cancel();
             }
-            if tokio::time::timeout(Duration::from_secs(5), connections.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!("some connections did not close in time");
             }
         }

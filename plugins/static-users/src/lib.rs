@@ -28,7 +28,11 @@ pub struct User {
 impl User {
     fn grant(&self, username: &str) -> AuthGrant {
         let mut grant = AuthGrant::for_user(username);
-        grant.environment = self.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        grant.environment = self
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         grant
     }
 }
@@ -40,9 +44,14 @@ pub fn password_matches(hash: &str, password: &[u8]) -> Result<bool, String> {
     } else if hash.starts_with("$argon2") {
         use argon2::password_hash::{PasswordHash, PasswordVerifier};
         let parsed = PasswordHash::new(hash).map_err(|e| format!("bad argon2 hash: {e}"))?;
-        Ok(argon2::Argon2::default().verify_password(password, &parsed).is_ok())
+        Ok(argon2::Argon2::default()
+            .verify_password(password, &parsed)
+            .is_ok())
     } else {
-        Err("password must be a bcrypt ($2b$...) or argon2 ($argon2id$...) hash, not plain text".into())
+        Err(
+            "password must be a bcrypt ($2b$...) or argon2 ($argon2id$...) hash, not plain text"
+                .into(),
+        )
     }
 }
 
@@ -89,7 +98,12 @@ impl Authenticator for StaticUsers {
             Err(denied) => return denied,
         };
         let offered = key_identity(&public_key);
-        if offered.is_some() && user.authorized_keys.iter().any(|k| key_identity(k) == offered) {
+        if offered.is_some()
+            && user
+                .authorized_keys
+                .iter()
+                .any(|k| key_identity(k) == offered)
+        {
             AuthResult::Success(user.grant(&conn.username))
         } else {
             AuthResult::Failure("key not authorized".into())
@@ -111,7 +125,10 @@ mod tests {
         // argon2id of "pw" with salt "c29tZXNhbHQ" (generated offline).
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::from_b64("c29tZXNhbHQxMjM0NTY").unwrap();
-        let a = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
+        let a = argon2::Argon2::default()
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
         assert_eq!(password_matches(&a, b"pw"), Ok(true));
         assert_eq!(password_matches(&a, b"px"), Ok(false));
         assert!(password_matches("plain", b"plain").is_err());
@@ -119,8 +136,14 @@ mod tests {
 
     #[test]
     fn keys_compare_without_comments() {
-        assert_eq!(key_identity("ssh-ed25519 AAAA x@y"), key_identity("ssh-ed25519 AAAA other"));
-        assert_ne!(key_identity("ssh-ed25519 AAAA"), key_identity("ssh-ed25519 BBBB"));
+        assert_eq!(
+            key_identity("ssh-ed25519 AAAA x@y"),
+            key_identity("ssh-ed25519 AAAA other")
+        );
+        assert_ne!(
+            key_identity("ssh-ed25519 AAAA"),
+            key_identity("ssh-ed25519 BBBB")
+        );
         assert_eq!(key_identity("garbage"), None);
     }
 }

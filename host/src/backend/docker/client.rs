@@ -52,7 +52,10 @@ pub async fn connect(conn: &DockerConnection) -> anyhow::Result<Connected> {
         .negotiate_version()
         .await
         .with_context(|| format!("docker: cannot reach the engine at {host}"))?;
-    Ok(Connected { docker, tls_material })
+    Ok(Connected {
+        docker,
+        tls_material,
+    })
 }
 
 /// A config value is either a path to a PEM file or the PEM text itself.

@@ -19,7 +19,9 @@ pub const LABEL_USERNAME: &str = "containerssh.username";
 pub async fn ensure_image(docker: &Docker, image: &str, policy: PullPolicy) -> anyhow::Result<()> {
     let present = match docker.inspect_image(image).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => false,
         Err(e) => return Err(e).with_context(|| format!("cannot inspect image {image}")),
     };
     match (policy, present) {
@@ -48,7 +50,11 @@ async fn pull(docker: &Docker, image: &str) -> anyhow::Result<()> {
 }
 
 /// The container definition for one workload.
-pub fn container_body(exec: &Execution, owner: &WorkloadOwner, instance: &str) -> ContainerCreateBody {
+pub fn container_body(
+    exec: &Execution,
+    owner: &WorkloadOwner,
+    instance: &str,
+) -> ContainerCreateBody {
     let c = &exec.container;
     let mut labels: HashMap<String, String> = c
         .labels
@@ -85,7 +91,11 @@ pub fn container_body(exec: &Execution, owner: &WorkloadOwner, instance: &str) -
 pub fn host_config(exec: &Execution) -> HostConfig {
     let h = &exec.host;
     let mut security_opt = h.security_opt.clone().unwrap_or_default();
-    if !h.allow_privilege_escalation && !security_opt.iter().any(|o| o.starts_with("no-new-privileges")) {
+    if !h.allow_privilege_escalation
+        && !security_opt
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges"))
+    {
         security_opt.push("no-new-privileges".into());
     }
     let pids_limit = match h.pids_limit {
@@ -118,10 +128,11 @@ pub fn host_config(exec: &Execution) -> HostConfig {
         cpu_realtime_runtime: h.cpu_realtime_quota,
         cpu_shares: h.cpu_shares,
         pids_limit,
-        network_mode: h
-            .network_mode
-            .clone()
-            .or_else(|| h.network_disabled.filter(|d| *d).map(|_| "none".to_string())),
+        network_mode: h.network_mode.clone().or_else(|| {
+            h.network_disabled
+                .filter(|d| *d)
+                .map(|_| "none".to_string())
+        }),
         cap_add: h.cap_add.clone(),
         cap_drop: Some(h.cap_drop.clone().unwrap_or_else(|| vec!["ALL".into()])),
         security_opt: Some(security_opt),

@@ -112,7 +112,9 @@ impl DockerBackend {
                     body,
                 )
                 .await
-                .with_context(|| format!("cannot create a container from {}", exec.container.image))?;
+                .with_context(|| {
+                    format!("cannot create a container from {}", exec.container.image)
+                })?;
             self.remember(&created.id);
             let workload = Arc::new(DockerWorkload {
                 backend: self.clone(),
@@ -121,7 +123,10 @@ impl DockerBackend {
             });
             if let Err(e) = self
                 .docker
-                .start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
                 .await
             {
                 workload.remove().await;
@@ -153,9 +158,16 @@ async fn remove_container(docker: &Docker, id: &str, timeouts: &DockerTimeouts) 
         v: true,
         ..Default::default()
     };
-    match tokio::time::timeout(timeouts.container_stop, docker.remove_container(id, Some(options))).await {
+    match tokio::time::timeout(
+        timeouts.container_stop,
+        docker.remove_container(id, Some(options)),
+    )
+    .await
+    {
         Ok(Ok(())) => true,
-        Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })) => true,
+        Ok(Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        })) => true,
         Ok(Err(e)) => {
             tracing::error!(container = %short(id), error = %e, "cannot remove container");
             false
@@ -188,7 +200,13 @@ impl Workload for DockerWorkload {
         let timeout = self.backend.timeouts.command_start;
         tokio::time::timeout(
             timeout,
-            process::start(&self.backend.docker, &self.id, &self.user, spec, &self.backend.timeouts),
+            process::start(
+                &self.backend.docker,
+                &self.id,
+                &self.user,
+                spec,
+                &self.backend.timeouts,
+            ),
         )
         .await
         .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))?

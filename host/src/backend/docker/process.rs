@@ -50,7 +50,10 @@ pub async fn start(
                 tty: Some(tty),
                 // Engines since API 1.42 size the terminal before the program starts; older
                 // ones ignore this and get the resize below, a moment after the start.
-                console_size: spec.tty.as_ref().map(|t| vec![t.rows as usize, t.columns as usize]),
+                console_size: spec
+                    .tty
+                    .as_ref()
+                    .map(|t| vec![t.rows as usize, t.columns as usize]),
                 env: Some(env),
                 cmd: Some(spec.argv.clone()),
                 user: (!user.is_empty()).then(|| user.to_string()),
@@ -120,10 +123,13 @@ impl ProcessControl for DockerProcess {
             width: columns.clamp(1, u16::MAX as u32) as u16,
             height: rows.clamp(1, u16::MAX as u32) as u16,
         };
-        tokio::time::timeout(self.timeouts.window, self.docker.resize_exec(&self.exec_id, options))
-            .await
-            .context("resize timed out")?
-            .context("resize failed")
+        tokio::time::timeout(
+            self.timeouts.window,
+            self.docker.resize_exec(&self.exec_id, options),
+        )
+        .await
+        .context("resize timed out")?
+        .context("resize failed")
     }
 
     async fn signal(&self, name: &str) -> anyhow::Result<()> {
@@ -200,8 +206,14 @@ mod tests {
     fn exit_codes_map_to_status_or_signal() {
         assert_eq!(exit_reason_from_code(0), ExitReason::Status(0));
         assert_eq!(exit_reason_from_code(42), ExitReason::Status(42));
-        assert_eq!(exit_reason_from_code(143), ExitReason::Signal("TERM".into()));
-        assert_eq!(exit_reason_from_code(137), ExitReason::Signal("KILL".into()));
+        assert_eq!(
+            exit_reason_from_code(143),
+            ExitReason::Signal("TERM".into())
+        );
+        assert_eq!(
+            exit_reason_from_code(137),
+            ExitReason::Signal("KILL".into())
+        );
         // 128+7 (BUS) has no SSH name: reported as a status.
         assert_eq!(exit_reason_from_code(135), ExitReason::Status(135));
         assert_eq!(exit_reason_from_code(-1), ExitReason::Status(255));
