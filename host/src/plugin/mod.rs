@@ -12,3 +12,6 @@ mod state;
 pub use auth::{AuthGrant, AuthOutcome, AuthenticatorPlugin, ConnectionInfo};
 pub use engine::{default_cache_dir, PluginRuntime};
 pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! The plugin runtime against the real static-users component (built by build.rs).
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+
+fn runtime() -> Arc<PluginRuntime> {
+    PluginRuntime::new(None).expect("runtime")
+}
+
+fn settings(config: serde_json::Value) -> PluginSettings {
+    serde_json::from_value(json!({"plugin": "builtin:static-users", "config": config}))
+        .expect("settings")
+}
+
+fn conn(user: &str) -> ConnectionInfo {
+    ConnectionInfo {
+        connection_id: "0123456789abcdef0123456789abcdef".into(),
+        remote_address: "127.0.0.1:40000".into(),
+        client_version: "SSH-2.0-test".into(),
+        username: user.into(),
+    }
+}
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+fn alice() -> AuthenticatorPlugin {
+    let hash = bcrypt::hash("open sesame", 4).unwrap();
+    let s = settings(json!({"users": {"alice": {
+        "password": hash,
+        "authorizedKeys": [format!("{KEY} alice@laptop")],
+        "environment": {"TEAM": "blue"}
+    }}}));
+    runtime().load_authenticator("auth", &s).expect("loads")
+}
+
+#[tokio::test]
+async fn passwords_are_checked_against_the_hash() {
+    let p = alice();
+    match p.password(&conn("alice"), b"open sesame").await {
+        AuthOutcome::Success(g) => {
+            assert_eq!(g.authenticated_username, "alice");
+            assert_eq!(
+                g.environment,
+                vec![("TEAM".to_string(), "blue".to_string())]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        p.password(&conn("alice"), b"wrong").await,
+        AuthOutcome::Failure(_)
+    ));
+    assert!(matches!(
+        p.password(&conn("bob"), b"open sesame").await,
+        AuthOutcome::Failure(_)
+    ));
+}
+
+#[tokio::test]
+async fn public_keys_match_without_their_comment() {
+    let p = alice();
+    assert!(matches!(
+        p.public_key(&conn("alice"), &format!("{KEY} other-comment"))
+            .await,
+        AuthOutcome::Success(_)
+    ));
+    assert!(matches!(
+        p.public_key(&conn("alice"), KEY).await,
+        AuthOutcome::Success(_)
+    ));
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    assert!(matches!(
+        p.public_key(&conn("alice"), other).await,
+        AuthOutcome::Failure(_)
+    ));
+    assert!(matches!(
+        p.public_key(&conn("bob"), KEY).await,
+        AuthOutcome::Failure(_)
+    ));
+}
+
+#[tokio::test]
+async fn unsupported_methods_say_so_and_authorize_keeps_the_grant() {
+    let p = alice();
+    assert!(matches!(
+        p.keyboard_interactive(&conn("alice"), vec!["x".into()])
+            .await,
+        AuthOutcome::Unsupported
+    ));
+    let grant = AuthGrant {
+        authenticated_username: "alice".into(),
+        metadata: vec![],
+        environment: vec![],
+        files: vec![],
+    };
+    match p.authorize(&conn("alice"), &grant).await {
+        AuthOutcome::Success(g) => assert_eq!(g, grant),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_plugin_config_denies_instead_of_failing_open() {
+    let s = settings(json!({"users": {"alice": {"password": "plain-text"}}, "typo": 1}));
+    let p = runtime().load_authenticator("auth", &s).unwrap();
+    assert!(matches!(
+        p.password(&conn("alice"), b"plain-text").await,
+        AuthOutcome::Failure(_)
+    ));
+    let s = settings(json!({"users": {"alice": {"password": "plain-text"}}}));
+    let p = runtime().load_authenticator("auth", &s).unwrap();
+    assert!(matches!(
+        p.password(&conn("alice"), b"plain-text").await,
+        AuthOutcome::Failure(_)
+    ));
+}
+
+fn wat_plugin(dir: &std::path::Path, name: &str, wat: &str) -> PluginSettings {
+    let path = dir.join(name);
+    std::fs::write(&path, wat::parse_str(wat).expect("valid wat")).unwrap();
+    serde_json::from_value(json!({"plugin": path.to_string_lossy()})).unwrap()
+}
+
+#[test]
+fn components_are_checked_when_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let empty = wat_plugin(dir.path(), "empty.wasm", "(component)");
+    let err = format!(
+        "{:#}",
+        rt.load_authenticator("auth", &empty)
+            .err()
+            .expect("rejected")
+    );
+    assert!(
+        err.contains("does not export containerssh:plugin/authenticator@0.1.0"),
+        "{err}"
+    );
+    let sneaky = wat_plugin(
+        dir.path(),
+        "sneaky.wasm",
+        r#"(component (import "evil:net/raw-socket" (instance)))"#,
+    );
+    let err = format!(
+        "{:#}",
+        rt.load_authenticator("auth", &sneaky)
+            .err()
+            .expect("rejected")
+    );
+    assert!(err.contains("imports evil:net/raw-socket"), "{err}");
+    let missing: PluginSettings =
+        serde_json::from_value(json!({"plugin": "/nonexistent/p.wasm"})).unwrap();
+    let err = format!(
+        "{:#}",
+        rt.load_authenticator("auth", &missing)
+            .err()
+            .expect("rejected")
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let unknown: PluginSettings =
+        serde_json::from_value(json!({"plugin": "builtin:nope"})).unwrap();
+    assert!(rt.load_authenticator("auth", &unknown).is_err());
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_and_a_corrupt_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = PluginRuntime::new(Some(dir.path().to_path_buf())).unwrap();
+    let s = settings(json!({"users": {}}));
+    rt.load_authenticator("auth", &s).unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1);
+    let started = std::time::Instant::now();
+    rt.load_authenticator("auth", &s).unwrap();
+    let cached = started.elapsed();
+    // Flip bytes in the artifact: the checksum no longer matches, so it is recompiled.
+    let mut data = std::fs::read(&artifacts[0]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&artifacts[0], &data).unwrap();
+    let p = rt.load_authenticator("auth", &s).unwrap();
+    assert!(matches!(
+        p.password(&conn("x"), b"y").await,
+        AuthOutcome::Failure(_)
+    ));
+    let repaired = std::fs::read(&artifacts[0]).unwrap();
+    assert_ne!(repaired, data, "the corrupt artifact was replaced");
+    eprintln!("load from cache: {cached:?}");
+}
+
+#[test]
+fn settings_are_validated() {
+    let mut s = settings(json!({}));
+    s.memory_limit = 10;
+    s.max_concurrency = 0;
+    s.egress.allow = vec!["https://x".into()];
+    let problems = s.validate().join("\n");
+    assert!(problems.contains("memoryLimit"), "{problems}");
+    assert!(problems.contains("maxConcurrency"), "{problems}");
+    assert!(problems.contains("egress.allow"), "{problems}");
+}
