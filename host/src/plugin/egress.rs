@@ -57,7 +57,11 @@ pub struct EgressHooks {
     connection_id: String,
     allow: Vec<Destination>,
     timeout: Duration,
+    max_response_bytes: usize,
 }
+
+/// Default cap on a response body a plugin reads.
+const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
 impl EgressHooks {
     pub fn new(
@@ -75,6 +79,12 @@ impl EgressHooks {
                 .filter_map(|d| Destination::parse(d))
                 .collect(),
             timeout,
+            max_response_bytes: usize::try_from(
+                settings
+                    .max_response_bytes
+                    .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            )
+            .unwrap_or(usize::MAX),
         }
     }
 
@@ -133,12 +143,25 @@ impl WasiHttpHooks for EgressHooks {
             between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
         };
         tracing::debug!(plugin = %self.plugin, connection_id = %self.connection_id, %uri, "plugin HTTP request");
+        let limit = self.max_response_bytes;
         Box::new(async move {
-            use http_body_util::BodyExt;
+            use http_body_util::{BodyExt, Limited};
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            // A body larger than the limit ends in an error the guest sees, never in memory.
+            let response = response.map(|body| {
+                Limited::new(body, limit)
+                    .map_err(move |e| match e.downcast::<HttpError>() {
+                        Ok(inner) => *inner,
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            HttpError::HttpResponseBodySize(Some(limit as u64))
+                        }
+                        Err(e) => HttpError::InternalError(Some(e.to_string())),
+                    })
+                    .boxed_unsync()
+            });
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                response,
                 Box::new(io) as Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
             ))
         })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use russh::server::{ChannelOpenHandle, Handle, Msg};
-use russh::{Channel, ChannelMsg, ChannelOpenFailure, Disconnect, Sig};
+use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,15 +46,18 @@ impl ChannelTask {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the container");
-                // A reason instead of a silent close; details stay in the gateway's log. The
-                // disconnect goes first: a client told "open failed" may hang up before reading it.
+                // A reason instead of a silent close; details stay in the gateway's log. No
+                // channel-open failure is sent: it travels on russh's priority queue, could
+                // overtake the disconnect, and OpenSSH exits silently on it. The disconnect ends
+                // the connection; the open request is dropped (unanswered) after that.
                 let reason = format!(
                     "containerssh: your container could not be started (connection {cid}); please contact the administrator"
                 );
                 let _ = handle
                     .disconnect(Disconnect::ByApplication, reason, String::new())
                     .await;
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                drop(reply);
                 return;
             }
         };
