@@ -1,5 +1,4 @@
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -13,18 +12,7 @@ fn inspect_while_running(gw: &Gateway) -> Value {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut child = ssh.spawn().expect("ssh starts");
-    let start = Instant::now();
-    let id = loop {
-        if let Some(id) = gw.containers().into_iter().next() {
-            break id;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no container appeared:\n{}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = gw.wait_for_container();
     let out = Command::new("docker")
         .args(["inspect", &id])
         .output()

@@ -216,45 +216,38 @@ impl Gateway {
     }
 
     pub fn common_ssh_options(&self) -> Vec<String> {
-        [
-            "-p",
-            &self.port.to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=60",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        self.client_options("-p", &["-o", "ConnectTimeout=60"])
     }
 
-    /// The `-o`/`-i`/`-P` options `sftp` and `scp` need for public-key auth.
+    /// The options `sftp` and `scp` need for public-key auth (their port flag is `-P`).
     pub fn transfer_options(&self) -> Vec<String> {
-        let mut v: Vec<String> = [
+        let key = shared().key.to_string_lossy().into_owned();
+        self.client_options(
             "-P",
-            &self.port.to_string(),
+            &[
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+                &key,
+            ],
+        )
+    }
+
+    fn client_options(&self, port_flag: &str, extra: &[&str]) -> Vec<String> {
+        let port = self.port.to_string();
+        let base = [
+            port_flag,
+            &port,
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
             "UserKnownHostsFile=/dev/null",
             "-o",
             "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.push("-i".into());
-        v.push(shared().key.to_string_lossy().into_owned());
-        v
+        ];
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
     }
 
     /// Containers of this gateway instance (running or not).
@@ -265,6 +258,22 @@ impl Gateway {
             "--filter",
             &format!("label=containerssh.instance={}", self.instance()),
         ])
+    }
+
+    /// Waits (up to 60 s) for this gateway's first container and returns its id.
+    pub fn wait_for_container(&self) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(id) = self.containers().into_iter().next() {
+                return id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no container appeared:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits (up to 20 s) until this gateway has no containers left; panics otherwise.

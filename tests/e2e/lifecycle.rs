@@ -5,21 +5,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn wait_for_container(gw: &Gateway) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(id) = gw.containers().into_iter().next() {
-            return id;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no container:\n{}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn container_is_removed_when_the_client_vanishes() {
     let gw = Gateway::start(json!({}));
@@ -29,7 +14,7 @@ fn container_is_removed_when_the_client_vanishes() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = ssh.spawn().expect("ssh");
-    wait_for_container(&gw);
+    gw.wait_for_container();
     // SIGKILL: the client sends nothing more, the TCP connection just closes.
     child.kill().expect("kill ssh");
     let _ = child.wait();
@@ -83,7 +68,7 @@ fn sigterm_lets_running_sessions_finish_then_removes_everything() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = ssh.spawn().expect("ssh");
-    wait_for_container(&gw);
+    gw.wait_for_container();
     let status = gw.terminate();
     let out = child.wait_with_output().expect("ssh output");
     assert_eq!(text(&out.stdout), "finished-after-sigterm\n", "{out:?}");
@@ -105,7 +90,7 @@ fn sigterm_disconnects_sessions_that_outlive_the_shutdown_timeout() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = ssh.spawn().expect("ssh");
-    wait_for_container(&gw);
+    gw.wait_for_container();
     let started = Instant::now();
     let status = gw.terminate();
     assert!(status.success());

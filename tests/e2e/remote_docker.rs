@@ -22,128 +22,61 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// CA, server certificate for 127.0.0.1, a client certificate from the CA, and a rogue one.
-fn make_pki(dir: &Path) {
+/// A new P-256 key in `key`, and either a self-signed certificate or a CSR in `out`.
+fn new_key(dir: &Path, key: &str, out: &str, subject: &str, self_signed: bool) {
+    let mut args = vec!["req"];
+    if self_signed {
+        args.extend(["-x509", "-days", "2"]);
+    }
+    args.extend([
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ]);
+    args.extend(["-keyout", key, "-out", out, "-subj", subject]);
+    openssl(dir, &args);
+}
+
+/// Signs `csr` with the test CA into `out`, with the extensions in `ext`.
+fn sign(dir: &Path, csr: &str, out: &str, ext: &str) {
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
             "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            out,
             "-days",
             "2",
-            "-subj",
-            "/CN=containerssh test CA",
+            "-extfile",
+            ext,
         ],
     );
+}
+
+/// CA, server certificate for 127.0.0.1, a client certificate from the CA, and a rogue one.
+fn make_pki(dir: &Path) {
+    new_key(dir, "ca.key", "ca.pem", "/CN=containerssh test CA", true);
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    new_key(dir, "server.key", "server.csr", "/CN=127.0.0.1", false);
+    sign(dir, "server.csr", "server.pem", "server.ext");
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=containerssh",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rogue",
-        ],
-    );
+    new_key(dir, "client.key", "client.csr", "/CN=containerssh", false);
+    sign(dir, "client.csr", "client.pem", "client.ext");
+    new_key(dir, "rogue.key", "rogue.pem", "/CN=rogue", true);
 }
 
 struct Stunnel(Child);
