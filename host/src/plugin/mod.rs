@@ -15,3 +15,6 @@ pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sandbox_tests;

@@ -1,0 +1,108 @@
+//! The sandbox contains a hostile plugin (tests/plugins/misbehave): an endless loop hits the
+//! epoch deadline, a memory bomb hits the memory cap, a panic traps, an oversized answer is
+//! refused. Each is an `Error` (deny), and the same plugin keeps serving afterwards.
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+
+/// Builds the hostile plugin once (its own target dir, so no lock is shared with this build).
+fn misbehave_wasm() -> &'static PathBuf {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = workspace.join("target/wasm-test-plugins");
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&workspace)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "misbehave",
+                    "--target-dir",
+                ])
+                .arg(&target)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("cargo runs");
+        assert!(status.success(), "building tests/plugins/misbehave failed");
+        target.join("wasm32-wasip2/release/misbehave.wasm")
+    })
+}
+
+fn plugin(mode: &str, memory_limit: u64, timeout: &str) -> AuthenticatorPlugin {
+    let settings: PluginSettings = serde_json::from_value(json!({
+        "plugin": misbehave_wasm().to_string_lossy(),
+        "config": {"mode": mode},
+        "memoryLimit": memory_limit,
+        "timeout": timeout,
+    }))
+    .unwrap();
+    PluginRuntime::new(None)
+        .unwrap()
+        .load_authenticator("hostile", &settings)
+        .unwrap()
+}
+
+fn conn() -> ConnectionInfo {
+    ConnectionInfo {
+        connection_id: "feedfacefeedfacefeedfacefeedface".into(),
+        remote_address: "127.0.0.1:1".into(),
+        client_version: "SSH-2.0-test".into(),
+        username: "mallory".into(),
+    }
+}
+
+fn expect_error(outcome: AuthOutcome, what: &str) -> String {
+    match outcome {
+        AuthOutcome::Error(e) => format!("{e:#}"),
+        other => panic!("{what}: expected a contained error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_at_the_deadline() {
+    let p = plugin("loop", 64 << 20, "300ms");
+    let started = Instant::now();
+    let err = expect_error(p.password(&conn(), b"x").await, "loop");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "took {took:?}: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_cap() {
+    let p = plugin("memory", 32 << 20, "5s");
+    let err = expect_error(p.password(&conn(), b"x").await, "memory");
+    assert!(!err.is_empty());
+}
+
+#[tokio::test]
+async fn a_trap_is_an_error_and_the_plugin_keeps_serving() {
+    let p = plugin("trap", 64 << 20, "5s");
+    expect_error(p.password(&conn(), b"x").await, "trap");
+    // A fresh instance per call: the next call starts clean (and traps again, cleanly).
+    expect_error(p.password(&conn(), b"x").await, "trap again");
+    let good = plugin("allow", 64 << 20, "5s");
+    assert!(matches!(
+        good.password(&conn(), b"x").await,
+        AuthOutcome::Success(_)
+    ));
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let p = plugin("huge", 64 << 20, "5s");
+    let err = expect_error(p.password(&conn(), b"x").await, "huge");
+    assert!(err.contains("more than"), "{err}");
+}
