@@ -241,8 +241,14 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     }
     gateway.cleanup.close();
     gateway.cleanup.wait().await;
-    // Anything a failed removal left behind.
+    // Anything a failed removal left behind, then anything carrying this instance's label.
     gateway.backend.remove_all().await;
+    if let Err(e) = gateway.backend.reap_orphans().await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot look for leftover containers"
+        );
+    }
     let left = gateway.backend.live_count();
     if left > 0 {
         tracing::error!(left, "containers could not be removed at shutdown");
