@@ -1,5 +1,6 @@
 //! Builds the plugins under `plugins/` for wasm32-wasip2 and embeds them in the binary
-//! (`builtin:NAME`). They also land in `target/plugins/NAME.wasm` for use as files.
+//! (`builtin:NAME`). They also land in `target/plugins/NAME.wasm` for use as files. The test
+//! plugins under `tests/plugins/` are built alongside but only copied to `target/test-plugins/`.
 //!
 //! The nested cargo uses its own target directory so it never waits on the outer build's lock.
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ fn main() {
         .expect("host/ is inside the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["plugins", "plugin-sdk", "wit"] {
+    for dir in ["plugins", "plugin-sdk", "wit", "tests/plugins"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!(
@@ -22,9 +23,12 @@ fn main() {
     );
 
     let plugins = plugin_crates(&workspace.join("plugins"));
+    let test_plugins = plugin_crates(&workspace.join("tests").join("plugins"));
     let wasm_target_dir = workspace.join("target").join("wasm-plugins");
     let files_dir = workspace.join("target").join("plugins");
     std::fs::create_dir_all(&files_dir).expect("create target/plugins");
+    let test_files_dir = workspace.join("target").join("test-plugins");
+    std::fs::create_dir_all(&test_files_dir).expect("create target/test-plugins");
 
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&workspace)
@@ -36,7 +40,7 @@ fn main() {
             "--target-dir",
         ])
         .arg(&wasm_target_dir);
-    for (package, _) in &plugins {
+    for (package, _) in plugins.iter().chain(&test_plugins) {
         cmd.args(["-p", package]);
     }
     // The outer build's settings (wrappers such as clippy-driver, flags for the host target,
@@ -95,6 +99,13 @@ fn main() {
         ));
     }
     entries.push_str("];\n");
+    for (package, lib) in &test_plugins {
+        let built = wasm_target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{lib}.wasm"));
+        std::fs::copy(&built, test_files_dir.join(format!("{package}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+    }
     std::fs::write(out_dir.join("builtin_plugins.rs"), entries).expect("write builtin_plugins.rs");
 }
 

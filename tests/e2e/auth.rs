@@ -107,3 +107,42 @@ fn login_grace_time_disconnects_idle_clients() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     gw.wait_for_log("login grace time over", std::time::Duration::from_secs(5));
 }
+
+/// A plugin that misbehaves for some users (endless loop, memory bomb, trap, huge answer):
+/// their logins are denied, and meanwhile everyone else gets in.
+#[test]
+fn misbehaving_plugin_is_contained_and_others_keep_logging_in() {
+    let plugin = workspace().join("target/test-plugins/misbehave.wasm");
+    let gw = Gateway::start(json!({"auth": {
+        "plugin": plugin.to_string_lossy(),
+        "timeout": "1s",
+        "memoryLimit": 33554432,
+        "config": {"mode": "allow", "modes": {"looper": "loop", "hoarder": "memory", "crasher": "trap", "bragger": "huge"}}
+    }}));
+    let hostile: Vec<_> = ["looper", "hoarder", "crasher", "bragger"]
+        .into_iter()
+        .map(|user| {
+            let mut c = gw.ssh_password(user, "x");
+            c.arg("echo should-not-run");
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            (user, c.spawn().expect("ssh"))
+        })
+        .collect();
+    // While those run, a well-behaved user logs in.
+    let mut good = gw.ssh_password("alice", "anything");
+    good.arg("echo welcome");
+    let out = run(good, b"");
+    assert_eq!(text(&out.stdout), "welcome\n", "{out:?}");
+    for (user, child) in hostile {
+        let out = child.wait_with_output().expect("ssh");
+        assert_eq!(out.status.code(), Some(255), "{user}: {out:?}");
+        assert!(!text(&out.stdout).contains("should-not-run"), "{user}");
+    }
+    let log = gw.log_text();
+    assert!(
+        log.matches("auth plugin failed; denying").count() >= 4,
+        "{log}"
+    );
+    gw.assert_no_containers();
+}

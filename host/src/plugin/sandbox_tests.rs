@@ -2,40 +2,15 @@
 //! epoch deadline, a memory bomb hits the memory cap, a panic traps, an oversized answer is
 //! refused. Each is an `Error` (deny), and the same plugin keeps serving afterwards.
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::*;
 
-/// Builds the hostile plugin once (its own target dir, so no lock is shared with this build).
-fn misbehave_wasm() -> &'static PathBuf {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = workspace.join("target/wasm-test-plugins");
-        let status =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .current_dir(&workspace)
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "-p",
-                    "misbehave",
-                    "--target-dir",
-                ])
-                .arg(&target)
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .status()
-                .expect("cargo runs");
-        assert!(status.success(), "building tests/plugins/misbehave failed");
-        target.join("wasm32-wasip2/release/misbehave.wasm")
-    })
+/// The hostile plugin, built by build.rs from tests/plugins/misbehave.
+fn misbehave_wasm() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins/misbehave.wasm")
 }
 
 fn plugin(mode: &str, memory_limit: u64, timeout: &str) -> AuthenticatorPlugin {

@@ -5,8 +5,12 @@ use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Config {
-    /// `loop`, `memory`, `trap`, `huge`, or `allow` (behaves).
+    /// `loop`, `memory`, `trap`, `huge`, or `allow` (behaves): for every user...
+    #[serde(default)]
     mode: String,
+    /// ...unless the user has a mode of its own here.
+    #[serde(default)]
+    modes: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Misbehave;
@@ -14,7 +18,7 @@ pub struct Misbehave;
 impl Authenticator for Misbehave {
     fn password(conn: ConnectionInfo, _password: Vec<u8>) -> AuthResult {
         let mode = plugin_config::<Config>()
-            .map(|c| c.mode)
+            .map(|mut c| c.modes.remove(&conn.username).unwrap_or(c.mode))
             .unwrap_or_default();
         match mode.as_str() {
             "loop" => {
