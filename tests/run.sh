@@ -1,8 +1,8 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests and the end-to-end suite (real OpenSSH client,
 # real Docker, real WebAssembly plugins). Installs what it needs when run as root on Debian.
 #   tests/run.sh
-set -eu
+set -euo pipefail
 cd "$(dirname "$0")/.."
 need_pkgs=""
 command -v sshpass >/dev/null 2>&1 || need_pkgs="$need_pkgs sshpass"
@@ -28,4 +28,11 @@ docker image inspect containerssh-test/guest:1 >/dev/null 2>&1 || tests/images/b
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 -p static-users -- -D warnings
-cargo test --workspace -- --test-threads 4
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace -- --test-threads 4 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
