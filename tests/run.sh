@@ -27,7 +27,7 @@ docker image inspect containerssh-test/guest:1 >/dev/null 2>&1 || tests/images/b
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --release --target wasm32-wasip2 -p static-users -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p webhook-config -p security-policy -p misbehave -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

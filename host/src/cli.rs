@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use crate::backend::docker::DockerBackend;
 use crate::config::{self, Config};
 use crate::observe::{self, Metrics, Routes};
-use crate::plugin::PluginRuntime;
+use crate::plugin::{
+    ChannelRequest, FilterPlugin, PluginRuntime, PluginSettings, Plugins, Verdict,
+};
 use crate::ssh::{self, Gateway};
 
 #[derive(Parser)]
@@ -78,7 +80,14 @@ fn validate(path: &Path) -> ExitCode {
         }
     };
     // Plugins are checked as at start-up: compiled, imports and exports verified.
-    match load_plugins(&config) {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("containerssh: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(load_plugins(&config)) {
         Ok(_) => {
             println!("{}: configuration is valid", path.display());
             ExitCode::SUCCESS
@@ -90,7 +99,9 @@ fn validate(path: &Path) -> ExitCode {
     }
 }
 
-fn load_plugins(config: &Config) -> anyhow::Result<crate::plugin::AuthenticatorPlugin> {
+/// Loads every plugin as at start-up: compiled, imports and exports checked, and the
+/// security settings tried once so that a bad `security` section stops the start.
+async fn load_plugins(config: &Config) -> anyhow::Result<Plugins> {
     let cache_dir = match config.plugin_cache_dir.as_deref() {
         Some("") => None,
         Some(dir) => Some(PathBuf::from(dir)),
@@ -101,16 +112,69 @@ fn load_plugins(config: &Config) -> anyhow::Result<crate::plugin::AuthenticatorP
         .auth
         .as_ref()
         .context("auth: an authentication plugin is required")?;
-    runtime
+    let auth = runtime
         .load_authenticator("auth", auth)
-        .context("auth plugin")
+        .context("auth plugin")?;
+    let config_plugin = match &config.configserver {
+        Some(settings) => Some(
+            runtime
+                .load_config_provider("configserver", settings)
+                .context("configserver plugin")?,
+        ),
+        None => None,
+    };
+    let filter_settings = config
+        .filter
+        .clone()
+        .unwrap_or_else(|| PluginSettings::builtin("security-policy"));
+    let filter = runtime
+        .load_filter("security", &filter_settings)
+        .context("request filter plugin")?;
+    check_security_settings(&filter, &config.security.to_string())
+        .await
+        .context("security")?;
+    Ok(Plugins {
+        auth,
+        config: config_plugin,
+        filter,
+    })
 }
+
+/// Asks the filter about a first session once: a policy that cannot be read says so.
+pub async fn check_security_settings(
+    filter: &FilterPlugin,
+    security_json: &str,
+) -> anyhow::Result<()> {
+    let probe = crate::plugin::ConnectionInfo {
+        connection_id: "0".repeat(32),
+        remote_address: "127.0.0.1:0".into(),
+        client_version: "SSH-2.0-containerssh-config-check".into(),
+        username: "config-check".into(),
+    };
+    let verdict = filter
+        .filter(
+            &probe,
+            0,
+            &ChannelRequest::OpenSession(0),
+            Some(security_json.to_string()),
+        )
+        .await;
+    match verdict {
+        Verdict::Deny(reason) if reason.starts_with(INVALID_POLICY_PREFIX) => {
+            anyhow::bail!("{reason}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How the request filter starts its answer when the policy itself is unreadable.
+pub const INVALID_POLICY_PREFIX: &str = "invalid security configuration";
 
 async fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::logging::init(&config.log);
     let config = Arc::new(config);
-    let auth = load_plugins(&config)?;
+    let plugins = load_plugins(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.ssh.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
@@ -125,7 +189,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         ),
     }
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(config.clone(), auth, backend, metrics.clone());
+    let gateway = Gateway::new(config.clone(), plugins, backend, metrics.clone());
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
 }

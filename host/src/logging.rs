@@ -11,12 +11,14 @@ pub fn init(config: &LogConfig) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn"
+            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn"
         ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into files or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

@@ -60,18 +60,19 @@ pub mod auth {
                 metadata: Vec::new(),
                 environment: Vec::new(),
                 files: Vec::new(),
+                sensitive: Vec::new(),
             }
         }
     }
 
     /// The plugin's configuration (the `config:` block of the gateway's config), parsed.
     pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
-        crate::parse_config(&containerssh::plugin::host::plugin_config())
+        crate::parse_config(&crate::auth::containerssh::plugin::host::plugin_config())
     }
 
     /// Writes a line to the gateway's log, tagged with the plugin and the connection id.
     pub fn log(level: LogLevel, message: &str) {
-        containerssh::plugin::host::log(level, message)
+        crate::auth::containerssh::plugin::host::log(level, message)
     }
 }
 
@@ -83,18 +84,31 @@ pub mod config {
         pub_export_macro: true,
         export_macro_name: "export_config_bindings",
         default_bindings_module: "containerssh_plugin_sdk::config",
+        // One set of shared types for every role, so helpers work with all of them.
+        with: {
+            "containerssh:plugin/plugin-types@0.1.0": crate::auth::containerssh::plugin::plugin_types,
+            "containerssh:plugin/host@0.1.0": crate::auth::containerssh::plugin::host,
+        },
     });
 
-    pub use containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
-    pub use exports::containerssh::plugin::config_provider::Guest;
+    pub use crate::auth::containerssh::plugin::plugin_types::{
+        AuthGrant, ConnectionInfo, LogLevel,
+    };
+    pub use exports::containerssh::plugin::config_provider::{ConfigAnswer, Guest};
+
+    /// What a configuration plugin implements: the partial config for one connection.
+    pub trait ConfigProvider {
+        fn get_config(connection: ConnectionInfo, grant: AuthGrant)
+            -> Result<ConfigAnswer, String>;
+    }
 
     /// The plugin's configuration, parsed.
     pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
-        crate::parse_config(&containerssh::plugin::host::plugin_config())
+        crate::parse_config(&crate::auth::containerssh::plugin::host::plugin_config())
     }
 
     pub fn log(level: LogLevel, message: &str) {
-        containerssh::plugin::host::log(level, message)
+        crate::auth::containerssh::plugin::host::log(level, message)
     }
 }
 
@@ -106,21 +120,34 @@ pub mod filter {
         pub_export_macro: true,
         export_macro_name: "export_filter_bindings",
         default_bindings_module: "containerssh_plugin_sdk::filter",
+        // One set of shared types for every role, so helpers work with all of them.
+        with: {
+            "containerssh:plugin/plugin-types@0.1.0": crate::auth::containerssh::plugin::plugin_types,
+            "containerssh:plugin/host@0.1.0": crate::auth::containerssh::plugin::host,
+        },
     });
 
-    pub use containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
+    pub use crate::auth::containerssh::plugin::plugin_types::{ConnectionInfo, LogLevel};
     pub use exports::containerssh::plugin::request_filter::{
         ChannelRequest, Guest, PtyRequest, Verdict,
     };
 
+    /// What a request-filter plugin implements: a verdict on every channel request.
+    pub trait RequestFilter {
+        fn filter(connection: ConnectionInfo, session_id: u32, request: ChannelRequest) -> Verdict;
+    }
+
     pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
-        crate::parse_config(&containerssh::plugin::host::plugin_config())
+        crate::parse_config(&crate::auth::containerssh::plugin::host::plugin_config())
     }
 
     pub fn log(level: LogLevel, message: &str) {
-        containerssh::plugin::host::log(level, message)
+        crate::auth::containerssh::plugin::host::log(level, message)
     }
 }
+
+pub mod http;
+pub mod webhook;
 
 fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
     let json = if json.trim().is_empty() || json.trim() == "null" {
@@ -160,6 +187,51 @@ macro_rules! export_authenticator {
             }
 
             $crate::auth::export_authenticator_bindings!(ContainerSshAuthenticatorExport with_types_in $crate::auth);
+        };
+    };
+}
+
+/// Exports a type implementing [`config::ConfigProvider`].
+#[macro_export]
+macro_rules! export_config_provider {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct ContainerSshConfigExport;
+
+            impl $crate::config::Guest for ContainerSshConfigExport {
+                fn get_config(
+                    c: $crate::config::ConnectionInfo,
+                    g: $crate::config::AuthGrant,
+                ) -> ::std::result::Result<$crate::config::ConfigAnswer, ::std::string::String> {
+                    <$plugin as $crate::config::ConfigProvider>::get_config(c, g)
+                }
+            }
+
+            $crate::config::export_config_bindings!(ContainerSshConfigExport with_types_in $crate::config);
+        };
+    };
+}
+
+/// Exports a type implementing [`filter::RequestFilter`].
+#[macro_export]
+macro_rules! export_request_filter {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct ContainerSshFilterExport;
+
+            impl $crate::filter::Guest for ContainerSshFilterExport {
+                fn filter(
+                    c: $crate::filter::ConnectionInfo,
+                    s: u32,
+                    r: $crate::filter::ChannelRequest,
+                ) -> $crate::filter::Verdict {
+                    <$plugin as $crate::filter::RequestFilter>::filter(c, s, r)
+                }
+            }
+
+            $crate::filter::export_filter_bindings!(ContainerSshFilterExport with_types_in $crate::filter);
         };
     };
 }

@@ -146,3 +146,32 @@ fn misbehaving_plugin_is_contained_and_others_keep_logging_in() {
     );
     gw.assert_no_containers();
 }
+
+/// A plugin reaching for a destination outside its allow-list: the request never leaves the
+/// gateway, the login is denied, and others still get in.
+#[test]
+fn plugin_reaching_a_forbidden_destination_is_contained() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let plugin = workspace().join("target/test-plugins/misbehave.wasm");
+    let gw = Gateway::start(json!({"auth": {
+        "plugin": plugin.to_string_lossy(),
+        "egress": {"allow": ["127.0.0.1:1"]},
+        "config": {"mode": "allow", "modes": {"leaker": format!("fetch:http://127.0.0.1:{port}/steal")}}
+    }}));
+    let mut leak = gw.ssh_password("leaker", "x");
+    leak.arg("echo should-not-run");
+    let out = run(leak, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let mut good = gw.ssh_password("alice", "anything");
+    good.arg("echo welcome");
+    assert_eq!(text(&run(good, b"").stdout), "welcome\n");
+    assert!(
+        listener.accept().is_err(),
+        "the forbidden destination was contacted"
+    );
+    let log = gw.log_text();
+    assert!(log.contains("destination not in egress.allow"), "{log}");
+    gw.assert_no_containers();
+}

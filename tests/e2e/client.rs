@@ -59,6 +59,18 @@ pub async fn count_password_attempts(port: u16, user: &str, tries: usize) -> usi
     answered
 }
 
+/// Reads a channel until it closes; returns its exit status.
+pub async fn exit_status(ch: &mut russh::Channel<client::Msg>) -> Option<u32> {
+    let mut status = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), ch.wait()).await {
+            Ok(Some(ChannelMsg::ExitStatus { exit_status })) => status = Some(exit_status),
+            Ok(Some(ChannelMsg::Close) | None) | Err(_) => return status,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
 /// Runs `command`, sends `signal` after `delay`, returns (stdout, exit status, exit signal).
 pub async fn exec_and_signal(
     port: u16,

@@ -125,12 +125,29 @@ impl Gateway {
         Self::start_with(|_, _| {}, overrides)
     }
 
+    /// Starts a gateway whose `auth` section is `auth` as given (not merged with the
+    /// default static-users one).
+    pub fn start_with_auth(auth: Value, overrides: Value) -> Gateway {
+        Self::start_inner(|_, _| {}, overrides, Some(auth))
+    }
+
     /// Starts a gateway; `prepare` may act before the process starts (e.g. plant an orphan).
     pub fn start_with(prepare: impl FnOnce(u16, &Path), overrides: Value) -> Gateway {
+        Self::start_inner(prepare, overrides, None)
+    }
+
+    fn start_inner(
+        prepare: impl FnOnce(u16, &Path),
+        overrides: Value,
+        auth: Option<Value>,
+    ) -> Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = base_config(port, dir.path());
         merge(&mut config, overrides);
+        if let Some(auth) = auth {
+            config["auth"] = auth;
+        }
         let config_path = dir.path().join("config.json");
         std::fs::write(
             &config_path,

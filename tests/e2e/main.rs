@@ -5,12 +5,16 @@
 //! sshpass and busybox-static (`tests/run.sh` installs them).
 mod client;
 mod harness;
+mod webhook_server;
 
 mod auth;
 mod cli;
+mod config_server;
 mod docker_options;
 mod lifecycle;
 mod observe;
 mod remote_docker;
+mod security;
 mod sessions;
 mod transfer;
+mod webhook;

@@ -115,6 +115,7 @@ pub fn deserialize_strict<T: DeserializeOwned>(
 /// Rewrites accepted alternative spellings into the canonical shape before typed parsing.
 fn normalise(value: &mut Value) -> Vec<String> {
     let mut problems = Vec::new();
+    super::compat::translate(value, &mut problems);
     // The hardening guide nests resource limits under `docker.execution.host.resources`;
     // Docker's API (and this schema) has them directly in `host`.
     if let Some(host) = value

@@ -1,12 +1,15 @@
 //! The gateway's configuration: one YAML (or JSON) file with ContainerSSH's key names where the
 //! feature exists. Loading collects every problem (unknown keys with their path, type errors,
 //! semantic checks) so that `containerssh validate` can print them all at once.
+mod compat;
 mod docker;
 mod load;
+mod merge;
 mod ssh;
 
 pub use docker::*;
 pub use load::{deserialize_strict, from_value, load_file, parse_str, ConfigError};
+pub use merge::{merge_answer, Merged};
 pub use ssh::*;
 
 use serde::{Deserialize, Serialize};
@@ -21,8 +24,24 @@ pub struct Config {
     pub ssh: SshConfig,
     #[serde(default)]
     pub log: LogConfig,
-    /// The authentication plugin (required).
+    /// The authentication plugin (required). ContainerSSH's webhook forms of `auth:` are
+    /// translated into the built-in webhook-auth plugin.
     pub auth: Option<PluginSettings>,
+    /// A configuration plugin asked once per connection after authentication for settings of
+    /// that connection. ContainerSSH's `configserver: {url: ...}` becomes built-in webhook-config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configserver: Option<PluginSettings>,
+    /// How a config server's answer is merged: `explicit` (every value given overrides,
+    /// false/0/"" included) or `nonzero` (ContainerSSH's way: zero values are ignored).
+    #[serde(default)]
+    pub config_merge: MergeMode,
+    /// ContainerSSH's `security` section: which SSH requests are allowed. Enforced by the
+    /// request filter (built-in security-policy plugin unless `filter` names another).
+    #[serde(default = "empty_object")]
+    pub security: serde_json::Value,
+    /// A custom request-filter plugin instead of the built-in security-policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<PluginSettings>,
     /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
     #[serde(default)]
     pub plugin_cache_dir: Option<String>,
@@ -89,6 +108,18 @@ fn default_health_listen() -> String {
     "0.0.0.0:7000".into()
 }
 
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMode {
+    #[default]
+    Explicit,
+    Nonzero,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -139,6 +170,25 @@ impl Config {
             Some(auth) => {
                 problems.extend(auth.validate().into_iter().map(|p| format!("auth: {p}")))
             }
+        }
+        if let Some(server) = &self.configserver {
+            problems.extend(
+                server
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("configserver: {p}")),
+            );
+        }
+        if let Some(filter) = &self.filter {
+            problems.extend(
+                filter
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("filter: {p}")),
+            );
+        }
+        if !self.security.is_object() {
+            problems.push("security: must be a map".into());
         }
         if !matches!(
             self.log.level.as_str(),

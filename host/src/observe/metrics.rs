@@ -35,9 +35,12 @@ pub struct Metrics {
     refused_connections: Family<StageLabels, Counter>,
     auth: Family<AuthLabels, Counter>,
     backend_errors: Family<StageLabels, Counter>,
+    /// Requests the security policy denied, by request type (the `stage` label).
+    denied_requests: Family<StageLabels, Counter>,
     container_start: Histogram,
     first_byte: Histogram,
     plugin_call: Histogram,
+    config_call: Histogram,
 }
 
 impl Default for Metrics {
@@ -79,6 +82,12 @@ impl Metrics {
             "Backend failures by stage",
             backend_errors.clone(),
         );
+        let denied_requests = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "denied_requests",
+            "SSH requests denied by the security policy, by request type",
+            denied_requests.clone(),
+        );
         // 10 ms .. ~80 s
         let container_start = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
@@ -99,6 +108,12 @@ impl Metrics {
             "Duration of plugin calls, including any webhook requests they make",
             plugin_call.clone(),
         );
+        let config_call = Histogram::new(exponential_buckets(0.00001, 2.7, 15));
+        registry.register(
+            "config_plugin_call_seconds",
+            "Duration of config plugin calls (config server webhook requests included)",
+            config_call.clone(),
+        );
         Self {
             registry,
             connections,
@@ -106,9 +121,11 @@ impl Metrics {
             refused_connections,
             auth,
             backend_errors,
+            denied_requests,
             container_start,
             first_byte,
             plugin_call,
+            config_call,
         }
     }
 
@@ -146,6 +163,12 @@ impl Metrics {
             .inc();
     }
 
+    pub fn request_denied(&self, kind: &str) {
+        self.denied_requests
+            .get_or_create(&StageLabels { stage: kind.into() })
+            .inc();
+    }
+
     pub fn container_started(&self, elapsed: Duration) {
         self.container_start.observe(elapsed.as_secs_f64());
     }
@@ -154,8 +177,13 @@ impl Metrics {
         self.first_byte.observe(elapsed.as_secs_f64());
     }
 
+    /// An auth plugin call (password or key check, and authorization).
     pub fn plugin_call(&self, elapsed: Duration) {
         self.plugin_call.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn config_call(&self, elapsed: Duration) {
+        self.config_call.observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

@@ -1,24 +1,20 @@
 //! Authentication plugins: a fresh instance per call, deadline, memory cap, concurrency cap.
 //! Any failure of the plugin is an `Error` outcome, which the caller treats as "deny".
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{anyhow, Context};
-use tokio::sync::Semaphore;
-use wasmtime::Store;
+use anyhow::Context;
 
 use crate::plugin::bindings::authenticator::AuthenticatorPluginPre;
 use crate::plugin::bindings::types_api as wit;
-use crate::plugin::check::check_component;
-use crate::plugin::egress::EgressHooks;
-use crate::plugin::engine::{PluginRuntime, EPOCH_TICK};
+use crate::plugin::engine::PluginRuntime;
+use crate::plugin::instance::PluginCore;
 use crate::plugin::settings::PluginSettings;
 use crate::plugin::state::CallState;
 
 const AUTHENTICATOR_EXPORT: &str = "containerssh:plugin/authenticator@0.1.0";
 
 /// Largest answer (strings and files of a grant, in bytes) accepted from a plugin.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Facts about the connection, as the plugin sees them.
 #[derive(Debug, Clone)]
@@ -36,6 +32,8 @@ pub struct AuthGrant {
     pub metadata: Vec<(String, String)>,
     pub environment: Vec<(String, String)>,
     pub files: Vec<(String, Vec<u8>)>,
+    /// Keys of metadata, environment and files whose values are secrets (never logged).
+    pub sensitive: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -55,12 +53,8 @@ pub struct AuthenticatorPlugin {
 }
 
 struct Inner {
-    runtime: Arc<PluginRuntime>,
-    name: String,
-    settings: PluginSettings,
-    config_json: String,
+    core: PluginCore,
     pre: AuthenticatorPluginPre<CallState>,
-    slots: Semaphore,
 }
 
 impl PluginRuntime {
@@ -70,34 +64,12 @@ impl PluginRuntime {
         name: &str,
         settings: &PluginSettings,
     ) -> anyhow::Result<AuthenticatorPlugin> {
-        let problems = settings.validate();
-        if !problems.is_empty() {
-            anyhow::bail!("{}", problems.join("; "));
-        }
-        let started = Instant::now();
-        let component = self
-            .component(&settings.plugin)
-            .with_context(|| format!("plugin {}", settings.plugin))?;
-        check_component(&self.engine, &component, AUTHENTICATOR_EXPORT)
-            .with_context(|| format!("plugin {}", settings.plugin))?;
-        let pre = self
-            .linker()?
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {}: cannot link", settings.plugin))?;
+        let (core, pre) = self.prepare(name, settings, AUTHENTICATOR_EXPORT)?;
         let pre = AuthenticatorPluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {}: not an authenticator", settings.plugin))?;
-        tracing::info!(plugin = name, source = %settings.plugin, elapsed_ms = started.elapsed().as_millis() as u64, "auth plugin loaded");
         Ok(AuthenticatorPlugin {
-            inner: Arc::new(Inner {
-                runtime: self.clone(),
-                name: name.to_string(),
-                settings: settings.clone(),
-                config_json: settings.config.to_string(),
-                pre,
-                slots: Semaphore::new(settings.max_concurrency as usize),
-            }),
+            inner: Arc::new(Inner { core, pre }),
         })
     }
 }
@@ -131,14 +103,14 @@ impl AuthenticatorPlugin {
     }
 
     async fn call(&self, conn: &ConnectionInfo, call: Call<'_>) -> AuthOutcome {
-        let timeout = self.inner.settings.timeout;
-        match tokio::time::timeout(timeout, self.call_inner(conn, call)).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => AuthOutcome::Error(e.context(format!("auth plugin {}", self.inner.name))),
-            Err(_) => AuthOutcome::Error(anyhow!(
-                "auth plugin {} did not answer within {timeout:?}",
-                self.inner.name
-            )),
+        match self
+            .inner
+            .core
+            .run("auth", self.call_inner(conn, call))
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => AuthOutcome::Error(e),
         }
     }
 
@@ -148,29 +120,7 @@ impl AuthenticatorPlugin {
         call: Call<'_>,
     ) -> anyhow::Result<AuthOutcome> {
         let inner = &self.inner;
-        let _slot = inner
-            .slots
-            .acquire()
-            .await
-            .context("plugin is shutting down")?;
-        let hooks = EgressHooks::new(
-            &inner.name,
-            &conn.connection_id,
-            &inner.settings.egress,
-            inner.settings.timeout,
-        );
-        let state = CallState::new(
-            &inner.name,
-            &conn.connection_id,
-            inner.config_json.clone(),
-            inner.settings.memory_limit,
-            hooks,
-        );
-        let mut store = Store::new(&inner.runtime.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (inner.settings.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let mut store = inner.core.store(&conn.connection_id, None);
         let instance = inner
             .pre
             .instantiate_async(&mut store)
@@ -196,7 +146,7 @@ impl AuthenticatorPlugin {
     }
 }
 
-fn to_wit_info(c: &ConnectionInfo) -> wit::ConnectionInfo {
+pub(crate) fn to_wit_info(c: &ConnectionInfo) -> wit::ConnectionInfo {
     wit::ConnectionInfo {
         connection_id: c.connection_id.clone(),
         remote_address: c.remote_address.clone(),
@@ -205,44 +155,50 @@ fn to_wit_info(c: &ConnectionInfo) -> wit::ConnectionInfo {
     }
 }
 
-fn to_wit_grant(g: &AuthGrant) -> wit::AuthGrant {
+pub(crate) fn to_wit_grant(g: &AuthGrant) -> wit::AuthGrant {
     wit::AuthGrant {
         authenticated_username: g.authenticated_username.clone(),
         metadata: g.metadata.clone(),
         environment: g.environment.clone(),
         files: g.files.clone(),
+        sensitive: g.sensitive.clone(),
     }
+}
+
+/// A grant from a plugin, checked: bounded in size, with a user name.
+pub(crate) fn from_wit_grant(g: wit::AuthGrant) -> anyhow::Result<AuthGrant> {
+    let size = g.authenticated_username.len()
+        + g.metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + g.environment
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + g.files
+            .iter()
+            .map(|(p, c)| p.len() + c.len())
+            .sum::<usize>()
+        + g.sensitive.iter().map(String::len).sum::<usize>();
+    if size > MAX_ANSWER_BYTES {
+        anyhow::bail!("the plugin's answer is {size} bytes, more than {MAX_ANSWER_BYTES}");
+    }
+    if g.authenticated_username.is_empty() {
+        anyhow::bail!("the plugin granted access without a user name");
+    }
+    Ok(AuthGrant {
+        authenticated_username: g.authenticated_username,
+        metadata: g.metadata,
+        environment: g.environment,
+        files: g.files,
+        sensitive: g.sensitive,
+    })
 }
 
 fn from_wit_result(r: wit::AuthResult) -> anyhow::Result<AuthOutcome> {
     Ok(match r {
-        wit::AuthResult::Success(g) => {
-            let size = g.authenticated_username.len()
-                + g.metadata
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>()
-                + g.environment
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>()
-                + g.files
-                    .iter()
-                    .map(|(p, c)| p.len() + c.len())
-                    .sum::<usize>();
-            if size > MAX_ANSWER_BYTES {
-                anyhow::bail!("the plugin's answer is {size} bytes, more than {MAX_ANSWER_BYTES}");
-            }
-            if g.authenticated_username.is_empty() {
-                anyhow::bail!("the plugin granted access without a user name");
-            }
-            AuthOutcome::Success(AuthGrant {
-                authenticated_username: g.authenticated_username,
-                metadata: g.metadata,
-                environment: g.environment,
-                files: g.files,
-            })
-        }
+        wit::AuthResult::Success(g) => AuthOutcome::Success(from_wit_grant(g)?),
         wit::AuthResult::Failure(reason) => {
             let mut reason = reason;
             reason.truncate(reason.floor_char_boundary(512));

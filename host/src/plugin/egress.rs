@@ -1,7 +1,10 @@
 //! Outbound HTTP of plugins: every request is checked against the plugin's allow-list before
-//! any connection is made, then sent by the host with timeouts.
+//! any connection is made, then sent by the host on the plugin's own pooled client, which holds
+//! the TLS settings (CA, client certificate and key) so that keys never enter the sandbox.
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::plugin::settings::EgressSettings;
@@ -51,33 +54,47 @@ impl Destination {
     }
 }
 
-/// The wasi:http hooks of one call of one plugin.
-pub struct EgressHooks {
+/// Outbound HTTP of one plugin: its allow-list and its pooled client (TLS settings included).
+/// Built once when the plugin loads; shared by every call.
+pub struct Egress {
     plugin: String,
-    connection_id: String,
     allow: Vec<Destination>,
+    client: reqwest::Client,
     timeout: Duration,
     max_response_bytes: usize,
 }
 
 /// Default cap on a response body a plugin reads.
 const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// Cap on a request body a plugin sends (it is buffered before sending).
+const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-impl EgressHooks {
+impl Egress {
     pub fn new(
         plugin: &str,
-        connection_id: &str,
         settings: &EgressSettings,
         timeout: Duration,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Arc<Self>> {
+        let tls = settings.tls.client_config().context("egress.tls")?;
+        // No redirects (a plugin that wants them follows them itself, through this same
+        // allow-list), no proxy from the environment, connections pooled per plugin.
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build()
+            .context("egress: cannot build the HTTP client")?;
+        Ok(Arc::new(Self {
             plugin: plugin.to_string(),
-            connection_id: connection_id.to_string(),
             allow: settings
                 .allow
                 .iter()
                 .filter_map(|d| Destination::parse(d))
                 .collect(),
+            client,
             timeout,
             max_response_bytes: usize::try_from(
                 settings
@@ -85,7 +102,7 @@ impl EgressHooks {
                     .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             )
             .unwrap_or(usize::MAX),
-        }
+        }))
     }
 
     /// Whether the plugin may send to this URI's host and port.
@@ -106,78 +123,170 @@ impl EgressHooks {
     }
 }
 
+/// The wasi:http hooks of one call: the plugin's egress plus who is calling (for logs).
+pub struct EgressHooks {
+    egress: Arc<Egress>,
+    connection_id: String,
+}
+
+impl EgressHooks {
+    pub fn new(egress: Arc<Egress>, connection_id: &str) -> Self {
+        Self {
+            egress,
+            connection_id: connection_id.to_string(),
+        }
+    }
+}
+
+type IoFuture = Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>;
+
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+        fut: IoFuture,
     ) -> Box<
-        dyn std::future::Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-                    ),
-                    HttpError,
-                >,
-            > + Send,
+        dyn std::future::Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>>
+            + Send,
     > {
         drop(fut);
+        let egress = self.egress.clone();
+        let connection_id = self.connection_id.clone();
         let uri = request.uri().clone();
-        if !self.permits(&uri) {
+        if !egress.permits(&uri) {
             tracing::warn!(
-                plugin = %self.plugin,
-                connection_id = %self.connection_id,
+                plugin = %egress.plugin,
+                connection_id = %connection_id,
                 destination = %format!("{}:{}", uri.host().unwrap_or("?"), uri.port_u16().map(|p| p.to_string()).unwrap_or_default()),
                 "plugin request denied: destination not in egress.allow"
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        // The host's timeouts bound whatever the guest asked for.
-        let cap =
-            |asked: Option<Duration>| Some(asked.map_or(self.timeout, |a| a.min(self.timeout)));
-        let options = RequestOptions {
-            connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
-        };
-        tracing::debug!(plugin = %self.plugin, connection_id = %self.connection_id, %uri, "plugin HTTP request");
-        let limit = self.max_response_bytes;
+        // The host's timeout bounds whatever the guest asked for.
+        let timeout = options
+            .and_then(|o| o.first_byte_timeout)
+            .map_or(egress.timeout, |t| t.min(egress.timeout));
         Box::new(async move {
-            use http_body_util::{BodyExt, Limited};
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            // A body larger than the limit ends in an error the guest sees, never in memory.
-            let response = response.map(|body| {
-                Limited::new(body, limit)
-                    .map_err(move |e| match e.downcast::<HttpError>() {
-                        Ok(inner) => *inner,
-                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                            HttpError::HttpResponseBodySize(Some(limit as u64))
-                        }
-                        Err(e) => HttpError::InternalError(Some(e.to_string())),
-                    })
-                    .boxed_unsync()
-            });
-            Ok((
-                response,
-                Box::new(io) as Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            let started = std::time::Instant::now();
+            let result = send(&egress, request, timeout).await;
+            match &result {
+                Ok(response) => tracing::debug!(
+                    plugin = %egress.plugin, connection_id = %connection_id, %uri,
+                    status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64,
+                    "plugin HTTP request answered"
+                ),
+                Err((code, why)) => tracing::warn!(
+                    plugin = %egress.plugin, connection_id = %connection_id, %uri,
+                    error = %why, code = ?code,
+                    "plugin HTTP request failed"
+                ),
+            }
+            let response = result.map_err(|(code, _)| code)?;
+            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
+}
+
+/// Sends one request with the plugin's pooled client; an error comes with a readable reason.
+async fn send(
+    egress: &Egress,
+    request: http::Request<WasiBody>,
+    timeout: Duration,
+) -> Result<http::Response<WasiBody>, (HttpError, String)> {
+    use http_body_util::{BodyExt, Limited};
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            (
+                HttpError::HttpRequestBodySize(Some(MAX_REQUEST_BYTES as u64)),
+                format!("request body: {e}"),
+            )
+        })?
+        .to_bytes();
+    let request = http::Request::from_parts(parts, body);
+    let mut request = reqwest::Request::try_from(request)
+        .map_err(|e| (HttpError::HttpRequestUriInvalid, e.to_string()))?;
+    *request.timeout_mut() = Some(timeout);
+    let response = egress
+        .client
+        .execute(request)
+        .await
+        .map_err(|e| classify(&e))?;
+    let limit = egress.max_response_bytes;
+    let response: http::Response<reqwest::Body> = response.into();
+    // A body larger than the limit ends in an error the guest sees, never in memory.
+    Ok(response.map(|body| {
+        Limited::new(body, limit)
+            .map_err(move |e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    HttpError::HttpResponseBodySize(Some(limit as u64))
+                } else if let Some(e) = e.downcast_ref::<reqwest::Error>() {
+                    classify(e).0
+                } else {
+                    HttpError::InternalError(Some(e.to_string()))
+                }
+            })
+            .boxed_unsync()
+    }))
+}
+
+/// Maps a client error to the wasi:http error code the guest sees, with the whole cause chain
+/// for the log (e.g. "invalid peer certificate: UnknownIssuer").
+fn classify(error: &reqwest::Error) -> (HttpError, String) {
+    let mut why = error.to_string();
+    let mut code = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        why.push_str(": ");
+        why.push_str(&e.to_string());
+        // io::Error hides a wrapped rustls error from `source()`; look inside it.
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            code.get_or_insert(match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    HttpError::TlsCertificateError
+                }
+                rustls::Error::AlertReceived(alert) => HttpError::TlsAlertReceived {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                },
+                _ => HttpError::TlsProtocolError,
+            });
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                code.get_or_insert(HttpError::ConnectionRefused);
+            }
+        }
+        source = e.source();
+    }
+    let code = code.unwrap_or(if error.is_timeout() {
+        HttpError::HttpResponseTimeout
+    } else if error.is_connect() {
+        HttpError::ConnectionTerminated
+    } else {
+        HttpError::InternalError(Some(why.clone()))
+    });
+    (code, why)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hooks(allow: &[&str]) -> EgressHooks {
+    fn hooks(allow: &[&str]) -> Arc<Egress> {
         let settings = EgressSettings {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        EgressHooks::new("p", "c", &settings, Duration::from_secs(1))
+        Egress::new("p", &settings, Duration::from_secs(1)).unwrap()
     }
 
     #[test]

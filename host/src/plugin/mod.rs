@@ -4,14 +4,30 @@ mod auth;
 mod bindings;
 pub mod builtin;
 mod check;
+mod config;
 pub mod egress;
 mod engine;
+mod filter;
+mod instance;
 mod settings;
 mod state;
+pub mod tls;
 
 pub use auth::{AuthGrant, AuthOutcome, AuthenticatorPlugin, ConnectionInfo};
+pub use config::{ConfigAnswer, ConfigPlugin};
 pub use engine::{default_cache_dir, PluginRuntime};
+pub use filter::{ChannelRequest, FilterPlugin, Verdict};
 pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
+
+/// Every plugin the gateway runs; cheap to clone.
+#[derive(Clone)]
+pub struct Plugins {
+    pub auth: AuthenticatorPlugin,
+    /// Asked once per connection after authentication, if configured.
+    pub config: Option<ConfigPlugin>,
+    /// Judges every channel request (the built-in security-policy unless configured).
+    pub filter: FilterPlugin,
+}
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,10 @@
 //! How a plugin is configured: where its component comes from, its own config, its limits and
 //! what it may reach over the network.
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::plugin::tls::TlsSettings;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,15 +39,9 @@ pub struct EgressSettings {
     /// Largest response body the plugin may read, in bytes (default 1 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
-    /// CA certificate file to verify servers with (PEM). Reserved for mutual TLS.
+    /// TLS client settings: CA, client certificate and key (mutual TLS), versions, suites.
     #[serde(default)]
-    pub cacert: Option<PathBuf>,
-    /// Client certificate file (PEM). Reserved for mutual TLS.
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// Client key file (PEM). Reserved for mutual TLS.
-    #[serde(default)]
-    pub key: Option<PathBuf>,
+    pub tls: TlsSettings,
 }
 
 /// Largest per-plugin memory limit the engine's instance pool is sized for.
@@ -63,6 +58,18 @@ fn default_max_concurrency() -> u32 {
 }
 
 impl PluginSettings {
+    /// A plugin with default limits and no config, egress or TLS.
+    pub fn builtin(name: &str) -> Self {
+        Self {
+            plugin: format!("builtin:{name}"),
+            config: serde_json::Value::Object(Default::default()),
+            memory_limit: default_memory_limit(),
+            timeout: default_timeout(),
+            max_concurrency: default_max_concurrency(),
+            egress: EgressSettings::default(),
+        }
+    }
+
     /// Every problem with these settings (an empty list means fine).
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -95,9 +102,13 @@ impl PluginSettings {
                 problems.push(format!("egress.allow: {dest:?} is not host or host:port"));
             }
         }
-        if self.egress.cacert.is_some() || self.egress.cert.is_some() || self.egress.key.is_some() {
-            problems.push("egress: cacert/cert/key (mutual TLS) are not supported yet".into());
-        }
+        problems.extend(
+            self.egress
+                .tls
+                .validate()
+                .into_iter()
+                .map(|p| format!("egress.tls.{p}")),
+        );
         problems
     }
 }

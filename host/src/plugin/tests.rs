@@ -93,6 +93,7 @@ async fn unsupported_methods_say_so_and_authorize_keeps_the_grant() {
     let grant = AuthGrant {
         authenticated_username: "alice".into(),
         metadata: vec![],
+        sensitive: vec![],
         environment: vec![],
         files: vec![],
     };

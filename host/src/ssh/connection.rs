@@ -23,8 +23,9 @@ pub struct Connection {
     pending: PendingSlot,
     /// Set once authentication (and authorization) succeeded.
     pub grant: OnceLock<AuthGrant>,
-    /// The execution settings for this connection.
-    pub execution: Execution,
+    /// This connection's own settings (the file's, or merged with a config server's answer),
+    /// set with the grant.
+    settings: OnceLock<ConnectionSettings>,
     /// russh's handle, set as soon as the handshake finished.
     pub handle: OnceLock<russh::server::Handle>,
     /// Connection mode: the one container of this connection, created with the first session.
@@ -33,6 +34,23 @@ pub struct Connection {
     /// `closed` is set (under the same lock) once the connection ended: a workload whose
     /// creation finishes after that is removed at once instead of being leaked.
     workloads: Mutex<Workloads>,
+}
+
+/// The parts of the configuration a connection may have of its own.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub execution: Execution,
+    /// The `security` section, handed to the request filter as its config.
+    pub security_json: String,
+}
+
+impl ConnectionSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            execution: config.docker.execution.clone(),
+            security_json: config.security.to_string(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -56,7 +74,6 @@ impl Connection {
         gateway: Arc<Gateway>,
         pending: PendingSlot,
     ) -> Self {
-        let execution = gateway.config.docker.execution.clone();
         Self {
             id,
             peer,
@@ -67,7 +84,7 @@ impl Connection {
             first_byte_seen: AtomicBool::new(false),
             pending,
             grant: OnceLock::new(),
-            execution,
+            settings: OnceLock::new(),
             handle: OnceLock::new(),
             shared_workload: OnceCell::new(),
             workloads: Mutex::new(Workloads::default()),
@@ -83,11 +100,25 @@ impl Connection {
         }
     }
 
-    /// Marks the connection authenticated with `grant`.
-    pub fn authenticated_as(&self, grant: AuthGrant) {
+    /// Marks the connection authenticated with `grant` and its own settings.
+    pub fn authenticated_as(&self, grant: AuthGrant, settings: ConnectionSettings) {
+        let _ = self.settings.set(settings);
         let _ = self.grant.set(grant);
         self.authenticated.store(true, Ordering::Release);
         self.pending.release();
+    }
+
+    /// How this connection's programs run (the file's settings until authentication).
+    pub fn execution(&self) -> &Execution {
+        self.settings
+            .get()
+            .map(|s| &s.execution)
+            .unwrap_or(&self.gateway.config.docker.execution)
+    }
+
+    /// The security settings the request filter applies to this connection.
+    pub fn security_json(&self) -> Option<String> {
+        self.settings.get().map(|s| s.security_json.clone())
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -113,7 +144,7 @@ impl Connection {
 
     /// The workload a session runs in: the connection's container, or a new one per session.
     pub async fn workload_for_session(&self, session: u32) -> anyhow::Result<Arc<dyn Workload>> {
-        match self.execution.mode {
+        match self.execution().mode {
             ExecutionMode::Connection => self
                 .shared_workload
                 .get_or_try_init(|| self.create_workload(None))
@@ -134,7 +165,7 @@ impl Connection {
         let workload = match self
             .gateway
             .backend
-            .create_workload(&self.execution, &owner)
+            .create_workload(self.execution(), &owner)
             .await
         {
             Ok(w) => w,
@@ -160,7 +191,7 @@ impl Connection {
 
     /// Removes a per-session workload when its session ends (session mode only).
     pub async fn release_session_workload(&self, workload: &Arc<dyn Workload>) {
-        if self.execution.mode != ExecutionMode::Session {
+        if self.execution().mode != ExecutionMode::Session {
             return;
         }
         workload.remove().await;

@@ -1,6 +1,7 @@
-//! The russh handler of one connection: authentication through the auth plugin, and channel
-//! requests answered inside their callbacks (OpenSSH sends pty-req, env and exec in one burst,
-//! so a deferred reply would be lost). Work that takes time happens in the channel task.
+//! The russh handler of one connection: authentication (in `login`), and channel requests,
+//! each judged by the request filter (in `policy`) and answered inside its callback (OpenSSH
+//! sends pty-req, env and exec in one burst, so a deferred reply would be lost). Work that
+//! takes time happens in the channel task.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,10 +11,14 @@ use tokio::sync::mpsc;
 
 use crate::backend::{ProcessSpec, TtySpec};
 use crate::config::MAX_AUTH_ATTEMPTS;
-use crate::observe::AuthResult;
-use crate::plugin::AuthOutcome;
+use crate::plugin::{ChannelRequest, Verdict};
 use crate::ssh::channel::{sig_to_name, ChannelCommand, ChannelTask};
 use crate::ssh::connection::Connection;
+
+mod login;
+mod policy;
+
+use login::AuthCheck;
 
 /// Most session channels a connection may have open at once.
 const MAX_CHANNELS: usize = 16;
@@ -28,6 +33,8 @@ pub struct SshHandler {
 }
 
 struct ChannelState {
+    /// Session number within the connection (what the filter sees as session-id).
+    session: u32,
     env: Vec<String>,
     tty: Option<TtySpec>,
     started: bool,
@@ -48,94 +55,12 @@ impl SshHandler {
         &self.conn.id
     }
 
-    async fn authenticate(
-        &mut self,
-        user: &str,
-        method: &'static str,
-        check: AuthCheck<'_>,
-    ) -> anyhow::Result<Auth> {
-        if self.attempts >= MAX_AUTH_ATTEMPTS {
-            // The disconnect sent after the last failure is on its way; end the connection
-            // rather than answer a seventh attempt.
-            tracing::warn!(connection_id = %self.cid(), user, method, "attempt after the last allowed one; closing");
-            return Err(anyhow::anyhow!("too many authentication failures"));
-        }
-        self.attempts += 1;
-        let guards = &self.conn.gateway.guards;
-        let ip = self.conn.peer.ip();
-        let user_key = user.to_string();
-        if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
-            tracing::warn!(connection_id = %self.cid(), user, method, %ip,
-                "authentication refused: too many recent failures (ssh.authRateLimit)");
-            self.conn
-                .gateway
-                .metrics
-                .auth_attempt(method, AuthResult::RateLimited);
-            self.after_failure();
-            return Ok(Auth::reject());
-        }
-        let plugin = &self.conn.gateway.auth;
-        let info = self.conn.info(user);
-        let started = std::time::Instant::now();
-        let outcome = match check {
-            AuthCheck::Password(pw) => plugin.password(&info, pw).await,
-            AuthCheck::PublicKey(key) => plugin.public_key(&info, &key).await,
-        };
-        let outcome = match outcome {
-            AuthOutcome::Success(grant) => plugin.authorize(&info, &grant).await,
-            other => other,
-        };
-        self.conn.gateway.metrics.plugin_call(started.elapsed());
-        let metric = match &outcome {
-            AuthOutcome::Success(_) => AuthResult::Success,
-            AuthOutcome::Failure(_) => AuthResult::Failure,
-            AuthOutcome::Unsupported => AuthResult::Unsupported,
-            AuthOutcome::Error(_) => AuthResult::Error,
-        };
-        self.conn.gateway.metrics.auth_attempt(method, metric);
-        let result = match outcome {
-            AuthOutcome::Success(grant) => {
-                tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");
-                self.conn.authenticated_as(grant);
-                Auth::Accept
-            }
-            AuthOutcome::Failure(reason) => {
-                tracing::info!(connection_id = %self.cid(), user, method, attempt = self.attempts, %reason, "authentication failed");
-                Auth::reject()
-            }
-            AuthOutcome::Unsupported => {
-                tracing::info!(connection_id = %self.cid(), user, method, "authentication method not supported by the auth plugin");
-                Auth::reject()
-            }
-            AuthOutcome::Error(e) => {
-                tracing::error!(connection_id = %self.cid(), user, method, error = format!("{e:#}"), "auth plugin failed; denying");
-                Auth::reject()
-            }
-        };
-        if result != Auth::Accept {
-            guards.per_ip.record_failure(&ip);
-            guards.per_user.record_failure(&user_key);
-            self.after_failure();
-        }
-        Ok(result)
-    }
-
-    /// After the last allowed attempt failed, the client is told and disconnected.
-    fn after_failure(&self) {
-        if self.attempts >= MAX_AUTH_ATTEMPTS {
-            tracing::warn!(connection_id = %self.cid(), attempts = self.attempts, "too many authentication failures; disconnecting");
-            self.conn.disconnect(
-                russh::Disconnect::NoMoreAuthMethodsAvailable,
-                "Too many authentication failures",
-            );
-        }
-    }
-
     /// Builds the program's argv and environment and hands it to the channel task.
     fn start(
         &mut self,
         channel: ChannelId,
         argv: Vec<String>,
+        extra_env: Option<String>,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         let grant_env: Vec<String> = self
@@ -159,6 +84,7 @@ impl SshHandler {
         state.started = true;
         let mut env = grant_env;
         env.extend(state.env.iter().cloned());
+        env.extend(extra_env);
         let spec = ProcessSpec {
             argv,
             env,
@@ -171,9 +97,28 @@ impl SshHandler {
     }
 }
 
-enum AuthCheck<'a> {
-    Password(&'a [u8]),
-    PublicKey(String),
+impl SshHandler {
+    /// Ends a session whose program the policy refused. A failure reply would make OpenSSH
+    /// exit before it prints the reason already sent to stderr, so the request is answered,
+    /// then the session ends with exit status 1.
+    fn refuse_program(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        // Dropping the state ends the channel's task, which waits for a program.
+        self.channels.remove(&channel);
+        session.channel_success(channel)?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    /// Forgets channels whose task has ended. russh reports no close for a channel the
+    /// gateway closed itself, so this is how finished sessions stop counting.
+    fn forget_finished_channels(&mut self) {
+        self.channels.retain(|_, state| !state.commands.is_closed());
+    }
 }
 
 impl Drop for SshHandler {
@@ -231,6 +176,7 @@ impl russh::server::Handler for SshHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.forget_finished_channels();
         if !self.conn.is_authenticated() || self.channels.len() >= MAX_CHANNELS {
             tracing::warn!(connection_id = %self.cid(), "session channel refused (limit reached)");
             reply
@@ -239,11 +185,23 @@ impl russh::server::Handler for SshHandler {
             return Ok(());
         }
         let session_no = self.next_session;
+        let open = u32::try_from(self.channels.len()).unwrap_or(u32::MAX);
+        if let Verdict::Deny(_) = self
+            .judge(None, session_no, ChannelRequest::OpenSession(open), session)
+            .await
+        {
+            // russh sends no description with the refusal; the reason is in the log.
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         self.next_session += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.channels.insert(
             channel.id(),
             ChannelState {
+                session: session_no,
                 env: Vec::new(),
                 tty: None,
                 started: false,
@@ -282,21 +240,28 @@ impl russh::server::Handler for SshHandler {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        match self.channels.get_mut(&channel) {
-            Some(state) if !state.started && state.tty.is_none() => {
-                state.tty = Some(TtySpec {
-                    term: term
-                        .chars()
-                        .filter(|c| c.is_ascii_graphic())
-                        .take(64)
-                        .collect(),
-                    columns: col_width,
-                    rows: row_height,
-                });
-                session.channel_success(channel)?;
-            }
-            _ => session.channel_failure(channel)?,
+        let tty = TtySpec {
+            term: term
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect(),
+            columns: col_width,
+            rows: row_height,
+        };
+        let request = ChannelRequest::Pty {
+            term: tty.term.clone(),
+            columns: col_width,
+            rows: row_height,
+        };
+        let fresh = matches!(self.channels.get(&channel), Some(s) if !s.started && s.tty.is_none());
+        if !fresh || !self.allowed(channel, request, session).await {
+            return Ok(session.channel_failure(channel)?);
         }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.tty = Some(tty);
+        }
+        session.channel_success(channel)?;
         Ok(())
     }
 
@@ -311,13 +276,16 @@ impl russh::server::Handler for SshHandler {
             && !name.contains('=')
             && !name.contains('\0')
             && !value.contains('\0');
-        match self.channels.get_mut(&channel) {
-            Some(state) if !state.started && valid_name && state.env.len() < MAX_ENV => {
-                state.env.push(format!("{name}={value}"));
-                session.channel_success(channel)?;
-            }
-            _ => session.channel_failure(channel)?,
+        let acceptable = matches!(self.channels.get(&channel),
+            Some(s) if !s.started && valid_name && s.env.len() < MAX_ENV);
+        let request = ChannelRequest::Env(name.to_string(), value.to_string());
+        if !acceptable || !self.allowed(channel, request, session).await {
+            return Ok(session.channel_failure(channel)?);
         }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.env.push(format!("{name}={value}"));
+        }
+        session.channel_success(channel)?;
         Ok(())
     }
 
@@ -326,8 +294,15 @@ impl russh::server::Handler for SshHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let argv = self.conn.execution.shell_command.clone();
-        self.start(channel, argv, session)?;
+        let argv = match self
+            .program_verdict(channel, ChannelRequest::Shell, session)
+            .await
+        {
+            Verdict::Allow => self.conn.execution().shell_command.clone(),
+            Verdict::RewriteCommand(forced) => self.shell_argv(forced),
+            Verdict::Deny(_) => return Ok(self.refuse_program(channel, session)?),
+        };
+        self.start(channel, argv, None, session)?;
         Ok(())
     }
 
@@ -337,17 +312,26 @@ impl russh::server::Handler for SshHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.execution.disable_command {
+        if self.conn.execution().disable_command {
             tracing::info!(connection_id = %self.cid(), "exec refused: disableCommand is set");
             session.channel_failure(channel)?;
             return Ok(());
         }
-        // Like sshd: the command goes to the shell as one string, never split here.
         let command = String::from_utf8_lossy(data).into_owned();
-        let mut argv = self.conn.execution.shell_command.clone();
-        argv.push("-c".into());
-        argv.push(command);
-        self.start(channel, argv, session)?;
+        let request = ChannelRequest::Exec(command.clone());
+        match self.program_verdict(channel, request, session).await {
+            Verdict::Allow => {
+                let argv = self.shell_argv(command);
+                self.start(channel, argv, None, session)?;
+            }
+            Verdict::RewriteCommand(forced) => {
+                // As sshd's ForceCommand: the client's command stays readable.
+                let argv = self.shell_argv(forced);
+                let original = format!("SSH_ORIGINAL_COMMAND={command}");
+                self.start(channel, argv, Some(original), session)?;
+            }
+            Verdict::Deny(_) => self.refuse_program(channel, session)?,
+        }
         Ok(())
     }
 
@@ -357,13 +341,25 @@ impl russh::server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let program = self.conn.execution.subsystems.get(name).cloned();
+        let execution = self.conn.execution();
+        let program = execution.subsystems.get(name).cloned();
         match program {
-            Some(_) if self.conn.execution.disable_command => {
+            Some(_) if execution.disable_command => {
                 tracing::info!(connection_id = %self.cid(), subsystem = name, "subsystem refused: disableCommand is set");
                 session.channel_failure(channel)?;
             }
-            Some(program) => self.start(channel, vec![program], session)?,
+            Some(program) => {
+                let request = ChannelRequest::Subsystem(name.to_string());
+                match self.program_verdict(channel, request, session).await {
+                    Verdict::Allow => self.start(channel, vec![program], None, session)?,
+                    Verdict::RewriteCommand(forced) => {
+                        let argv = self.shell_argv(forced);
+                        let original = format!("SSH_ORIGINAL_COMMAND={name}");
+                        self.start(channel, argv, Some(original), session)?;
+                    }
+                    Verdict::Deny(_) => self.refuse_program(channel, session)?,
+                }
+            }
             None => {
                 tracing::info!(connection_id = %self.cid(), subsystem = name, "unknown subsystem refused");
                 session.channel_failure(channel)?;
@@ -379,8 +375,15 @@ impl russh::server::Handler for SshHandler {
         row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::WindowChange {
+            columns: col_width,
+            rows: row_height,
+        };
+        if !self.channels.contains_key(&channel) || !self.allowed(channel, request, session).await {
+            return Ok(());
+        }
         if let Some(state) = self.channels.get_mut(&channel) {
             if let Some(tty) = state.tty.as_mut() {
                 tty.columns = col_width;
@@ -400,15 +403,50 @@ impl russh::server::Handler for SshHandler {
         &mut self,
         channel: ChannelId,
         signal: Sig,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(state) = self.channels.get(&channel) {
-            if state.started {
-                let _ = state
-                    .commands
-                    .send(ChannelCommand::Signal(sig_to_name(&signal)));
+        let name = sig_to_name(&signal);
+        let started = self.channels.get(&channel).is_some_and(|s| s.started);
+        if started
+            && self
+                .allowed(channel, ChannelRequest::Signal(name.clone()), session)
+                .await
+        {
+            if let Some(state) = self.channels.get(&channel) {
+                let _ = state.commands.send(ChannelCommand::Signal(name));
             }
         }
         Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The policy is asked (and logs a denial), but X11 forwarding is not offered at all.
+        if self.allowed(channel, ChannelRequest::X11, session).await {
+            tracing::info!(connection_id = %self.cid(), "X11 forwarding is not supported");
+        }
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if self
+            .allowed(channel, ChannelRequest::AgentForwarding, session)
+            .await
+        {
+            tracing::info!(connection_id = %self.cid(), "agent forwarding is not supported");
+        }
+        Ok(false)
     }
 }

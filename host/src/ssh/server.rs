@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::docker::DockerBackend;
 use crate::config::Config;
 use crate::observe::Metrics;
-use crate::plugin::AuthenticatorPlugin;
+use crate::plugin::Plugins;
 use crate::ssh::connection::Connection;
 use crate::ssh::handler::SshHandler;
 use crate::ssh::limits::Guards;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// Everything connections share.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub auth: AuthenticatorPlugin,
+    pub plugins: Plugins,
     pub backend: DockerBackend,
     /// Container removals in flight; shutdown waits for them.
     pub cleanup: TaskTracker,
@@ -39,7 +39,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         config: Arc<Config>,
-        auth: AuthenticatorPlugin,
+        plugins: Plugins,
         backend: DockerBackend,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -49,7 +49,7 @@ impl Gateway {
             metrics,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
-            auth,
+            plugins,
             backend,
             cleanup: TaskTracker::new(),
             connections: Mutex::new(HashMap::new()),

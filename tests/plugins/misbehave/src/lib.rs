@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Config {
-    /// `loop`, `memory`, `trap`, `huge`, or `allow` (behaves): for every user...
+    /// `loop`, `memory`, `trap`, `huge`, `fetch:URL`, or `allow` (behaves): for every user...
     #[serde(default)]
     mode: String,
     /// ...unless the user has a mode of its own here.
@@ -39,6 +39,21 @@ impl Authenticator for Misbehave {
                 let mut grant = AuthGrant::for_user(&conn.username);
                 grant.environment.push(("HUGE".into(), "x".repeat(8 << 20)));
                 AuthResult::Success(grant)
+            }
+            // Reaches out to a URL: a login succeeds only if the request got through, so a
+            // leak past the gateway's egress allow-list shows as a successful login.
+            m if m.starts_with("fetch:") => {
+                let url = &m["fetch:".len()..];
+                match containerssh_plugin_sdk::http::send(
+                    "GET",
+                    url,
+                    &[],
+                    b"",
+                    std::time::Duration::from_secs(2),
+                ) {
+                    Ok(_) => AuthResult::Success(AuthGrant::for_user(&conn.username)),
+                    Err(e) => AuthResult::Failure(format!("fetch failed: {e}")),
+                }
             }
             _ => AuthResult::Success(AuthGrant::for_user(&conn.username)),
         }

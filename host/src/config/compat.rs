@@ -1,0 +1,514 @@
+//! ContainerSSH's `auth:` and `configserver:` sections, translated into plugin settings of the
+//! built-in webhook plugins, so that an existing ContainerSSH config keeps working:
+//!
+//! - legacy form: `auth: {url, timeout, authTimeout, cacert, cert, key, tlsVersion, curves,
+//!   cipher, allowRedirects, password: true, pubkey: true}`
+//! - current form: `auth: {password: {method: webhook, webhook: {url, ...}}, publicKey: {...},
+//!   authz: {...}}`
+//! - `configserver: {url, timeout, cacert, cert, key, tlsVersion, curves, cipher,
+//!   allowRedirects, transmitSensitiveMetadata}`
+//!
+//! A section with a `plugin` key is already in our own form and left alone. The TLS keys go
+//! to the host's egress settings (keys never enter the sandbox); the destination allow-list
+//! is the URLs' host:port.
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::load::deserialize_strict;
+use crate::plugin::tls::TlsSettings;
+
+/// One ContainerSSH HTTP client section (`HTTPClientConfiguration`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookClient {
+    url: Option<String>,
+    #[serde(default)]
+    timeout: Option<GoDuration>,
+    #[serde(default)]
+    auth_timeout: Option<GoDuration>,
+    #[serde(default)]
+    allow_redirects: bool,
+    #[serde(default)]
+    cacert: Option<String>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    tls_version: Option<String>,
+    #[serde(default)]
+    curves: Option<Value>,
+    #[serde(default)]
+    cipher: Option<Value>,
+}
+
+/// A duration as ContainerSSH writes it: "2s", "1m30s", or integer nanoseconds (Go's JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GoDuration(Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_u64()
+                .map(|ns| GoDuration(Duration::from_nanos(ns)))
+                .ok_or_else(|| serde::de::Error::custom("a duration must not be negative")),
+            Value::String(s) => humantime::parse_duration(s.trim())
+                .map(GoDuration)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "{other} is not a duration"
+            ))),
+        }
+    }
+}
+
+/// `auth.password` / `auth.publicKey` / `auth.authz` in the current form.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Method {
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    webhook: Option<WebhookClient>,
+}
+
+/// ContainerSSH's `auth:` (both forms): the method blocks, and the legacy HTTP client keys.
+struct ContainerSshAuth {
+    legacy: WebhookClient,
+    /// Legacy: a bool; current form: a method block.
+    password: Option<Value>,
+    pubkey: Option<bool>,
+    public_key: Option<Method>,
+    authz: Option<Method>,
+    keyboard_interactive: Option<Method>,
+    gssapi: Option<Method>,
+}
+
+impl ContainerSshAuth {
+    /// Splits the method blocks off and parses the rest as the legacy client, each strictly.
+    fn parse(section: Value) -> Result<Self, Vec<String>> {
+        let Value::Object(mut map) = section else {
+            return Err(vec!["auth: must be a map".into()]);
+        };
+        let mut problems = Vec::new();
+        let mut method = |key: &str| -> Option<Method> {
+            let v = map.remove(key)?;
+            parse::<Method>(v, &format!("auth.{key}"))
+                .map_err(|mut p| problems.append(&mut p))
+                .ok()
+        };
+        let public_key = method("publicKey");
+        let authz = method("authz");
+        let keyboard_interactive = method("keyboardInteractive");
+        let gssapi = method("gssapi");
+        let password = map.remove("password");
+        let pubkey = match map.remove("pubkey") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(b),
+            Some(other) => {
+                problems.push(format!("auth.pubkey: {other} is not true or false"));
+                None
+            }
+        };
+        let legacy = parse::<WebhookClient>(Value::Object(map), "auth")
+            .map_err(|mut p| problems.append(&mut p))
+            .ok();
+        match legacy {
+            Some(legacy) if problems.is_empty() => Ok(Self {
+                legacy,
+                password,
+                pubkey,
+                public_key,
+                authz,
+                keyboard_interactive,
+                gssapi,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the config server is retried (ContainerSSH retries until the connection ends).
+const DEFAULT_CONFIG_RETRY: Duration = Duration::from_secs(30);
+
+/// Rewrites `auth` and `configserver` in ContainerSSH's form into plugin settings.
+pub fn translate(root: &mut Value, problems: &mut Vec<String>) {
+    let Some(root) = root.as_object_mut() else {
+        return;
+    };
+    if let Some(auth) = root.get_mut("auth") {
+        if is_containerssh_form(auth) {
+            match translate_auth(auth.take()) {
+                Ok(settings) => *auth = settings,
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    root.remove("auth");
+                }
+            }
+        }
+    }
+    if let Some(server) = root.get_mut("configserver") {
+        if is_containerssh_form(server) {
+            match translate_config_server(server.take()) {
+                Ok(Some(settings)) => *server = settings,
+                Ok(None) => {
+                    root.remove("configserver");
+                }
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    root.remove("configserver");
+                }
+            }
+        }
+    }
+}
+
+fn is_containerssh_form(section: &Value) -> bool {
+    section
+        .as_object()
+        .is_some_and(|m| !m.contains_key("plugin"))
+}
+
+/// Parses a section strictly, with `prefix` on every problem's path.
+fn parse<T: serde::de::DeserializeOwned>(value: Value, prefix: &str) -> Result<T, Vec<String>> {
+    let mut problems = Vec::new();
+    let parsed = deserialize_strict::<T>(value, &mut problems);
+    match parsed {
+        Some(v) if problems.is_empty() => Ok(v),
+        _ => Err(problems
+            .into_iter()
+            .map(|p| format!("{prefix}.{p}"))
+            .collect()),
+    }
+}
+
+fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
+    let auth = ContainerSshAuth::parse(section)?;
+    let mut problems = Vec::new();
+    let mut endpoints: Vec<(&str, WebhookClient)> = Vec::new();
+    if auth.legacy.url.is_some() {
+        // Legacy form: one server for everything, `password`/`pubkey` switch methods.
+        let password = match &auth.password {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                problems.push(
+                    "auth.password: with auth.url set, password must be true or false".into(),
+                );
+                true
+            }
+        };
+        if password {
+            endpoints.push(("password", auth.legacy.clone()));
+        }
+        if auth.pubkey.unwrap_or(true) {
+            endpoints.push(("pubkey", auth.legacy.clone()));
+        }
+    } else {
+        let password = match auth.password {
+            None => None,
+            Some(v) => match parse::<Method>(v, "auth.password") {
+                Ok(m) => Some(m),
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    None
+                }
+            },
+        };
+        let methods = [
+            ("password", "password", password),
+            ("pubkey", "publicKey", auth.public_key),
+            ("authz", "authz", auth.authz),
+            (
+                "keyboardInteractive",
+                "keyboardInteractive",
+                auth.keyboard_interactive,
+            ),
+            ("gssapi", "gssapi", auth.gssapi),
+        ];
+        for (name, path, m) in methods {
+            match m {
+                None => {}
+                Some(m) if m.method.is_empty() => {}
+                Some(m) if m.method == "webhook" => match m.webhook {
+                    Some(mut w) if w.url.is_some() => {
+                        // The section-level authTimeout applies where the webhook sets none.
+                        w.auth_timeout = w.auth_timeout.or(auth.legacy.auth_timeout);
+                        endpoints.push((name, w));
+                    }
+                    _ => problems.push(format!(
+                        "auth.{path}.webhook.url: required for method webhook"
+                    )),
+                },
+                Some(m) => problems.push(format!(
+                    "auth.{path}.method: {:?} is not supported (webhook, or a plugin via auth.plugin)",
+                    m.method
+                )),
+            }
+        }
+        endpoints.retain(|(name, _)| {
+            let supported = matches!(*name, "password" | "pubkey" | "authz");
+            if !supported {
+                problems.push(format!(
+                    "auth.{name}: only webhook password, publicKey and authz are supported"
+                ));
+            }
+            supported
+        });
+        if endpoints.is_empty() && problems.is_empty() {
+            problems.push("auth: no method configured (set auth.password.webhook.url, auth.publicKey.webhook.url, or auth.url)".into());
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut config = Map::new();
+    let mut deadline = Duration::ZERO;
+    for (name, w) in &endpoints {
+        let timeout = w.timeout.map_or(DEFAULT_HTTP_TIMEOUT, |d| d.0);
+        let retry_for = w.auth_timeout.map_or(DEFAULT_AUTH_TIMEOUT, |d| d.0);
+        deadline = deadline.max(retry_for + timeout);
+        config.insert((*name).to_string(), endpoint_json(w, timeout, retry_for));
+    }
+    // The authz call follows the login call, so both may take their full time.
+    if endpoints.iter().any(|(n, _)| *n == "authz") {
+        deadline = deadline.saturating_mul(2);
+    }
+    let clients: Vec<&WebhookClient> = endpoints.iter().map(|(_, w)| w).collect();
+    plugin_settings(
+        "builtin:webhook-auth",
+        Value::Object(config),
+        &clients,
+        deadline,
+        "auth",
+    )
+}
+
+fn translate_config_server(section: Value) -> Result<Option<Value>, Vec<String>> {
+    let mut section = section;
+    let transmit = section
+        .as_object_mut()
+        .and_then(|m| m.remove("transmitSensitiveMetadata"));
+    let client: WebhookClient = parse(section, "configserver")?;
+    let Some(url) = client.url.as_deref() else {
+        return Ok(None); // ContainerSSH: no URL means no config server.
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let timeout = client.timeout.map_or(DEFAULT_HTTP_TIMEOUT, |d| d.0);
+    let retry_for = client.auth_timeout.map_or(DEFAULT_CONFIG_RETRY, |d| d.0);
+    let mut config = endpoint_json(&client, timeout, retry_for);
+    if let (Some(map), Some(t)) = (config.as_object_mut(), transmit) {
+        map.insert("transmitSensitiveMetadata".into(), t);
+    }
+    plugin_settings(
+        "builtin:webhook-config",
+        config,
+        &[&client],
+        retry_for + timeout,
+        "configserver",
+    )
+    .map(Some)
+}
+
+fn endpoint_json(w: &WebhookClient, timeout: Duration, retry_for: Duration) -> Value {
+    json!({
+        "url": w.url,
+        "timeout": format!("{}ms", timeout.as_millis()),
+        "authTimeout": format!("{}ms", retry_for.as_millis()),
+        "allowRedirects": w.allow_redirects,
+    })
+}
+
+/// Plugin settings for a built-in webhook plugin: its config, an allow-list of the URLs'
+/// destinations, the TLS settings (which must be the same for every URL of one plugin) and a
+/// call deadline long enough for all retries.
+fn plugin_settings(
+    plugin: &str,
+    config: Value,
+    clients: &[&WebhookClient],
+    deadline: Duration,
+    section: &str,
+) -> Result<Value, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut allow = Vec::new();
+    for c in clients {
+        match c.url.as_deref().map(destination) {
+            Some(Ok(d)) if allow.contains(&d) => {}
+            Some(Ok(d)) => allow.push(d),
+            Some(Err(e)) => problems.push(format!("{section}: url: {e}")),
+            None => {}
+        }
+    }
+    let tls = |c: &WebhookClient| -> Result<TlsSettings, String> {
+        let list = |v: &Option<Value>| -> Result<Vec<String>, String> {
+            match v {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::String(s)) => Ok(s
+                    .split(':')
+                    .map(str::to_string)
+                    .filter(|s| !s.is_empty())
+                    .collect()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("{x} is not a name"))
+                    })
+                    .collect(),
+                Some(other) => Err(format!("{other} is not a list")),
+            }
+        };
+        Ok(TlsSettings {
+            cacert: c.cacert.clone().filter(|s| !s.trim().is_empty()),
+            cert: c.cert.clone().filter(|s| !s.trim().is_empty()),
+            key: c.key.clone().filter(|s| !s.trim().is_empty()),
+            tls_version: c.tls_version.clone().filter(|s| !s.is_empty()),
+            curves: list(&c.curves).map_err(|e| format!("curves: {e}"))?,
+            cipher: list(&c.cipher).map_err(|e| format!("cipher: {e}"))?,
+        })
+    };
+    let mut settings: Option<TlsSettings> = None;
+    for c in clients {
+        match tls(c) {
+            Ok(t) => match &settings {
+                Some(first) if *first != t => problems.push(format!(
+                    "{section}: every webhook of one section must use the same cacert, cert, key, tlsVersion, curves and cipher"
+                )),
+                Some(_) => {}
+                None => settings = Some(t),
+            },
+            Err(e) => problems.push(format!("{section}.{e}")),
+        }
+    }
+    for c in clients {
+        if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) {
+            tracing::warn!(section, "webhook over plain HTTP: credentials and metadata cross the network unencrypted; use https");
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let deadline = deadline + Duration::from_secs(1);
+    Ok(json!({
+        "plugin": plugin,
+        "config": config,
+        "timeout": format!("{}ms", deadline.as_millis()),
+        "egress": {
+            "allow": allow,
+            "tls": settings.unwrap_or_default(),
+        },
+    }))
+}
+
+/// "host:port" of an http(s) URL, the form egress.allow takes.
+fn destination(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    let port = match (uri.scheme_str(), uri.port_u16()) {
+        (_, Some(p)) => p,
+        (Some("https"), None) => 443,
+        (Some("http"), None) => 80,
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+    };
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translated(v: Value) -> Result<Value, Vec<String>> {
+        let mut root = v;
+        let mut problems = Vec::new();
+        translate(&mut root, &mut problems);
+        if problems.is_empty() {
+            Ok(root)
+        } else {
+            Err(problems)
+        }
+    }
+
+    #[test]
+    fn legacy_auth_becomes_the_webhook_plugin() {
+        let v = translated(json!({"auth": {
+            "url": "https://auth.example:8443", "timeout": "3s", "authTimeout": "10s",
+            "cacert": "/ca.pem", "cert": "/c.pem", "key": "/k.pem", "pubkey": false
+        }}))
+        .unwrap();
+        let auth = &v["auth"];
+        assert_eq!(auth["plugin"], "builtin:webhook-auth");
+        assert_eq!(
+            auth["config"]["password"]["url"],
+            "https://auth.example:8443"
+        );
+        assert_eq!(auth["config"]["password"]["timeout"], "3000ms");
+        assert!(auth["config"].get("pubkey").is_none());
+        assert_eq!(auth["egress"]["allow"], json!(["auth.example:8443"]));
+        assert_eq!(auth["egress"]["tls"]["cert"], "/c.pem");
+        assert_eq!(auth["timeout"], "14000ms");
+    }
+
+    #[test]
+    fn current_auth_form_with_authz() {
+        let hook = json!({"url": "https://a:1", "timeout": 2_000_000_000u64});
+        let v = translated(json!({"auth": {
+            "password": {"method": "webhook", "webhook": hook},
+            "publicKey": {"method": "webhook", "webhook": hook},
+            "authz": {"method": "webhook", "webhook": hook},
+        }}))
+        .unwrap();
+        let config = &v["auth"]["config"];
+        assert_eq!(config["pubkey"]["timeout"], "2000ms");
+        assert_eq!(config["authz"]["url"], "https://a:1");
+        assert_eq!(v["auth"]["egress"]["allow"], json!(["a:1"]));
+    }
+
+    #[test]
+    fn problems_are_reported_with_paths() {
+        let e = translated(json!({"auth": {"password": {"method": "kerberos"}}})).unwrap_err();
+        assert!(e[0].contains("auth.password.method"), "{e:?}");
+        let e = translated(json!({"auth": {"url": "https://a", "tiemout": "1s"}})).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("tiemout")), "{e:?}");
+        let e = translated(json!({"auth": {
+            "password": {"method": "webhook", "webhook": {"url": "https://a", "cacert": "/x"}},
+            "publicKey": {"method": "webhook", "webhook": {"url": "https://a", "cacert": "/y"}},
+        }}))
+        .unwrap_err();
+        assert!(e[0].contains("same cacert"), "{e:?}");
+        let e = translated(json!({"auth": {"url": "ftp://a"}})).unwrap_err();
+        assert!(e[0].contains("not an http"), "{e:?}");
+    }
+
+    #[test]
+    fn config_server_becomes_the_config_plugin() {
+        let v = translated(json!({"configserver": {
+            "url": "https://cfg:9443/config", "transmitSensitiveMetadata": true
+        }}))
+        .unwrap();
+        assert_eq!(v["configserver"]["plugin"], "builtin:webhook-config");
+        assert_eq!(
+            v["configserver"]["config"]["url"],
+            "https://cfg:9443/config"
+        );
+        assert_eq!(
+            v["configserver"]["config"]["transmitSensitiveMetadata"],
+            true
+        );
+        let v = translated(json!({"configserver": {"url": ""}})).unwrap();
+        assert!(v.get("configserver").is_none());
+    }
+
+    #[test]
+    fn our_own_form_is_left_alone() {
+        let original = json!({"auth": {"plugin": "builtin:static-users", "config": {}}});
+        assert_eq!(translated(original.clone()).unwrap(), original);
+    }
+}

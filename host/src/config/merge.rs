@@ -1,0 +1,177 @@
+//! A config server's answer merged over the file configuration, for one connection.
+//!
+//! Only the sections a connection can use are taken (`backend`, `docker`, `security`); keys
+//! match case-insensitively (ContainerSSH's Go decoder does, and servers in the wild rely on
+//! it). In `explicit` mode every value present overrides, so false, 0 and "" can switch a
+//! setting off (ContainerSSH cannot); `nonzero` mode skips zero values like ContainerSSH, for
+//! servers that send a whole zero-filled structure. The result is validated like the file.
+use serde_json::{Map, Value};
+
+use super::{from_value, Config, ConfigError, MergeMode};
+
+/// Sections of an answer that apply to a connection.
+const MERGED_SECTIONS: &[&str] = &["backend", "docker", "security"];
+
+/// The merged configuration and the top-level keys of the answer that were ignored.
+pub struct Merged {
+    pub config: Config,
+    pub ignored: Vec<String>,
+}
+
+pub fn merge_answer(base: &Config, answer: &Value, mode: MergeMode) -> Result<Merged, ConfigError> {
+    let one = |p: String| ConfigError { problems: vec![p] };
+    let Value::Object(answer) = answer else {
+        return Err(one("the config server's answer is not a map".into()));
+    };
+    let mut target = serde_json::to_value(base)
+        .map_err(|e| one(format!("cannot represent the file configuration: {e}")))?;
+    let mut ignored = Vec::new();
+    let mut patch = Map::new();
+    for (key, value) in answer {
+        match MERGED_SECTIONS.iter().find(|s| s.eq_ignore_ascii_case(key)) {
+            Some(section) => {
+                patch.insert((*section).to_string(), value.clone());
+            }
+            None if is_zero(value) => {} // Go servers send every section; empty ones say nothing.
+            None => ignored.push(key.clone()),
+        }
+    }
+    merge(&mut target, &Value::Object(patch), mode);
+    let config = from_value(target).map_err(|mut e| {
+        for p in &mut e.problems {
+            *p = format!("config server answer: {p}");
+        }
+        e
+    })?;
+    // One Docker client serves every connection; a different engine per user is not
+    // supported yet, and silently using the file's would be wrong.
+    if serde_json::to_value(&config.docker.connection).ok()
+        != serde_json::to_value(&base.docker.connection).ok()
+    {
+        return Err(one(
+            "config server answer: docker.connection cannot be changed per connection".into(),
+        ));
+    }
+    Ok(Merged { config, ignored })
+}
+
+fn merge(target: &mut Value, patch: &Value, mode: MergeMode) {
+    let (Value::Object(target), Value::Object(patch)) = (target, patch) else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() || (mode == MergeMode::Nonzero && is_zero(value)) {
+            continue;
+        }
+        let existing_key = target
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(key))
+            .cloned()
+            .unwrap_or_else(|| key.clone());
+        match target.get_mut(&existing_key) {
+            Some(slot @ Value::Object(_)) if value.is_object() => merge(slot, value, mode),
+            _ => {
+                target.insert(existing_key, value.clone());
+            }
+        }
+    }
+}
+
+/// Go's zero values: false, 0, "", empty list or map, null, and maps of only zero values.
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.values().all(is_zero),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Config {
+        super::super::parse_str(
+            "auth:\n  plugin: builtin:static-users\ndocker:\n  execution:\n    container:\n      image: base:1\n    host:\n      readonlyRootfs: true\n      memory: 1000000\n",
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn explicit_values_override_including_false_and_zero() {
+        let answer = json!({"docker": {"execution": {
+            "container": {"Image": "user:2"},
+            "host": {"readonlyRootfs": false, "memory": 0}
+        }}});
+        let m = merge_answer(&base(), &answer, MergeMode::Explicit).unwrap();
+        let e = &m.config.docker.execution;
+        assert_eq!(e.container.image, "user:2");
+        assert_eq!(e.host.readonly_rootfs, Some(false));
+        assert_eq!(e.host.memory, Some(0));
+    }
+
+    #[test]
+    fn nonzero_mode_skips_zero_values_like_containerssh() {
+        let answer = json!({"docker": {"execution": {
+            "container": {"image": "user:2", "user": ""},
+            "host": {"readonlyRootfs": false, "memory": 0}
+        }}, "log": {"level": ""}, "ssh": {}});
+        let m = merge_answer(&base(), &answer, MergeMode::Nonzero).unwrap();
+        let e = &m.config.docker.execution;
+        assert_eq!(e.container.image, "user:2");
+        assert_eq!(e.host.readonly_rootfs, Some(true));
+        assert_eq!(e.host.memory, Some(1000000));
+        assert!(m.ignored.is_empty());
+    }
+
+    #[test]
+    fn other_sections_are_ignored_and_bad_values_rejected() {
+        let m = merge_answer(
+            &base(),
+            &json!({"ssh": {"listen": "0.0.0.0:1"}}),
+            MergeMode::Explicit,
+        )
+        .unwrap();
+        assert_eq!(m.ignored, vec!["ssh".to_string()]);
+        assert_eq!(m.config.ssh.listen, base().ssh.listen);
+        let e = merge_answer(
+            &base(),
+            &json!({"docker": {"execution": {"host": {"memroy": 1}}}}),
+            MergeMode::Explicit,
+        )
+        .err()
+        .unwrap();
+        assert!(e.problems[0].contains("memroy"), "{:?}", e.problems);
+        let e = merge_answer(
+            &base(),
+            &json!({"docker": {"connection": {"host": "tcp://elsewhere:2376"}}}),
+            MergeMode::Explicit,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.problems[0].contains("docker.connection"),
+            "{:?}",
+            e.problems
+        );
+    }
+
+    #[test]
+    fn security_is_merged_per_key() {
+        let mut b = base();
+        b.security = json!({"defaultMode": "enable", "env": {"mode": "disable"}});
+        let m = merge_answer(
+            &b,
+            &json!({"security": {"command": {"mode": "disable"}}}),
+            MergeMode::Explicit,
+        )
+        .unwrap();
+        assert_eq!(m.config.security["env"]["mode"], "disable");
+        assert_eq!(m.config.security["command"]["mode"], "disable");
+    }
+}

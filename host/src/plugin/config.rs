@@ -1,0 +1,93 @@
+//! Configuration plugins: once per connection after authentication, a partial configuration
+//! for that connection (merged over the file's by the caller) and the grant to continue with.
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::plugin::auth::{from_wit_grant, to_wit_grant, to_wit_info, MAX_ANSWER_BYTES};
+use crate::plugin::bindings::config::ConfigPluginPre;
+use crate::plugin::engine::PluginRuntime;
+use crate::plugin::instance::PluginCore;
+use crate::plugin::settings::PluginSettings;
+use crate::plugin::state::CallState;
+use crate::plugin::{AuthGrant, ConnectionInfo};
+
+const CONFIG_EXPORT: &str = "containerssh:plugin/config-provider@0.1.0";
+
+/// A loaded configuration plugin; cheap to clone.
+#[derive(Clone)]
+pub struct ConfigPlugin {
+    inner: Arc<(PluginCore, ConfigPluginPre<CallState>)>,
+}
+
+/// What a configuration plugin answered for one connection.
+#[derive(Debug)]
+pub struct ConfigAnswer {
+    /// Partial configuration (a JSON object), not yet merged or validated.
+    pub config: serde_json::Value,
+    pub grant: AuthGrant,
+}
+
+impl PluginRuntime {
+    pub fn load_config_provider(
+        self: &Arc<Self>,
+        name: &str,
+        settings: &PluginSettings,
+    ) -> anyhow::Result<ConfigPlugin> {
+        let (core, pre) = self.prepare(name, settings, CONFIG_EXPORT)?;
+        let pre = ConfigPluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {}: not a config provider", settings.plugin))?;
+        Ok(ConfigPlugin {
+            inner: Arc::new((core, pre)),
+        })
+    }
+}
+
+impl ConfigPlugin {
+    /// The plugin's answer; any failure (trap, timeout, error answer, nonsense) is an error,
+    /// which the caller turns into a refused connection.
+    pub async fn get_config(
+        &self,
+        conn: &ConnectionInfo,
+        grant: &AuthGrant,
+    ) -> anyhow::Result<ConfigAnswer> {
+        let (core, pre) = &*self.inner;
+        core.run("config", async {
+            let mut store = core.store(&conn.connection_id, None);
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(anyhow::Error::from)
+                .context("cannot instantiate")?;
+            let answer = instance
+                .containerssh_plugin_config_provider()
+                .call_get_config(&mut store, &to_wit_info(conn), &to_wit_grant(grant))
+                .await
+                .map_err(anyhow::Error::from)
+                .context("the plugin failed")?
+                .map_err(|e| {
+                    let mut e = e;
+                    e.truncate(e.floor_char_boundary(512));
+                    anyhow::anyhow!("the plugin refused: {e}")
+                })?;
+            if answer.config.len() > MAX_ANSWER_BYTES {
+                anyhow::bail!("the plugin's configuration is larger than {MAX_ANSWER_BYTES} bytes");
+            }
+            let config: serde_json::Value = if answer.config.trim().is_empty() {
+                serde_json::Value::Object(Default::default())
+            } else {
+                serde_json::from_str(&answer.config)
+                    .context("the plugin's configuration is not JSON")?
+            };
+            if !config.is_object() {
+                anyhow::bail!("the plugin's configuration is not a JSON object");
+            }
+            Ok(ConfigAnswer {
+                config,
+                grant: from_wit_grant(answer.grant)?,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,113 @@
+//! What every plugin role shares: loading (compile or cache, import/export check, linking),
+//! and per call a fresh sandboxed store with a deadline, a memory cap and a concurrency slot.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use tokio::sync::Semaphore;
+use wasmtime::component::InstancePre;
+use wasmtime::Store;
+
+use crate::plugin::check::check_component;
+use crate::plugin::egress::{Egress, EgressHooks};
+use crate::plugin::engine::{PluginRuntime, EPOCH_TICK};
+use crate::plugin::settings::PluginSettings;
+use crate::plugin::state::CallState;
+
+/// A loaded plugin of any role; the role's typed wrapper adds its calls.
+pub(crate) struct PluginCore {
+    runtime: Arc<PluginRuntime>,
+    pub name: String,
+    pub settings: PluginSettings,
+    config_json: String,
+    egress: Arc<Egress>,
+    slots: Semaphore,
+}
+
+impl PluginRuntime {
+    /// Validates the settings, compiles (or loads from cache) the component, checks that it
+    /// exports `export` and imports nothing we do not provide, and links it.
+    pub(crate) fn prepare(
+        self: &Arc<Self>,
+        name: &str,
+        settings: &PluginSettings,
+        export: &str,
+    ) -> anyhow::Result<(PluginCore, InstancePre<CallState>)> {
+        let problems = settings.validate();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
+        let started = Instant::now();
+        let source = &settings.plugin;
+        let component = self
+            .component(source)
+            .with_context(|| format!("plugin {source}"))?;
+        check_component(&self.engine, &component, export)
+            .with_context(|| format!("plugin {source}"))?;
+        let pre = self
+            .linker()?
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {source}: cannot link"))?;
+        let egress = Egress::new(name, &settings.egress, settings.timeout)
+            .with_context(|| format!("plugin {source}"))?;
+        tracing::info!(plugin = name, %source, elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+        Ok((
+            PluginCore {
+                runtime: self.clone(),
+                name: name.to_string(),
+                settings: settings.clone(),
+                config_json: settings.config.to_string(),
+                egress,
+                slots: Semaphore::new(settings.max_concurrency as usize),
+            },
+            pre,
+        ))
+    }
+}
+
+impl PluginCore {
+    /// A fresh store for one call: nothing granted, memory capped, deadline armed. The
+    /// plugin sees `config_json` if given (a per-connection config), else its own config.
+    pub fn store(&self, connection_id: &str, config_json: Option<String>) -> Store<CallState> {
+        let state = CallState::new(
+            &self.name,
+            connection_id,
+            config_json.unwrap_or_else(|| self.config_json.clone()),
+            self.settings.memory_limit,
+            EgressHooks::new(self.egress.clone(), connection_id),
+        );
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.settings.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs one call within the plugin's concurrency cap and deadline. The deadline also
+    /// covers time spent waiting in host calls (HTTP, sleeps), which the epoch does not see.
+    pub async fn run<T>(
+        &self,
+        role: &str,
+        call: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let timeout = self.settings.timeout;
+        let guarded = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .context("plugin is shutting down")?;
+            call.await
+        };
+        match tokio::time::timeout(timeout, guarded).await {
+            Ok(result) => result.with_context(|| format!("{role} plugin {}", self.name)),
+            Err(_) => Err(anyhow!(
+                "{role} plugin {} did not answer within {timeout:?}",
+                self.name
+            )),
+        }
+    }
+}

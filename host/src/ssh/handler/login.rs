@@ -1,0 +1,145 @@
+//! Authentication through the auth plugin, then this connection's own settings from the
+//! config plugin (if one is configured), merged over the file's and validated.
+use russh::server::Auth;
+
+use super::SshHandler;
+use crate::config::{merge_answer, MAX_AUTH_ATTEMPTS};
+use crate::observe::AuthResult;
+use crate::plugin::{AuthGrant, AuthOutcome, ConnectionInfo};
+use crate::ssh::connection::ConnectionSettings;
+
+pub(super) enum AuthCheck<'a> {
+    Password(&'a [u8]),
+    PublicKey(String),
+}
+
+impl SshHandler {
+    pub(super) async fn authenticate(
+        &mut self,
+        user: &str,
+        method: &'static str,
+        check: AuthCheck<'_>,
+    ) -> anyhow::Result<Auth> {
+        if self.attempts >= MAX_AUTH_ATTEMPTS {
+            // The disconnect sent after the last failure is on its way; end the connection
+            // rather than answer a seventh attempt.
+            tracing::warn!(connection_id = %self.cid(), user, method, "attempt after the last allowed one; closing");
+            return Err(anyhow::anyhow!("too many authentication failures"));
+        }
+        self.attempts += 1;
+        let guards = &self.conn.gateway.guards;
+        let ip = self.conn.peer.ip();
+        let user_key = user.to_string();
+        if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
+            tracing::warn!(connection_id = %self.cid(), user, method, %ip,
+                "authentication refused: too many recent failures (ssh.authRateLimit)");
+            self.conn
+                .gateway
+                .metrics
+                .auth_attempt(method, AuthResult::RateLimited);
+            self.after_failure();
+            return Ok(Auth::reject());
+        }
+        let plugin = &self.conn.gateway.plugins.auth;
+        let info = self.conn.info(user);
+        let started = std::time::Instant::now();
+        let outcome = match check {
+            AuthCheck::Password(pw) => plugin.password(&info, pw).await,
+            AuthCheck::PublicKey(key) => plugin.public_key(&info, &key).await,
+        };
+        let outcome = match outcome {
+            AuthOutcome::Success(grant) => plugin.authorize(&info, &grant).await,
+            other => other,
+        };
+        self.conn.gateway.metrics.plugin_call(started.elapsed());
+        let metric = match &outcome {
+            AuthOutcome::Success(_) => AuthResult::Success,
+            AuthOutcome::Failure(_) => AuthResult::Failure,
+            AuthOutcome::Unsupported => AuthResult::Unsupported,
+            AuthOutcome::Error(_) => AuthResult::Error,
+        };
+        self.conn.gateway.metrics.auth_attempt(method, metric);
+        let result = match outcome {
+            AuthOutcome::Success(grant) => {
+                tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");
+                match self.connection_settings(&info, grant).await {
+                    Ok((grant, settings)) => {
+                        self.conn.authenticated_as(grant, settings);
+                        return Ok(Auth::Accept);
+                    }
+                    Err(e) => {
+                        // Not the user's fault: no rate-limit penalty, and a reason instead of
+                        // "permission denied" (which would send the client to its next method).
+                        // The login is answered, but the connection never counts as
+                        // authenticated, so no channel opens before the disconnect lands.
+                        tracing::error!(connection_id = %self.cid(), user, error = format!("{e:#}"), "no configuration for this connection; disconnecting");
+                        self.conn.gateway.metrics.backend_error("config");
+                        self.conn.disconnect(
+                            russh::Disconnect::ByApplication,
+                            "containerssh: the configuration for this connection is unavailable",
+                        );
+                        return Ok(Auth::Accept);
+                    }
+                }
+            }
+            AuthOutcome::Failure(reason) => {
+                tracing::info!(connection_id = %self.cid(), user, method, attempt = self.attempts, %reason, "authentication failed");
+                Auth::reject()
+            }
+            AuthOutcome::Unsupported => {
+                tracing::info!(connection_id = %self.cid(), user, method, "authentication method not supported by the auth plugin");
+                Auth::reject()
+            }
+            AuthOutcome::Error(e) => {
+                tracing::error!(connection_id = %self.cid(), user, method, error = format!("{e:#}"), "auth plugin failed; denying");
+                Auth::reject()
+            }
+        };
+        if result != Auth::Accept {
+            guards.per_ip.record_failure(&ip);
+            guards.per_user.record_failure(&user_key);
+            self.after_failure();
+        }
+        Ok(result)
+    }
+
+    /// After the last allowed attempt failed, the client is told and disconnected.
+    fn after_failure(&self) {
+        if self.attempts >= MAX_AUTH_ATTEMPTS {
+            tracing::warn!(connection_id = %self.cid(), attempts = self.attempts, "too many authentication failures; disconnecting");
+            self.conn.disconnect(
+                russh::Disconnect::NoMoreAuthMethodsAvailable,
+                "Too many authentication failures",
+            );
+        }
+    }
+
+    /// The grant and settings this connection continues with: the file's, or a config
+    /// plugin's answer merged over them.
+    async fn connection_settings(
+        &self,
+        info: &ConnectionInfo,
+        grant: AuthGrant,
+    ) -> anyhow::Result<(AuthGrant, ConnectionSettings)> {
+        let gateway = &self.conn.gateway;
+        let Some(plugin) = &gateway.plugins.config else {
+            return Ok((grant, ConnectionSettings::from_config(&gateway.config)));
+        };
+        let started = std::time::Instant::now();
+        let answer = plugin.get_config(info, &grant).await;
+        gateway.metrics.config_call(started.elapsed());
+        let answer = answer?;
+        let merged = merge_answer(&gateway.config, &answer.config, gateway.config.config_merge)
+            .map_err(|e| anyhow::anyhow!("{}", e.problems.join("; ")))?;
+        if !merged.ignored.is_empty() {
+            tracing::warn!(connection_id = %self.conn.id, keys = ?merged.ignored,
+                "config server answer: these sections cannot change per connection and were ignored");
+        }
+        tracing::info!(connection_id = %self.conn.id, image = %merged.config.docker.execution.container.image,
+            "connection configuration received");
+        Ok((
+            answer.grant,
+            ConnectionSettings::from_config(&merged.config),
+        ))
+    }
+}

@@ -1,0 +1,100 @@
+//! Every channel request passes the request filter before it reaches the backend. A denial
+//! is logged and, on an open channel, its one-line reason written to the client's stderr.
+use russh::server::Session;
+use russh::ChannelId;
+
+use super::SshHandler;
+use crate::plugin::{ChannelRequest, Verdict};
+
+impl SshHandler {
+    /// The filter's verdict on `request`; `channel` is where a denial's reason is written.
+    pub(super) async fn judge(
+        &self,
+        channel: Option<ChannelId>,
+        session_no: u32,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> Verdict {
+        let conn = &self.conn;
+        let info = conn.info(&conn.username());
+        let verdict = conn
+            .gateway
+            .plugins
+            .filter
+            .filter(&info, session_no, &request, conn.security_json())
+            .await;
+        match &verdict {
+            Verdict::Deny(reason) => {
+                tracing::info!(connection_id = %conn.id, session = session_no, request = kind(&request), %reason,
+                    "request denied by the security policy");
+                conn.gateway.metrics.request_denied(kind(&request));
+                if let Some(channel) = channel {
+                    let line = format!("containerssh: {reason}\r\n");
+                    let _ = session.extended_data(channel, 1, line.into_bytes());
+                }
+            }
+            Verdict::RewriteCommand(_) => {
+                tracing::info!(connection_id = %conn.id, session = session_no, request = kind(&request),
+                    "command replaced by the security policy (forceCommand)");
+            }
+            Verdict::Allow => {}
+        }
+        verdict
+    }
+
+    /// Whether the filter allows a request that cannot be rewritten.
+    pub(super) async fn allowed(
+        &self,
+        channel: ChannelId,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> bool {
+        match self.program_verdict(channel, request, session).await {
+            Verdict::Allow => true,
+            Verdict::Deny(_) => false,
+            Verdict::RewriteCommand(_) => {
+                tracing::warn!(connection_id = %self.conn.id, "the filter rewrote a request that carries no command; denying");
+                false
+            }
+        }
+    }
+
+    /// The verdict on a request of an open session channel.
+    pub(super) async fn program_verdict(
+        &self,
+        channel: ChannelId,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> Verdict {
+        let Some(session_no) = self.channels.get(&channel).map(|s| s.session) else {
+            return Verdict::Deny("no such channel".into());
+        };
+        self.judge(Some(channel), session_no, request, session)
+            .await
+    }
+
+    /// `<shell> -c <command>`, as sshd runs commands: never split here.
+    pub(super) fn shell_argv(&self, command: String) -> Vec<String> {
+        let mut argv = self.conn.execution().shell_command.clone();
+        argv.push("-c".into());
+        argv.push(command);
+        argv
+    }
+}
+
+/// The request's type, for logs and metrics.
+fn kind(request: &ChannelRequest) -> &'static str {
+    match request {
+        ChannelRequest::OpenSession(_) => "session",
+        ChannelRequest::Env(..) => "env",
+        ChannelRequest::Pty { .. } => "pty",
+        ChannelRequest::Shell => "shell",
+        ChannelRequest::Exec(_) => "exec",
+        ChannelRequest::Subsystem(_) => "subsystem",
+        ChannelRequest::Signal(_) => "signal",
+        ChannelRequest::WindowChange { .. } => "window-change",
+        ChannelRequest::X11 => "x11",
+        ChannelRequest::AgentForwarding => "agent",
+        ChannelRequest::TcpipForwarding(_) => "tcpip-forward",
+    }
+}

@@ -1,0 +1,99 @@
+//! The built-in webhook-config plugin against a real HTTPS config server (mutual TLS),
+//! configured with ContainerSSH's `configserver:` keys.
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::webhook_server::{Answer, ClientAuth, Handler, Pki, WebhookServer};
+
+/// Two users with the same password: the config server treats them differently.
+fn two_users() -> Value {
+    let s = shared();
+    json!({"config": {"users": {
+        USER: {"password": s.password_hash},
+        "other": {"password": s.password_hash}
+    }}})
+}
+
+#[test]
+fn config_server_answer_applies_to_that_connection_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let handler: Handler = Arc::new(|_, body| {
+        if body["username"] == USER {
+            // An explicit `false` turns off the file's read-only root file system, a
+            // security section forces a command, and the grant gains a variable.
+            Answer::ok(json!({
+                "config": {
+                    "docker": {"execution": {"host": {"readonlyRootfs": false}}},
+                    "security": {"forceCommand": "touch /tmp/written && echo wrote:$SSH_ORIGINAL_COMMAND:$FROM_CONFIG"}
+                },
+                "environment": {"FROM_CONFIG": {"value": "cfg"}}
+            }))
+        } else {
+            Answer::ok(json!({"config": {}}))
+        }
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let gw = Gateway::start(json!({
+        "auth": two_users(),
+        "configserver": {
+            "url": format!("{}/config", server.url),
+            "timeout": "2s",
+            "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+        },
+        "docker": {"execution": {"host": {"readonlyRootfs": true}}}
+    }));
+
+    let mut demo = gw.ssh_password(USER, PASSWORD);
+    demo.arg("original");
+    let out = run(demo, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "wrote:original:cfg\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+
+    let mut other = gw.ssh_password("other", PASSWORD);
+    other.arg("touch /tmp/written || echo read-only");
+    let out = run(other, b"");
+    assert!(text(&out.stdout).contains("read-only"), "{out:?}");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one config request per connection");
+    assert!(requests.iter().all(|r| r.path == "/config"));
+    assert_eq!(requests[0].body["authenticatedUsername"], USER);
+    assert!(requests[0].body["connectionId"]
+        .as_str()
+        .is_some_and(|c| c.len() == 32));
+    gw.assert_no_containers();
+}
+
+#[test]
+fn an_invalid_config_answer_refuses_the_connection_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let handler: Handler = Arc::new(|_, _| {
+        Answer::ok(json!({"config": {"docker": {"execution": {"host": {"memroy": 5}}}}}))
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let gw = Gateway::start(json!({
+        "configserver": {
+            "url": server.url,
+            "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+        }
+    }));
+    let mut c = gw.ssh();
+    c.arg("echo should-not-run");
+    let out = run(c, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("configuration for this connection is unavailable"),
+        "{out:?}"
+    );
+    let log = gw.log_text();
+    assert!(log.contains("memroy"), "the log names the bad key:\n{log}");
+    assert!(gw.containers().is_empty());
+}

@@ -1,0 +1,319 @@
+//! The built-in webhook-auth plugin against a real HTTPS server with real certificates
+//! (mutual TLS), configured with ContainerSSH's own `auth:` keys.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::webhook_server::{Answer, ClientAuth, Handler, Pki, WebhookServer};
+
+/// A ContainerSSH auth server: the demo user's password and key are good.
+pub fn auth_handler() -> Handler {
+    Arc::new(|path, body| {
+        let user_ok = body["username"] == USER;
+        let success = match path {
+            "/password" => {
+                let given = body["passwordBase64"]
+                    .as_str()
+                    .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
+                user_ok && given.as_deref() == Some(PASSWORD.as_bytes())
+            }
+            "/pubkey" => {
+                let offered = body["publicKey"].as_str().unwrap_or_default();
+                let mine = shared()
+                    .public_key
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>();
+                user_ok && offered.split_whitespace().take(2).collect::<Vec<_>>() == mine
+            }
+            _ => false,
+        };
+        // Keys in another case and unknown fields, as servers in the wild send them.
+        Answer::ok(json!({
+            "Success": success,
+            "somethingNew": {"ignored": true},
+            "environment": {"FROM_WEBHOOK": {"value": "yes", "sensitive": false}},
+            "metadata": {"team": {"value": "blue"}}
+        }))
+    })
+}
+
+/// ContainerSSH's legacy `auth:` form, with the client certificate.
+fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
+    let mut auth = json!({
+        "url": server.url,
+        "timeout": "2s",
+        "authTimeout": "5s",
+        "cacert": pki.ca_cert,
+        "cert": pki.client_cert,
+        "key": pki.client_key,
+    });
+    merge(&mut auth, extra);
+    auth
+}
+
+#[test]
+fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
+    let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
+
+    let mut ok = gw.ssh_password(USER, PASSWORD);
+    ok.arg("echo $FROM_WEBHOOK");
+    let out = run(ok, b"");
+    assert_eq!(text(&out.stdout), "yes\n", "{out:?}\n{}", gw.log_text());
+
+    let mut key = gw.ssh();
+    key.arg("echo key-ok");
+    let out = run(key, b"");
+    assert_eq!(text(&out.stdout), "key-ok\n", "{out:?}");
+
+    let mut bad = gw.ssh_password(USER, "wrong");
+    bad.arg("true");
+    assert_eq!(run(bad, b"").status.code(), Some(255));
+
+    let requests = server.requests();
+    let first = requests
+        .iter()
+        .find(|r| r.path == "/password")
+        .expect("a password request");
+    let body = &first.body;
+    assert_eq!(body["username"], USER);
+    let id = body["connectionId"].as_str().expect("connectionId");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(body["remoteAddress"]
+        .as_str()
+        .expect("remoteAddress")
+        .starts_with("127.0.0.1:"));
+    assert!(body["clientVersion"]
+        .as_str()
+        .expect("clientVersion")
+        .starts_with("SSH-2.0-OpenSSH"));
+    assert!(requests.iter().any(|r| r.path == "/pubkey"));
+    assert!(gw.log_text().contains("authentication succeeded"));
+    gw.assert_no_containers();
+}
+
+#[test]
+fn connections_to_the_auth_server_are_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
+    let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
+    // Wrong passwords: each costs a webhook request but no container.
+    for _ in 0..5 {
+        let mut bad = gw.ssh_password(USER, "wrong");
+        bad.arg("true");
+        assert_eq!(run(bad, b"").status.code(), Some(255));
+    }
+    let requests = server.requests().len();
+    assert!(requests >= 5, "{requests}");
+    assert!(
+        server.connections() < requests,
+        "{} TLS connections for {requests} requests",
+        server.connections()
+    );
+}
+
+#[test]
+fn failing_auth_server_is_retried_with_backoff_until_it_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let inner = auth_handler();
+    let counter = calls.clone();
+    let handler: Handler =
+        Arc::new(
+            move |path, body| match counter.fetch_add(1, Ordering::SeqCst) {
+                0 => Answer::json(500, json!({"error": "database down"})),
+                1 => Answer::json(503, json!({})),
+                _ => inner(path, body),
+            },
+        );
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let gw = Gateway::start_with_auth(
+        legacy_auth(&server, &pki, json!({"pubkey": false})),
+        json!({}),
+    );
+    let mut ok = gw.ssh_password(USER, PASSWORD);
+    ok.arg("echo after-retries");
+    let out = run(ok, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "after-retries\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let log = gw.log_text();
+    assert!(
+        log.contains("answered HTTP 500") && log.contains("retrying in"),
+        "{log}"
+    );
+}
+
+#[test]
+fn auth_server_that_never_answers_200_denies_after_auth_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let handler: Handler = Arc::new(|_, _| Answer::json(502, json!({})));
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let auth = legacy_auth(&server, &pki, json!({"authTimeout": "1s", "pubkey": false}));
+    let gw = Gateway::start_with_auth(auth, json!({}));
+    let started = std::time::Instant::now();
+    let mut c = gw.ssh_password(USER, PASSWORD);
+    c.arg("echo should-not-run");
+    let out = run(c, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(server.requests().len() >= 2, "retried at least once");
+    assert!(gw.log_text().contains("gave up after"), "{}", gw.log_text());
+}
+
+/// Each TLS mistake denies the login and says why in the gateway's log.
+#[test]
+fn tls_failures_deny_the_login_with_a_clear_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
+    let cases = [
+        (
+            "wrong CA",
+            json!({"cacert": pki.other_ca_cert}),
+            "UnknownIssuer",
+        ),
+        (
+            "no client certificate",
+            json!({"cert": null, "key": null}),
+            "CertificateRequired",
+        ),
+        (
+            "a client certificate the server does not trust",
+            json!({"cert": pki.other_client_cert, "key": pki.other_client_key}),
+            "alert",
+        ),
+    ];
+    for (case, change, expected) in cases {
+        let mut auth = legacy_auth(&server, &pki, json!({"pubkey": false}));
+        merge(&mut auth, change);
+        if auth["cert"].is_null() {
+            let map = auth.as_object_mut().expect("map");
+            map.remove("cert");
+            map.remove("key");
+        }
+        let gw = Gateway::start_with_auth(auth, json!({}));
+        let started = std::time::Instant::now();
+        let mut c = gw.ssh_password(USER, PASSWORD);
+        c.arg("echo should-not-run");
+        let out = run(c, b"");
+        assert_eq!(out.status.code(), Some(255), "{case}: {out:?}");
+        // TLS errors are not retried: the answer comes long before authTimeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{case}: took {:?}",
+            started.elapsed()
+        );
+        let log = gw.log_text();
+        assert!(
+            log.contains("plugin HTTP request failed") && log.contains(expected),
+            "{case}: log lacks {expected:?}:\n{log}"
+        );
+    }
+    assert!(
+        server.failed_handshakes() >= 2,
+        "the server refused the two connections without a trusted client certificate"
+    );
+    assert!(
+        server.requests().iter().all(|r| r.client_cert_cn.is_some()),
+        "no request got through without a trusted client certificate"
+    );
+}
+
+/// Plain server-authenticated TLS (no client certificate) works too.
+#[test]
+fn server_only_tls_works_without_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let server = WebhookServer::start(&pki, ClientAuth::Optional, auth_handler());
+    let auth =
+        json!({"url": server.url, "cacert": pki.ca_cert, "authTimeout": "5s", "tlsVersion": "1.2"});
+    let gw = Gateway::start_with_auth(auth, json!({}));
+    let mut ok = gw.ssh_password(USER, PASSWORD);
+    ok.arg("echo tls-ok");
+    assert_eq!(text(&run(ok, b"").stdout), "tls-ok\n", "{}", gw.log_text());
+    assert!(server.requests().iter().all(|r| r.client_cert_cn.is_none()));
+    gw.assert_no_containers();
+}
+
+#[test]
+fn destination_outside_the_allow_list_is_never_contacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
+    // Our own form: the allow-list names a different port than the URL's.
+    let auth = json!({
+        "plugin": "builtin:webhook-auth",
+        "config": {"password": {"url": server.url, "authTimeout": "5s"}},
+        "egress": {
+            "allow": ["127.0.0.1:1"],
+            "tls": {"cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key}
+        }
+    });
+    let gw = Gateway::start_with_auth(auth, json!({}));
+    let mut c = gw.ssh_password(USER, PASSWORD);
+    c.arg("echo should-not-run");
+    assert_eq!(run(c, b"").status.code(), Some(255));
+    assert_eq!(server.connections(), 0, "the server was contacted");
+    let log = gw.log_text();
+    assert!(log.contains("destination not in egress.allow"), "{log}");
+}
+
+#[test]
+fn authz_runs_after_login_and_can_refuse_or_rename() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let inner = auth_handler();
+    let handler: Handler = Arc::new(move |path, body| {
+        if path == "/authz" {
+            // The login's metadata comes back; only the blue team gets in.
+            let blue = body["metadata"]["team"]["value"] == "blue";
+            Answer::ok(json!({"success": blue, "environment": {"AUTHZ": {"value": "checked"}}}))
+        } else {
+            inner(path, body)
+        }
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let hook = json!({
+        "url": server.url, "authTimeout": "5s",
+        "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+    });
+    let auth = json!({
+        "password": {"method": "webhook", "webhook": hook},
+        "authz": {"method": "webhook", "webhook": hook},
+    });
+    let gw = Gateway::start_with_auth(auth, json!({}));
+    let mut ok = gw.ssh_password(USER, PASSWORD);
+    ok.arg("echo $FROM_WEBHOOK $AUTHZ");
+    let out = run(ok, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "yes checked\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+    let authz = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/authz")
+        .expect("an authz request");
+    assert_eq!(authz.body["authenticatedUsername"], USER);
+    gw.assert_no_containers();
+}
