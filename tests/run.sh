@@ -21,6 +21,8 @@ if [ -n "$need_pkgs" ]; then
     exit 1
   fi
 fi
+# asciinema (PyPI) checks that session recordings play in the real player.
+python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet "asciinema==2.4.0"
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 docker image inspect containerssh-test/guest:1 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:1
@@ -31,7 +33,7 @@ cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace -- --test-threads 4 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

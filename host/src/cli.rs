@@ -42,12 +42,48 @@ enum Command {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
     },
+    /// Work with audit files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Play a session recording (.cast) with its timing, or print an audit log (.jsonl).
+    Replay {
+        file: PathBuf,
+        /// Play this many times faster.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause between two outputs, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_wait: f64,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate { file } => validate(file.as_deref().unwrap_or(&cli.config)),
+        Command::Audit {
+            command:
+                AuditCommand::Replay {
+                    file,
+                    speed,
+                    max_wait,
+                },
+        } => {
+            let max_wait = std::time::Duration::try_from_secs_f64(max_wait).unwrap_or_default();
+            match crate::audit::replay::replay(&file, speed, max_wait) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("containerssh: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -189,7 +225,8 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         ),
     }
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(config.clone(), plugins, backend, metrics.clone());
+    let auditor = crate::audit::Auditor::new(&config.audit)?;
+    let gateway = Gateway::new(config.clone(), plugins, auditor, backend, metrics.clone());
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
 }

@@ -1,4 +1,5 @@
 //! containerssh: an SSH gateway that gives every connection its own fresh container.
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;

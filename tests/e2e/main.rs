@@ -7,6 +7,7 @@ mod client;
 mod harness;
 mod webhook_server;
 
+mod audit;
 mod auth;
 mod cli;
 mod config_server;

@@ -40,7 +40,7 @@ fn environment_from_the_client_reaches_the_program() {
     assert_eq!(text(&out.stdout), "hello-from-client\n", "{out:?}");
 }
 
-fn pty_run(
+pub fn pty_run(
     gw: &Gateway,
     size: (u32, u32),
     resize: Option<(u32, u32, f64)>,

@@ -1,12 +1,14 @@
 //! The gateway's configuration: one YAML (or JSON) file with ContainerSSH's key names where the
 //! feature exists. Loading collects every problem (unknown keys with their path, type errors,
 //! semantic checks) so that `containerssh validate` can print them all at once.
+mod audit;
 mod compat;
 mod docker;
 mod load;
 mod merge;
 mod ssh;
 
+pub use audit::*;
 pub use docker::*;
 pub use load::{deserialize_strict, from_value, load_file, parse_str, ConfigError};
 pub use merge::{merge_answer, Merged};
@@ -50,6 +52,8 @@ pub struct Config {
     pub backend: BackendKind,
     #[serde(default)]
     pub docker: DockerConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -216,6 +220,7 @@ impl Config {
                 self.health.listen
             ));
         }
+        problems.extend(self.audit.validate());
         problems.extend(self.ssh.validate());
         problems.extend(self.docker.validate());
         problems

@@ -8,13 +8,26 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum AuthResult {
     Success,
     Failure,
     Unsupported,
     Error,
     RateLimited,
+}
+
+impl AuthResult {
+    /// The name used in the audit log.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthResult::Success => "success",
+            AuthResult::Failure => "failure",
+            AuthResult::Unsupported => "unsupported",
+            AuthResult::Error => "error",
+            AuthResult::RateLimited => "rate_limited",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

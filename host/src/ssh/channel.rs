@@ -89,6 +89,7 @@ impl ChannelTask {
             return;
         };
         let argv = spec.argv.clone();
+        let tty = spec.tty.clone();
         let Process {
             mut stdin,
             mut output,
@@ -115,6 +116,17 @@ impl ChannelTask {
             }
         };
         tracing::info!(connection_id = %cid, session, program = ?argv, "program started");
+        conn.audit(
+            "program",
+            serde_json::json!({"session": session, "argv": argv}),
+        );
+        // Terminal sessions are recorded (when auditing is on).
+        let recording = match (&conn.audit, &tty) {
+            (Some(audit), Some(tty)) => audit.recording(session, tty.columns, tty.rows, &tty.term),
+            _ => None,
+        };
+        let recorder = recording.as_ref().map(|r| r.sender());
+        let input_recorder = recorder.clone();
 
         // stdin: early bytes first, then everything the client sends, then EOF.
         let (closed_tx, closed_rx) = oneshot::channel::<()>();
@@ -133,6 +145,9 @@ impl ChannelTask {
             loop {
                 match reader.wait().await {
                     Some(ChannelMsg::Data { data }) if stdin_open => {
+                        if let Some(r) = &input_recorder {
+                            r.input(&data).await;
+                        }
                         if stdin.write_all(&data).await.is_err() {
                             stdin_open = false;
                         }
@@ -155,6 +170,9 @@ impl ChannelTask {
             while let Some(cmd) = commands.recv().await {
                 let result = match cmd {
                     ChannelCommand::Resize { columns, rows } => {
+                        if let Some(r) = &recorder {
+                            r.resize(columns, rows).await;
+                        }
                         control_for_cmds.resize(columns, rows).await
                     }
                     ChannelCommand::Signal(name) => {
@@ -173,7 +191,12 @@ impl ChannelTask {
             while let Some(item) = output.next().await {
                 conn.first_output();
                 let sent = match item {
-                    Ok(Output::Stdout(b)) => writer.data_bytes(b).await,
+                    Ok(Output::Stdout(b)) => {
+                        if let Some(r) = &recording {
+                            r.output(&b).await;
+                        }
+                        writer.data_bytes(b).await
+                    }
                     Ok(Output::Stderr(b)) => writer.extended_data_bytes(1, b).await,
                     Err(e) => {
                         tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "output stream failed");
@@ -194,10 +217,18 @@ impl ChannelTask {
             match control.exit_reason().await {
                 Ok(ExitReason::Status(code)) => {
                     tracing::info!(connection_id = %cid, session, exit_status = code, "program exited");
+                    conn.audit(
+                        "exit",
+                        serde_json::json!({"session": session, "status": code}),
+                    );
                     let _ = writer.exit_status(code).await;
                 }
                 Ok(ExitReason::Signal(name)) => {
                     tracing::info!(connection_id = %cid, session, signal = %name, "program killed by signal");
+                    conn.audit(
+                        "exit",
+                        serde_json::json!({"session": session, "signal": name}),
+                    );
                     let _ = handle
                         .exit_signal_request(
                             channel_id,
@@ -223,6 +254,9 @@ impl ChannelTask {
         }
         stdin_pump.abort();
         commands_task.abort();
+        if let Some(r) = recording {
+            r.finish().await;
+        }
         conn.release_session_workload(&workload).await;
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::OnceCell;
 
+use crate::audit::ConnectionAudit;
 use crate::backend::{Workload, WorkloadOwner};
 use crate::config::{Execution, ExecutionMode};
 use crate::plugin::{AuthGrant, ConnectionInfo};
@@ -26,6 +27,8 @@ pub struct Connection {
     /// This connection's own settings (the file's, or merged with a config server's answer),
     /// set with the grant.
     settings: OnceLock<ConnectionSettings>,
+    /// This connection's audit log, when auditing is on.
+    pub audit: Option<Arc<ConnectionAudit>>,
     /// russh's handle, set as soon as the handshake finished.
     pub handle: OnceLock<russh::server::Handle>,
     /// Connection mode: the one container of this connection, created with the first session.
@@ -73,6 +76,7 @@ impl Connection {
         client_version: Arc<OnceLock<String>>,
         gateway: Arc<Gateway>,
         pending: PendingSlot,
+        audit: Option<Arc<ConnectionAudit>>,
     ) -> Self {
         Self {
             id,
@@ -85,6 +89,7 @@ impl Connection {
             pending,
             grant: OnceLock::new(),
             settings: OnceLock::new(),
+            audit,
             handle: OnceLock::new(),
             shared_workload: OnceCell::new(),
             workloads: Mutex::new(Workloads::default()),
@@ -97,6 +102,19 @@ impl Connection {
             remote_address: self.peer.to_string(),
             client_version: self.client_version.get().cloned().unwrap_or_default(),
             username: username.to_string(),
+        }
+    }
+
+    /// Appends an event to the audit log (if auditing is on). A log that cannot be written
+    /// ends the connection: it must not go on unaudited.
+    pub fn audit(&self, event: &str, fields: serde_json::Value) {
+        let Some(audit) = &self.audit else { return };
+        audit.record(event, fields);
+        if audit.failed() {
+            self.disconnect(
+                russh::Disconnect::ByApplication,
+                "containerssh: the audit log cannot be written; closing the connection",
+            );
         }
     }
 

@@ -125,6 +125,10 @@ impl Drop for SshHandler {
     fn drop(&mut self) {
         // Runs when russh ends the connection, whichever way it ended.
         tracing::info!(connection_id = %self.conn.id, "connection closed");
+        self.conn.audit("disconnect", serde_json::json!({}));
+        if let Some(audit) = &self.conn.audit {
+            audit.sync();
+        }
         self.conn.cleanup();
     }
 }

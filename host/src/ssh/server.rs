@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Auditor;
 use crate::backend::docker::DockerBackend;
 use crate::config::Config;
 use crate::observe::Metrics;
@@ -25,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Gateway {
     pub config: Arc<Config>,
     pub plugins: Plugins,
+    /// Opens the audit log of each connection (when auditing is on).
+    pub auditor: Option<Arc<Auditor>>,
     pub backend: DockerBackend,
     /// Container removals in flight; shutdown waits for them.
     pub cleanup: TaskTracker,
@@ -40,6 +43,7 @@ impl Gateway {
     pub fn new(
         config: Arc<Config>,
         plugins: Plugins,
+        auditor: Option<Arc<Auditor>>,
         backend: DockerBackend,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -50,6 +54,7 @@ impl Gateway {
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
             plugins,
+            auditor,
             backend,
             cleanup: TaskTracker::new(),
             connections: Mutex::new(HashMap::new()),
@@ -132,6 +137,21 @@ async fn serve_connection(
         gateway.metrics.connection_refused("max_unauthenticated");
         return;
     };
+    // An audited gateway serves no connection it cannot audit.
+    let audit = match gateway.auditor.as_ref().map(|a| a.open(&id)).transpose() {
+        Ok(audit) => audit.map(Arc::new),
+        Err(e) => {
+            tracing::error!(connection_id = %id, %peer, error = format!("{e:#}"), "connection refused: no audit log");
+            gateway.metrics.connection_refused("audit");
+            return;
+        }
+    };
+    if let Some(audit) = &audit {
+        audit.record(
+            "connect",
+            serde_json::json!({"remoteAddress": peer.to_string()}),
+        );
+    }
     tracing::info!(connection_id = %id, %peer, "connection accepted");
     gateway.metrics.connection_opened();
     let _open = scopeguard(&gateway.metrics);
@@ -142,6 +162,7 @@ async fn serve_connection(
         version.clone(),
         gateway.clone(),
         pending,
+        audit,
     ));
     let handler = SshHandler::new(conn.clone());
     let grace = gateway.config.ssh.login_grace_time;

@@ -37,6 +37,10 @@ impl SshHandler {
                 .gateway
                 .metrics
                 .auth_attempt(method, AuthResult::RateLimited);
+            self.conn.audit(
+                "auth",
+                serde_json::json!({"username": user, "method": method, "result": AuthResult::RateLimited.as_str()}),
+            );
             self.after_failure();
             return Ok(Auth::reject());
         }
@@ -59,6 +63,19 @@ impl SshHandler {
             AuthOutcome::Error(_) => AuthResult::Error,
         };
         self.conn.gateway.metrics.auth_attempt(method, metric);
+        // Who tried which method and how it ended; never the password.
+        self.conn.audit(
+            "auth",
+            serde_json::json!({
+                "username": user,
+                "method": method,
+                "result": metric.as_str(),
+                "authenticatedUsername": match &outcome {
+                    AuthOutcome::Success(g) => Some(g.authenticated_username.clone()),
+                    _ => None,
+                },
+            }),
+        );
         let result = match outcome {
             AuthOutcome::Success(grant) => {
                 tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");

@@ -23,6 +23,7 @@ impl SshHandler {
             .filter
             .filter(&info, session_no, &request, conn.security_json())
             .await;
+        conn.audit("request", audit_fields(session_no, &request, &verdict));
         match &verdict {
             Verdict::Deny(reason) => {
                 tracing::info!(connection_id = %conn.id, session = session_no, request = kind(&request), %reason,
@@ -80,6 +81,44 @@ impl SshHandler {
         argv.push(command);
         argv
     }
+}
+
+/// What the audit log keeps of a request and its verdict. Environment values are left out
+/// (they often carry tokens); commands are kept, as sshd's and ContainerSSH's logs do.
+fn audit_fields(session: u32, request: &ChannelRequest, verdict: &Verdict) -> serde_json::Value {
+    use serde_json::json;
+    let mut fields = json!({"session": session, "request": kind(request)});
+    let detail = match request {
+        ChannelRequest::OpenSession(open) => json!({"openSessions": open}),
+        ChannelRequest::Env(name, _) => json!({"name": name}),
+        ChannelRequest::Pty {
+            term,
+            columns,
+            rows,
+        } => {
+            json!({"term": term, "columns": columns, "rows": rows})
+        }
+        ChannelRequest::Exec(command) => json!({"command": command}),
+        ChannelRequest::Subsystem(name) => json!({"name": name}),
+        ChannelRequest::Signal(name) => json!({"signal": name}),
+        ChannelRequest::WindowChange { columns, rows } => json!({"columns": columns, "rows": rows}),
+        ChannelRequest::TcpipForwarding(address) => json!({"address": address}),
+        ChannelRequest::Shell | ChannelRequest::X11 | ChannelRequest::AgentForwarding => json!({}),
+    };
+    let outcome = match verdict {
+        Verdict::Allow => json!({"verdict": "allow"}),
+        Verdict::Deny(reason) => json!({"verdict": "deny", "reason": reason}),
+        Verdict::RewriteCommand(command) => json!({"verdict": "rewrite", "runs": command}),
+    };
+    if let (Some(f), Some(d), Some(o)) = (
+        fields.as_object_mut(),
+        detail.as_object(),
+        outcome.as_object(),
+    ) {
+        f.extend(d.clone());
+        f.extend(o.clone());
+    }
+    fields
 }
 
 /// The request's type, for logs and metrics.

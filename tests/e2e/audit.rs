@@ -1,0 +1,167 @@
+//! The audit trail: a JSON-lines log per connection without secrets, asciicast recordings of
+//! terminal sessions that asciinema itself can play, and `containerssh audit replay`.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|e| e == extension));
+    found
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn every_connection_gets_an_audit_log_without_secrets() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw =
+        Gateway::start(json!({"audit": {"enable": true, "file": {"directory": audit.path()}}}));
+    let mut bad = gw.ssh_password(USER, "wrong-secret-password");
+    bad.arg("true");
+    assert_eq!(run(bad, b"").status.code(), Some(255));
+    let mut ok = gw.ssh_password(USER, PASSWORD);
+    ok.args(["-o", "SetEnv=TOKEN=env-secret-value"])
+        .arg("echo audited; exit 5");
+    let out = run(ok, b"");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    gw.assert_no_containers();
+    drop(gw); // the disconnect events are written when the connections end
+
+    let logs = files(audit.path(), "jsonl");
+    assert_eq!(logs.len(), 2, "one log per connection: {logs:?}");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        for secret in ["wrong-secret-password", PASSWORD, "env-secret-value"] {
+            assert!(
+                !text.contains(secret),
+                "{} holds a secret:\n{text}",
+                log.display()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(log).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", log.display());
+    }
+    let session = logs
+        .iter()
+        .map(|l| events(l))
+        .find(|e| e.iter().any(|x| x["event"] == "exit"))
+        .expect("the session's log");
+    let kinds: Vec<&str> = session.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"connect"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"disconnect"), "{kinds:?}");
+    let find = |pred: &dyn Fn(&Value) -> bool| session.iter().find(|e| pred(e)).cloned();
+    let auth = find(&|e| e["event"] == "auth").expect("auth event");
+    assert_eq!(auth["result"], "success");
+    assert_eq!(auth["method"], "password");
+    let exec = find(&|e| e["request"] == "exec").expect("exec request");
+    assert_eq!(exec["command"], "echo audited; exit 5");
+    assert_eq!(exec["verdict"], "allow");
+    let env = find(&|e| e["request"] == "env" && e["name"] == "TOKEN").expect("env request");
+    assert_eq!(env["verdict"], "allow");
+    assert_eq!(find(&|e| e["event"] == "exit").expect("exit")["status"], 5);
+    let ids: Vec<&str> = session
+        .iter()
+        .filter_map(|e| e["connectionId"].as_str())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]) && ids[0].len() == 32);
+
+    // `audit replay` prints a log one event per line.
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .args(["audit", "replay"])
+        .arg(&logs[0])
+        .output()
+        .expect("replay runs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).lines().any(|l| l.contains(" connect ")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn terminal_sessions_are_recorded_in_asciicast_v2() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw =
+        Gateway::start(json!({"audit": {"enable": true, "file": {"directory": audit.path()}}}));
+    let (code, screen) = crate::sessions::pty_run(
+        &gw,
+        (90, 30),
+        None,
+        "echo recorded-$((6*7)); exit 0\\n",
+        None,
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("recorded-42"), "{screen}");
+    gw.assert_no_containers();
+    drop(gw);
+
+    let casts = files(audit.path(), "cast");
+    assert_eq!(casts.len(), 1, "{casts:?}");
+    let lines = events(&casts[0]);
+    assert_eq!(lines[0]["version"], 2);
+    assert_eq!(lines[0]["width"], 90);
+    assert_eq!(lines[0]["height"], 30);
+    let output: String = lines[1..]
+        .iter()
+        .filter(|e| e[1] == "o")
+        .filter_map(|e| e[2].as_str())
+        .collect();
+    assert!(output.contains("recorded-42"), "{output}");
+    // Keystrokes are not recorded unless asked for.
+    assert!(lines[1..].iter().all(|e| e[1] != "i"));
+
+    // asciinema itself reads the recording...
+    let out = Command::new("python3")
+        .args(["-m", "asciinema", "cat"])
+        .arg(&casts[0])
+        .output()
+        .expect("asciinema runs (tests/run.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("recorded-42"), "{out:?}");
+    // ...and so does the gateway's own player.
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .args(["audit", "replay", "--speed", "100"])
+        .arg(&casts[0])
+        .output()
+        .expect("replay runs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("recorded-42"), "{out:?}");
+}
+
+#[test]
+fn passwords_cannot_be_intercepted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(write_config(
+            json!({"audit": {"enable": true, "intercept": {"passwords": true}}}),
+        ))
+        .output()
+        .expect("validate runs");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("audit.intercept.passwords"),
+        "{out:?}"
+    );
+}
+
+fn write_config(over: Value) -> PathBuf {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let mut config = json!({"auth": {"plugin": "builtin:static-users", "config": {"users": {}}}});
+    merge(&mut config, over);
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write");
+    path
+}
