@@ -5,9 +5,11 @@
               vs `docker run --rm --network none IMAGE true` on the same engine
   throughput: `ssh gw 'head -c 1G /dev/zero' > /dev/null`
               vs `docker exec CONTAINER head -c 1G /dev/zero > /dev/null`
+  audit:      a terminal session (`ssh -tt`) printing --audit-bytes through a gateway that
+              records it (audit log + asciicast) vs the same through a gateway that does not
 
 usage: tests/bench/bench.py [--runs N] [--bytes N]   (after `cargo build --release`)
-Targets: latency ratio <= 1.2, throughput ratio >= 0.7.
+Targets: latency ratio <= 1.2, throughput ratio >= 0.7, audit on/off throughput ratio >= 0.9.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
@@ -27,6 +29,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--bytes", type=int, default=1 << 30)
+    ap.add_argument("--audit-bytes", type=int, default=200 << 20)
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release -p containerssh")
@@ -34,6 +37,19 @@ def main():
     key = os.path.join(d, "id")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     pub = open(key + ".pub").read().strip()
+    gw, port = start_gateway(d, pub, {})
+    try:
+        latency_and_throughput(args, d, key, port)
+    finally:
+        gw.terminate(); gw.wait(60)
+    audit_overhead(args, d, key, pub)
+
+def ssh_cmd(key, port):
+    return ["ssh", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "bench@127.0.0.1"]
+
+def start_gateway(d, pub, extra):
     port = free_port()
     config = {
         "ssh": {"listen": f"127.0.0.1:{port}", "hostkeys": [os.path.join(d, "hostkey")]},
@@ -42,48 +58,68 @@ def main():
         "docker": {"execution": {"container": {"image": IMAGE, "user": "1000:1000"},
                                   "host": {"networkMode": "none"}, "imagePullPolicy": "Never"}},
     }
-    cfg = os.path.join(d, "config.json")
+    config.update(extra)
+    cfg = os.path.join(d, f"config-{port}.json")
     json.dump(config, open(cfg, "w"))
-    gw = subprocess.Popen([BIN, "--config", cfg], stderr=open(os.path.join(d, "gw.log"), "w"))
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close(); break
-            except OSError:
-                time.sleep(0.05)
-        time.sleep(0.5)
-        ssh = ["ssh", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-               "bench@127.0.0.1"]
-        docker_run = ["docker", "run", "--rm", "--network", "none", IMAGE, "true"]
-        # Interleave the two so that machine noise hits both alike.
-        for _ in range(2):
-            timed(ssh + ["true"]); timed(docker_run)
-        gw_t, dk_t = [], []
-        for _ in range(args.runs):
-            gw_t.append(timed(ssh + ["true"]))
-            dk_t.append(timed(docker_run))
-        lat_gw, lat_dk = statistics.median(gw_t), statistics.median(dk_t)
-        print(f"latency   ssh gw true:      median {lat_gw*1000:7.1f} ms  (min {min(gw_t)*1000:.1f})")
-        print(f"latency   docker run true:  median {lat_dk*1000:7.1f} ms  (min {min(dk_t)*1000:.1f})")
-        print(f"latency   ratio gateway/docker = {lat_gw/lat_dk:.2f}   (target <= 1.2)")
-
-        n = args.bytes
-        cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "sleep", "3600"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    gw = subprocess.Popen([BIN, "--config", cfg], stderr=open(os.path.join(d, f"gw-{port}.log"), "w"))
+    for _ in range(200):
         try:
-            gw_b, dk_b = [], []
-            for _ in range(3):
-                gw_b.append(timed(ssh + [f"head -c {n} /dev/zero"]))
-                dk_b.append(timed(["docker", "exec", cid, "head", "-c", str(n), "/dev/zero"]))
-        finally:
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-        tg, td = min(gw_b), min(dk_b)
-        print(f"throughput ssh gw:          {n/tg/1e6:7.1f} MB/s")
-        print(f"throughput docker exec:     {n/td/1e6:7.1f} MB/s")
-        print(f"throughput ratio gateway/docker = {td/tg:.2f}   (target >= 0.7)")
+            socket.create_connection(("127.0.0.1", port), 0.1).close(); break
+        except OSError:
+            time.sleep(0.05)
+    time.sleep(0.5)
+    return gw, port
+
+def latency_and_throughput(args, d, key, port):
+    ssh = ssh_cmd(key, port)
+    docker_run = ["docker", "run", "--rm", "--network", "none", IMAGE, "true"]
+    # Interleave the two so that machine noise hits both alike.
+    for _ in range(2):
+        timed(ssh + ["true"]); timed(docker_run)
+    gw_t, dk_t = [], []
+    for _ in range(args.runs):
+        gw_t.append(timed(ssh + ["true"]))
+        dk_t.append(timed(docker_run))
+    lat_gw, lat_dk = statistics.median(gw_t), statistics.median(dk_t)
+    print(f"latency   ssh gw true:      median {lat_gw*1000:7.1f} ms  (min {min(gw_t)*1000:.1f})")
+    print(f"latency   docker run true:  median {lat_dk*1000:7.1f} ms  (min {min(dk_t)*1000:.1f})")
+    print(f"latency   ratio gateway/docker = {lat_gw/lat_dk:.2f}   (target <= 1.2)")
+
+    n = args.bytes
+    cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "sleep", "3600"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        gw_b, dk_b = [], []
+        for _ in range(3):
+            gw_b.append(timed(ssh + [f"head -c {n} /dev/zero"]))
+            dk_b.append(timed(["docker", "exec", cid, "head", "-c", str(n), "/dev/zero"]))
     finally:
-        gw.terminate(); gw.wait(60)
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+    tg, td = min(gw_b), min(dk_b)
+    print(f"throughput ssh gw:          {n/tg/1e6:7.1f} MB/s")
+    print(f"throughput docker exec:     {n/td/1e6:7.1f} MB/s")
+    print(f"throughput ratio gateway/docker = {td/tg:.2f}   (target >= 0.7)")
+
+def audit_overhead(args, d, key, pub):
+    audit_dir = os.path.join(d, "audit")
+    plain, plain_port = start_gateway(d, pub, {})
+    audited, audited_port = start_gateway(d, pub, {"audit": {"enable": True, "file": {"directory": audit_dir}}})
+    n = args.audit_bytes
+    # A terminal session printing n bytes of text (no newlines): all of it is recorded.
+    remote = f"head -c {n} /dev/zero | tr '\\0' x"
+    try:
+        off, on = [], []
+        for _ in range(3):
+            off.append(timed(["ssh", "-tt"] + ssh_cmd(key, plain_port)[1:] + [remote], stdin=subprocess.DEVNULL))
+            on.append(timed(["ssh", "-tt"] + ssh_cmd(key, audited_port)[1:] + [remote], stdin=subprocess.DEVNULL))
+    finally:
+        for g in (plain, audited):
+            g.terminate(); g.wait(60)
+    recorded = sum(os.path.getsize(os.path.join(audit_dir, f)) for f in os.listdir(audit_dir) if f.endswith(".cast"))
+    toff, ton = min(off), min(on)
+    print(f"audit     terminal session, not recorded: {n/toff/1e6:7.1f} MB/s")
+    print(f"audit     terminal session, recorded:     {n/ton/1e6:7.1f} MB/s  ({recorded/1e6:.0f} MB of recordings)")
+    print(f"audit     throughput ratio on/off = {toff/ton:.2f}   (target >= 0.9)")
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,8 @@ pub fn auth_handler() -> Handler {
             "Success": success,
             "somethingNew": {"ignored": true},
             "environment": {"FROM_WEBHOOK": {"value": "yes", "sensitive": false}},
+            // Go encodes []byte as base64: "granted-file\n".
+            "files": {"/tmp/granted.txt": {"value": "Z3JhbnRlZC1maWxlCg==", "sensitive": true}},
             "metadata": {"team": {"value": "blue"}}
         }))
     })
@@ -64,9 +66,14 @@ fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() 
     let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
 
     let mut ok = gw.ssh_password(USER, PASSWORD);
-    ok.arg("echo $FROM_WEBHOOK");
+    ok.arg("echo $FROM_WEBHOOK; cat /tmp/granted.txt; stat -c '%u %a' /tmp/granted.txt");
     let out = run(ok, b"");
-    assert_eq!(text(&out.stdout), "yes\n", "{out:?}\n{}", gw.log_text());
+    assert_eq!(
+        text(&out.stdout),
+        "yes\ngranted-file\n1000 600\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
 
     let mut key = gw.ssh();
     key.arg("echo key-ok");

@@ -20,6 +20,9 @@ pub struct WorkloadOwner {
     pub remote_address: String,
     /// Session channel number in session mode; `None` for a per-connection workload.
     pub session: Option<u32>,
+    /// Files the auth or config server granted: (absolute path, content), placed in the
+    /// workload before it starts.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// A process to start inside a workload.

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditConfig {
     /// Write an audit log per connection (and recordings of terminal sessions).
@@ -20,6 +20,18 @@ pub struct AuditConfig {
     pub file: AuditFileConfig,
     #[serde(default)]
     pub intercept: InterceptConfig,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            format: default_format(),
+            storage: default_storage(),
+            file: AuditFileConfig::default(),
+            intercept: InterceptConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +93,7 @@ fn default_directory() -> PathBuf {
 }
 
 impl AuditConfig {
+    /// Every problem with these settings.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.storage != "file" {

@@ -178,6 +178,11 @@ impl Connection {
             username: self.username(),
             remote_address: self.peer.to_string(),
             session,
+            files: self
+                .grant
+                .get()
+                .map(|g| g.files.clone())
+                .unwrap_or_default(),
         };
         let started = std::time::Instant::now();
         let workload = match self

@@ -2,6 +2,7 @@
 //! and the gateway instance, removed on disconnect, orphans reaped at start and on shutdown.
 mod client;
 mod container;
+mod files;
 mod process;
 
 use std::collections::HashSet;
@@ -121,6 +122,17 @@ impl DockerBackend {
                 id: created.id.clone(),
                 user: exec.container.user.clone(),
             });
+            if let Err(e) = files::place(
+                &self.docker,
+                &created.id,
+                &exec.container.user,
+                &owner.files,
+            )
+            .await
+            {
+                workload.remove().await;
+                return Err(e);
+            }
             if let Err(e) = self
                 .docker
                 .start_container(
