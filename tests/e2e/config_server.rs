@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::webhook_server::{Answer, ClientAuth, Handler, Pki, WebhookServer};
+use crate::webhook::test_pki;
+use crate::webhook_server::{Answer, ClientAuth, Handler, WebhookServer};
 
 /// Two users with the same password: the config server treats them differently.
 fn two_users() -> Value {
@@ -18,8 +19,7 @@ fn two_users() -> Value {
 
 #[test]
 fn config_server_answer_applies_to_that_connection_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let handler: Handler = Arc::new(|_, body| {
         if body["username"] == USER {
             // An explicit `false` turns off the file's read-only root file system, a
@@ -46,15 +46,7 @@ fn config_server_answer_applies_to_that_connection_only() {
         "docker": {"execution": {"host": {"readonlyRootfs": true}}}
     }));
 
-    let mut demo = gw.ssh_password(USER, PASSWORD);
-    demo.arg("original");
-    let out = run(demo, b"");
-    assert_eq!(
-        text(&out.stdout),
-        "wrote:original:cfg\n",
-        "{out:?}\n{}",
-        gw.log_text()
-    );
+    assert_password_run(&gw, USER, PASSWORD, "original", "wrote:original:cfg\n");
 
     let mut other = gw.ssh_password("other", PASSWORD);
     other.arg("touch /tmp/written || echo read-only");
@@ -73,8 +65,7 @@ fn config_server_answer_applies_to_that_connection_only() {
 
 #[test]
 fn an_invalid_config_answer_refuses_the_connection_with_a_reason() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let handler: Handler = Arc::new(|_, _| {
         Answer::ok(json!({"config": {"docker": {"execution": {"host": {"memroy": 5}}}}}))
     });

@@ -401,6 +401,21 @@ pub fn run(mut cmd: Command, input: &[u8]) -> Output {
     }
 }
 
+/// Logs in with a password, runs `command`, and checks what it printed (with the gateway's
+/// log in the failure message).
+pub fn assert_password_run(
+    gw: &Gateway,
+    user: &str,
+    password: &str,
+    command: &str,
+    expected: &str,
+) {
+    let mut ssh = gw.ssh_password(user, password);
+    ssh.arg(command);
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), expected, "{out:?}\n{}", gw.log_text());
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

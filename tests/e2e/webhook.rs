@@ -44,6 +44,14 @@ pub fn auth_handler() -> Handler {
     })
 }
 
+/// A fresh private CA with server and client certificates (the directory lives as long as
+/// the returned guard).
+pub fn test_pki() -> (tempfile::TempDir, Pki) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    (dir, pki)
+}
+
 /// ContainerSSH's legacy `auth:` form, with the client certificate.
 fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
     let mut auth = json!({
@@ -60,19 +68,16 @@ fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
 
 #[test]
 fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
     let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
 
-    let mut ok = gw.ssh_password(USER, PASSWORD);
-    ok.arg("echo $FROM_WEBHOOK; cat /tmp/granted.txt; stat -c '%u %a' /tmp/granted.txt");
-    let out = run(ok, b"");
-    assert_eq!(
-        text(&out.stdout),
+    assert_password_run(
+        &gw,
+        USER,
+        PASSWORD,
+        "echo $FROM_WEBHOOK; cat /tmp/granted.txt; stat -c '%u %a' /tmp/granted.txt",
         "yes\ngranted-file\n1000 600\n",
-        "{out:?}\n{}",
-        gw.log_text()
     );
 
     let mut key = gw.ssh();
@@ -111,8 +116,7 @@ fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() 
 
 #[test]
 fn connections_to_the_auth_server_are_reused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
     let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
     // Wrong passwords: each costs a webhook request but no container.
@@ -132,8 +136,7 @@ fn connections_to_the_auth_server_are_reused() {
 
 #[test]
 fn failing_auth_server_is_retried_with_backoff_until_it_answers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let calls = Arc::new(AtomicUsize::new(0));
     let inner = auth_handler();
     let counter = calls.clone();
@@ -150,15 +153,7 @@ fn failing_auth_server_is_retried_with_backoff_until_it_answers() {
         legacy_auth(&server, &pki, json!({"pubkey": false})),
         json!({}),
     );
-    let mut ok = gw.ssh_password(USER, PASSWORD);
-    ok.arg("echo after-retries");
-    let out = run(ok, b"");
-    assert_eq!(
-        text(&out.stdout),
-        "after-retries\n",
-        "{out:?}\n{}",
-        gw.log_text()
-    );
+    assert_password_run(&gw, USER, PASSWORD, "echo after-retries", "after-retries\n");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let log = gw.log_text();
     assert!(
@@ -169,8 +164,7 @@ fn failing_auth_server_is_retried_with_backoff_until_it_answers() {
 
 #[test]
 fn auth_server_that_never_answers_200_denies_after_auth_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let handler: Handler = Arc::new(|_, _| Answer::json(502, json!({})));
     let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
     let auth = legacy_auth(&server, &pki, json!({"authTimeout": "1s", "pubkey": false}));
@@ -188,8 +182,7 @@ fn auth_server_that_never_answers_200_denies_after_auth_timeout() {
 /// Each TLS mistake denies the login and says why in the gateway's log.
 #[test]
 fn tls_failures_deny_the_login_with_a_clear_log_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
     let cases = [
         (
@@ -247,8 +240,7 @@ fn tls_failures_deny_the_login_with_a_clear_log_line() {
 /// Plain server-authenticated TLS (no client certificate) works too.
 #[test]
 fn server_only_tls_works_without_a_client_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let server = WebhookServer::start(&pki, ClientAuth::Optional, auth_handler());
     let auth =
         json!({"url": server.url, "cacert": pki.ca_cert, "authTimeout": "5s", "tlsVersion": "1.2"});
@@ -262,8 +254,7 @@ fn server_only_tls_works_without_a_client_certificate() {
 
 #[test]
 fn destination_outside_the_allow_list_is_never_contacted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
     // Our own form: the allow-list names a different port than the URL's.
     let auth = json!({
@@ -285,8 +276,7 @@ fn destination_outside_the_allow_list_is_never_contacted() {
 
 #[test]
 fn authz_runs_after_login_and_can_refuse_or_rename() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::generate(dir.path());
+    let (_dir, pki) = test_pki();
     let inner = auth_handler();
     let handler: Handler = Arc::new(move |path, body| {
         if path == "/authz" {
@@ -307,14 +297,12 @@ fn authz_runs_after_login_and_can_refuse_or_rename() {
         "authz": {"method": "webhook", "webhook": hook},
     });
     let gw = Gateway::start_with_auth(auth, json!({}));
-    let mut ok = gw.ssh_password(USER, PASSWORD);
-    ok.arg("echo $FROM_WEBHOOK $AUTHZ");
-    let out = run(ok, b"");
-    assert_eq!(
-        text(&out.stdout),
+    assert_password_run(
+        &gw,
+        USER,
+        PASSWORD,
+        "echo $FROM_WEBHOOK $AUTHZ",
         "yes checked\n",
-        "{out:?}\n{}",
-        gw.log_text()
     );
     let authz = server
         .requests()

@@ -125,6 +125,7 @@ impl ChannelTask {
             (Some(audit), Some(tty)) => audit.recording(session, tty.columns, tty.rows, &tty.term),
             _ => None,
         };
+        let is_tty = tty.is_some();
         let recorder = recording.as_ref().map(|r| r.sender());
         let input_recorder = recorder.clone();
 
@@ -138,7 +139,9 @@ impl ChannelTask {
                     break;
                 }
             }
-            if early_eof && stdin_open {
+            // A terminal has no half-close: like sshd, EOF from the client is ignored there
+            // (closing Docker's terminal stream would cut the program's output instead).
+            if early_eof && stdin_open && !is_tty {
                 let _ = stdin.shutdown().await;
                 stdin_open = false;
             }
@@ -152,7 +155,7 @@ impl ChannelTask {
                             stdin_open = false;
                         }
                     }
-                    Some(ChannelMsg::Eof) if stdin_open => {
+                    Some(ChannelMsg::Eof) if stdin_open && !is_tty => {
                         let _ = stdin.shutdown().await;
                         stdin_open = false;
                     }
