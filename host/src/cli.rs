@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::backend::docker::DockerBackend;
+use crate::backend::Backends;
 use crate::config::{self, Config};
 use crate::observe::{self, Metrics, Routes};
 use crate::plugin::{
@@ -215,18 +215,10 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
     let instance = instance_id(&config);
-    let backend = DockerBackend::connect(&config.docker, &instance).await?;
-    match backend.reap_orphans().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed containers left by an earlier run"),
-        Err(e) => tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot look for orphaned containers"
-        ),
-    }
+    let backends = Backends::connect(config.clone(), instance).await?;
     let metrics = Arc::new(Metrics::new());
     let auditor = crate::audit::Auditor::new(&config.audit)?;
-    let gateway = Gateway::new(config.clone(), plugins, auditor, backend, metrics.clone());
+    let gateway = Gateway::new(config.clone(), plugins, auditor, backends, metrics.clone());
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
 }

@@ -11,7 +11,7 @@ pub fn init(config: &LogConfig) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn"
+            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,kube=warn,kube_client=warn,tower=warn,tungstenite=warn,tokio_tungstenite=warn"
         ))
     });
     let builder = tracing_subscriber::fmt()

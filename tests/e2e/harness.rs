@@ -419,3 +419,22 @@ pub fn assert_password_run(
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Runs two commands, one after the other, over one multiplexed OpenSSH connection.
+pub fn two_sessions(gw: &Gateway, first: &str, second: &str) -> (String, String) {
+    let control = gw.dir.path().join("cm.sock");
+    let cp = format!("ControlPath={}", control.display());
+    let mut master = gw.ssh();
+    master.args(["-o", "ControlMaster=yes", "-o", &cp, "-N", "-f"]);
+    assert!(run(master, b"").status.success());
+    let mut one = gw.ssh();
+    one.args(["-o", &cp, first]);
+    let mut two = gw.ssh();
+    two.args(["-o", &cp, second]);
+    let a = text(&run(one, b"").stdout);
+    let b = text(&run(two, b"").stdout);
+    let mut exit = gw.ssh();
+    exit.args(["-o", &cp, "-O", "exit"]);
+    let _ = run(exit, b"");
+    (a, b)
+}

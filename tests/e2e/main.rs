@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod config_server;
 mod docker_options;
+mod kubernetes;
 mod lifecycle;
 mod observe;
 mod remote_docker;

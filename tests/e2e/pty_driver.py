@@ -3,8 +3,9 @@
 given input, optionally resizes the terminal (which makes ssh send window-change) and prints
 everything the terminal showed.
 
-usage: pty_driver.py COLS ROWS RESIZE_COLS RESIZE_ROWS RESIZE_AFTER_S INPUT -- CMD...
-RESIZE_COLS 0 means no resize.
+usage: pty_driver.py COLS ROWS RESIZE_COLS RESIZE_ROWS RESIZE_AFTER INPUT -- CMD...
+RESIZE_COLS 0 means no resize. RESIZE_AFTER is seconds, or "on:TEXT" to resize once the
+terminal has shown TEXT.
 """
 import fcntl, os, pty, select, signal, struct, sys, termios, time
 
@@ -28,7 +29,8 @@ while time.time() - start < 60:
     if not typed_done and time.time() - start > 0.5:
         os.write(fd, typed.encode().decode("unicode_escape").encode())
         typed_done = True
-    if not resized and time.time() - start > float(after):
+    due = (after[3:].encode() in out) if after.startswith("on:") else (time.time() - start > float(after))
+    if not resized and due:
         winsize(rcols, rrows)
         os.kill(pid, signal.SIGWINCH)
         resized = True

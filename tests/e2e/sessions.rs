@@ -43,7 +43,7 @@ fn environment_from_the_client_reaches_the_program() {
 pub fn pty_run(
     gw: &Gateway,
     size: (u32, u32),
-    resize: Option<(u32, u32, f64)>,
+    resize: Option<(u32, u32, &str)>,
     typed: &str,
     remote: Option<&str>,
 ) -> (i32, String) {
@@ -55,7 +55,7 @@ pub fn pty_run(
     if let Some(r) = remote {
         ssh.push(r.to_string());
     }
-    let (rc, rr, after) = resize.unwrap_or((0, 0, 0.0));
+    let (rc, rr, after) = resize.unwrap_or((0, 0, "0"));
     let mut cmd = Command::new("python3");
     cmd.arg(workspace().join("tests/e2e/pty_driver.py"))
         .args([
@@ -104,7 +104,7 @@ fn window_change_reaches_the_terminal() {
     let (code, screen) = pty_run(
         &gw,
         (80, 24),
-        Some((132, 50, 1.5)),
+        Some((132, 50, "1.5")),
         "",
         Some("sleep 0.5; stty size; sleep 3; stty size"),
     );
@@ -171,21 +171,7 @@ fn disable_command_refuses_exec_and_sftp_but_allows_a_shell() {
 /// Two sessions over one multiplexed OpenSSH connection: same container in connection mode,
 /// different containers in session mode.
 fn hostnames_of_two_sessions(gw: &Gateway) -> (String, String) {
-    let control = gw.dir.path().join("cm.sock");
-    let cp = format!("ControlPath={}", control.display());
-    let mut master = gw.ssh();
-    master.args(["-o", "ControlMaster=yes", "-o", &cp, "-N", "-f"]);
-    assert!(run(master, b"").status.success());
-    let mut one = gw.ssh();
-    one.args(["-o", &cp, "hostname"]);
-    let mut two = gw.ssh();
-    two.args(["-o", &cp, "hostname"]);
-    let a = text(&run(one, b"").stdout);
-    let b = text(&run(two, b"").stdout);
-    let mut exit = gw.ssh();
-    exit.args(["-o", &cp, "-O", "exit"]);
-    let _ = run(exit, b"");
-    (a, b)
+    two_sessions(gw, "hostname", "hostname")
 }
 
 #[test]

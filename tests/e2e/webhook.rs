@@ -53,7 +53,7 @@ pub fn test_pki() -> (tempfile::TempDir, Pki) {
 }
 
 /// ContainerSSH's legacy `auth:` form, with the client certificate.
-fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
+pub fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
     let mut auth = json!({
         "url": server.url,
         "timeout": "2s",

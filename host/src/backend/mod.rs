@@ -3,14 +3,30 @@
 //! A *workload* is one container (Docker) or pod (Kubernetes) — per connection or per session,
 //! depending on the execution mode. Processes (shell, exec, subsystem) are started inside it.
 pub mod docker;
+pub mod kubernetes;
+mod settings;
 
+use std::collections::HashSet;
+use std::path::{Component, Path};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use anyhow::bail;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncWrite;
+
+pub use settings::{Backends, WorkloadSettings};
+
+/// Labels on every container and pod the gateway creates.
+pub const LABEL_MANAGED: &str = "containerssh.managed";
+pub const LABEL_INSTANCE: &str = "containerssh.instance";
+pub const LABEL_CONNECTION: &str = "containerssh.connection-id";
+
+/// Environment variable carrying the per-process marker used for signal delivery: neither
+/// Docker nor Kubernetes can signal an exec, so a helper finds the marked processes in /proc.
+pub const MARKER_ENV: &str = "CONTAINERSSH_PROCESS";
 
 /// Who the workload is for; used for names, labels and logs.
 #[derive(Debug, Clone)]
@@ -23,6 +39,8 @@ pub struct WorkloadOwner {
     /// Files the auth or config server granted: (absolute path, content), placed in the
     /// workload before it starts.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Metadata from authentication (for pod labels, annotations and environment).
+    pub metadata: Vec<(String, String)>,
 }
 
 /// A process to start inside a workload.
@@ -107,4 +125,101 @@ pub fn signal_number(name: &str) -> Option<u32> {
 
 pub fn signal_name(number: u32) -> Option<&'static str> {
     SIGNALS.iter().find(|(_, v)| *v == number).map(|(n, _)| *n)
+}
+
+/// The helper script that signals every process carrying `marker` in its environment
+/// (needs `sh`, `tr`, `grep` and `kill` in the image).
+pub fn signal_script(marker: &str, number: u32) -> String {
+    format!(
+        "for d in /proc/[0-9]*; do \
+           if tr '\\000' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx '{MARKER_ENV}={marker}'; then \
+             kill -{number} \"${{d#/proc/}}\" 2>/dev/null; \
+           fi; \
+         done"
+    )
+}
+
+/// 128+N for a named SSH signal N means "killed by signal N" (Docker and the kubelet report a
+/// killed process that way; a program that *exits* with such a code looks the same).
+pub fn exit_reason_from_code(code: i64) -> ExitReason {
+    if code > 128 && code < 128 + 32 {
+        if let Some(name) = signal_name((code - 128) as u32) {
+            return ExitReason::Signal(name.to_string());
+        }
+    }
+    ExitReason::Status(u32::try_from(code).unwrap_or(255))
+}
+
+/// A granted file's path relative to `/`; refuses relative paths and `.`/`..`.
+pub fn checked_file_path(path: &str) -> anyhow::Result<&Path> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        bail!("granted file {path:?}: the path must be absolute");
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        bail!("granted file {path:?}: the path must not contain . or ..");
+    }
+    let relative = p.strip_prefix("/").unwrap_or(p);
+    if relative.as_os_str().is_empty() {
+        bail!("granted file {path:?}: not a file path");
+    }
+    Ok(relative)
+}
+
+/// Workloads a backend created and has not removed yet, so shutdown can remove what is left.
+#[derive(Clone, Default)]
+pub struct LiveSet(Arc<Mutex<HashSet<String>>>);
+
+impl LiveSet {
+    pub fn insert(&self, id: &str) {
+        if let Ok(mut l) = self.0.lock() {
+            l.insert(id.to_string());
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut l) = self.0.lock() {
+            l.remove(id);
+        }
+    }
+
+    pub fn snapshot(&self) -> HashSet<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_status_or_signal() {
+        assert_eq!(exit_reason_from_code(0), ExitReason::Status(0));
+        assert_eq!(exit_reason_from_code(42), ExitReason::Status(42));
+        assert_eq!(
+            exit_reason_from_code(143),
+            ExitReason::Signal("TERM".into())
+        );
+        assert_eq!(
+            exit_reason_from_code(137),
+            ExitReason::Signal("KILL".into())
+        );
+        // 128+7 (BUS) has no SSH name: reported as a status.
+        assert_eq!(exit_reason_from_code(135), ExitReason::Status(135));
+        assert_eq!(exit_reason_from_code(-1), ExitReason::Status(255));
+    }
+
+    #[test]
+    fn granted_file_paths_are_checked() {
+        assert!(checked_file_path("/etc/motd").is_ok());
+        assert!(checked_file_path("etc/motd").is_err());
+        assert!(checked_file_path("/etc/../root/x").is_err());
+        assert!(checked_file_path("/").is_err());
+    }
 }

@@ -102,7 +102,7 @@ fn default_idle_command() -> Vec<String> {
 fn default_shell_command() -> Vec<String> {
     vec!["/bin/sh".into()]
 }
-fn default_subsystems() -> BTreeMap<String, String> {
+pub(super) fn default_subsystems() -> BTreeMap<String, String> {
     BTreeMap::from([("sftp".into(), "/usr/lib/openssh/sftp-server".into())])
 }
 

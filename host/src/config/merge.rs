@@ -1,6 +1,7 @@
 //! A config server's answer merged over the file configuration, for one connection.
 //!
-//! Only the sections a connection can use are taken (`backend`, `docker`, `security`); keys
+//! Only the sections a connection can use are taken (`backend`, `docker`, `kubernetes`,
+//! `security`); keys
 //! match case-insensitively (ContainerSSH's Go decoder does, and servers in the wild rely on
 //! it). In `explicit` mode every value present overrides, so false, 0 and "" can switch a
 //! setting off (ContainerSSH cannot); `nonzero` mode skips zero values like ContainerSSH, for
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{from_value, Config, ConfigError, MergeMode};
 
 /// Sections of an answer that apply to a connection.
-const MERGED_SECTIONS: &[&str] = &["backend", "docker", "security"];
+const MERGED_SECTIONS: &[&str] = &["backend", "docker", "kubernetes", "security"];
 
 /// The merged configuration and the top-level keys of the answer that were ignored.
 pub struct Merged {
@@ -43,16 +44,25 @@ pub fn merge_answer(base: &Config, answer: &Value, mode: MergeMode) -> Result<Me
         }
         e
     })?;
-    // One Docker client serves every connection; a different engine per user is not
-    // supported yet, and silently using the file's would be wrong.
-    if serde_json::to_value(&config.docker.connection).ok()
-        != serde_json::to_value(&base.docker.connection).ok()
-    {
+    // One client per backend serves every connection; a different engine or cluster per user
+    // is not supported yet, and silently using the file's would be wrong.
+    if !same(&config.docker.connection, &base.docker.connection) {
         return Err(one(
             "config server answer: docker.connection cannot be changed per connection".into(),
         ));
     }
+    if !same(&config.kubernetes.connection, &base.kubernetes.connection)
+        || !same(&config.kubernetes.timeouts, &base.kubernetes.timeouts)
+    {
+        return Err(one(
+            "config server answer: kubernetes.connection and kubernetes.timeouts cannot be changed per connection".into(),
+        ));
+    }
     Ok(Merged { config, ignored })
+}
+
+fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 fn merge(target: &mut Value, patch: &Value, mode: MergeMode) {

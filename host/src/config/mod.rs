@@ -4,12 +4,14 @@
 mod audit;
 mod compat;
 mod docker;
+mod kubernetes;
 mod load;
 mod merge;
 mod ssh;
 
 pub use audit::*;
 pub use docker::*;
+pub use kubernetes::*;
 pub use load::{deserialize_strict, from_value, load_file, parse_str, ConfigError};
 pub use merge::{merge_answer, Merged};
 pub use ssh::*;
@@ -47,11 +49,13 @@ pub struct Config {
     /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
     #[serde(default)]
     pub plugin_cache_dir: Option<String>,
-    /// Which backend starts the containers. Only `docker` exists today.
+    /// Which backend starts the containers: `docker` or `kubernetes`.
     #[serde(default)]
     pub backend: BackendKind,
     #[serde(default)]
     pub docker: DockerConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
@@ -128,7 +132,10 @@ pub enum MergeMode {
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     #[default]
+    #[serde(alias = "dockerrun")]
     Docker,
+    #[serde(alias = "kuberun")]
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,7 +229,10 @@ impl Config {
         }
         problems.extend(self.audit.validate());
         problems.extend(self.ssh.validate());
-        problems.extend(self.docker.validate());
+        match self.backend {
+            BackendKind::Docker => problems.extend(self.docker.validate()),
+            BackendKind::Kubernetes => problems.extend(self.kubernetes.validate()),
+        }
         problems
     }
 }

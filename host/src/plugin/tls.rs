@@ -62,7 +62,7 @@ fn list_or_colon_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 }
 
 /// PEM given inline (starts with "-----") or a path to a PEM file, as ContainerSSH accepts.
-fn load_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
+pub fn load_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
     if spec.trim_start().starts_with("-----") {
         Ok(spec.as_bytes().to_vec())
     } else {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::OnceCell;
 
 use crate::audit::ConnectionAudit;
-use crate::backend::{Workload, WorkloadOwner};
-use crate::config::{Execution, ExecutionMode};
+use crate::backend::{Workload, WorkloadOwner, WorkloadSettings};
+use crate::config::ExecutionMode;
 use crate::plugin::{AuthGrant, ConnectionInfo};
 use crate::ssh::limits::PendingSlot;
 use crate::ssh::Gateway;
@@ -42,7 +42,8 @@ pub struct Connection {
 /// The parts of the configuration a connection may have of its own.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    pub execution: Execution,
+    /// The backend and how programs run in it.
+    pub workload: WorkloadSettings,
     /// The `security` section, handed to the request filter as its config.
     pub security_json: String,
 }
@@ -50,7 +51,7 @@ pub struct ConnectionSettings {
 impl ConnectionSettings {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
-            execution: config.docker.execution.clone(),
+            workload: WorkloadSettings::from_config(config),
             security_json: config.security.to_string(),
         }
     }
@@ -127,11 +128,11 @@ impl Connection {
     }
 
     /// How this connection's programs run (the file's settings until authentication).
-    pub fn execution(&self) -> &Execution {
+    pub fn workload_settings(&self) -> &WorkloadSettings {
         self.settings
             .get()
-            .map(|s| &s.execution)
-            .unwrap_or(&self.gateway.config.docker.execution)
+            .map(|s| &s.workload)
+            .unwrap_or(&self.gateway.file_settings.workload)
     }
 
     /// The security settings the request filter applies to this connection.
@@ -162,7 +163,7 @@ impl Connection {
 
     /// The workload a session runs in: the connection's container, or a new one per session.
     pub async fn workload_for_session(&self, session: u32) -> anyhow::Result<Arc<dyn Workload>> {
-        match self.execution().mode {
+        match self.workload_settings().mode() {
             ExecutionMode::Connection => self
                 .shared_workload
                 .get_or_try_init(|| self.create_workload(None))
@@ -183,12 +184,17 @@ impl Connection {
                 .get()
                 .map(|g| g.files.clone())
                 .unwrap_or_default(),
+            metadata: self
+                .grant
+                .get()
+                .map(|g| g.metadata.clone())
+                .unwrap_or_default(),
         };
         let started = std::time::Instant::now();
         let workload = match self
             .gateway
-            .backend
-            .create_workload(self.execution(), &owner)
+            .backends
+            .create_workload(self.workload_settings(), &owner)
             .await
         {
             Ok(w) => w,
@@ -214,7 +220,7 @@ impl Connection {
 
     /// Removes a per-session workload when its session ends (session mode only).
     pub async fn release_session_workload(&self, workload: &Arc<dyn Workload>) {
-        if self.execution().mode != ExecutionMode::Session {
+        if self.workload_settings().mode() != ExecutionMode::Session {
             return;
         }
         workload.remove().await;

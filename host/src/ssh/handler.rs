@@ -302,7 +302,7 @@ impl russh::server::Handler for SshHandler {
             .program_verdict(channel, ChannelRequest::Shell, session)
             .await
         {
-            Verdict::Allow => self.conn.execution().shell_command.clone(),
+            Verdict::Allow => self.conn.workload_settings().shell_command().to_vec(),
             Verdict::RewriteCommand(forced) => self.shell_argv(forced),
             Verdict::Deny(_) => return Ok(self.refuse_program(channel, session)?),
         };
@@ -316,7 +316,7 @@ impl russh::server::Handler for SshHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.execution().disable_command {
+        if self.conn.workload_settings().disable_command() {
             tracing::info!(connection_id = %self.cid(), "exec refused: disableCommand is set");
             session.channel_failure(channel)?;
             return Ok(());
@@ -345,10 +345,10 @@ impl russh::server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let execution = self.conn.execution();
-        let program = execution.subsystems.get(name).cloned();
+        let settings = self.conn.workload_settings();
+        let program = settings.subsystems().get(name).cloned();
         match program {
-            Some(_) if execution.disable_command => {
+            Some(_) if settings.disable_command() => {
                 tracing::info!(connection_id = %self.cid(), subsystem = name, "subsystem refused: disableCommand is set");
                 session.channel_failure(channel)?;
             }

@@ -11,11 +11,11 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Auditor;
-use crate::backend::docker::DockerBackend;
+use crate::backend::Backends;
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::plugin::Plugins;
-use crate::ssh::connection::Connection;
+use crate::ssh::connection::{Connection, ConnectionSettings};
 use crate::ssh::handler::SshHandler;
 use crate::ssh::limits::Guards;
 use crate::ssh::sniff::ClientStream;
@@ -28,7 +28,9 @@ pub struct Gateway {
     pub plugins: Plugins,
     /// Opens the audit log of each connection (when auditing is on).
     pub auditor: Option<Arc<Auditor>>,
-    pub backend: DockerBackend,
+    pub backends: Backends,
+    /// The file configuration's per-connection settings (before any config server answer).
+    pub file_settings: ConnectionSettings,
     /// Container removals in flight; shutdown waits for them.
     pub cleanup: TaskTracker,
     /// Pre-authentication limits.
@@ -44,10 +46,11 @@ impl Gateway {
         config: Arc<Config>,
         plugins: Plugins,
         auditor: Option<Arc<Auditor>>,
-        backend: DockerBackend,
+        backends: Backends,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
+        let file_settings = ConnectionSettings::from_config(&config);
         Arc::new(Self {
             guards,
             metrics,
@@ -55,7 +58,8 @@ impl Gateway {
             config,
             plugins,
             auditor,
-            backend,
+            file_settings,
+            backends,
             cleanup: TaskTracker::new(),
             connections: Mutex::new(HashMap::new()),
         })
@@ -263,14 +267,7 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     gateway.cleanup.close();
     gateway.cleanup.wait().await;
     // Anything a failed removal left behind, then anything carrying this instance's label.
-    gateway.backend.remove_all().await;
-    if let Err(e) = gateway.backend.reap_orphans().await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot look for leftover containers"
-        );
-    }
-    let left = gateway.backend.live_count();
+    let left = gateway.backends.remove_everything().await;
     if left > 0 {
         tracing::error!(left, "containers could not be removed at shutdown");
     } else {

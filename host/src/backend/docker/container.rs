@@ -7,12 +7,9 @@ use bollard::query_parameters::{CreateImageOptions, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
 
-use crate::backend::WorkloadOwner;
+use crate::backend::{WorkloadOwner, LABEL_CONNECTION, LABEL_INSTANCE, LABEL_MANAGED};
 use crate::config::{Execution, PullPolicy, DEFAULT_PIDS_LIMIT};
 
-pub const LABEL_MANAGED: &str = "containerssh.managed";
-pub const LABEL_INSTANCE: &str = "containerssh.instance";
-pub const LABEL_CONNECTION: &str = "containerssh.connection-id";
 pub const LABEL_USERNAME: &str = "containerssh.username";
 
 /// Makes sure the image is there according to the pull policy.

@@ -5,17 +5,16 @@ mod container;
 mod files;
 mod process;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
 
-pub use container::{host_config, LABEL_CONNECTION, LABEL_INSTANCE, LABEL_MANAGED};
+pub use container::host_config;
 
-use crate::backend::{Process, ProcessSpec, Workload, WorkloadOwner};
+use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
 
 /// The Docker backend of one gateway process.
@@ -25,7 +24,7 @@ pub struct DockerBackend {
     instance: Arc<str>,
     timeouts: DockerTimeouts,
     /// Containers created and not yet removed, so shutdown can remove what is left.
-    live: Arc<Mutex<HashSet<String>>>,
+    live: LiveSet,
     _tls_material: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -37,7 +36,7 @@ impl DockerBackend {
             _tls_material: connected.tls_material.map(Arc::new),
             instance: instance.into(),
             timeouts: config.timeouts.clone(),
-            live: Arc::default(),
+            live: LiveSet::default(),
         })
     }
 
@@ -48,7 +47,7 @@ impl DockerBackend {
     /// Removes containers of this instance left behind by an earlier run. Returns how many.
     pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
         let ids = container::list_owned(&self.docker, &self.instance).await?;
-        let live: HashSet<String> = self.live_ids();
+        let live = self.live.snapshot();
         let mut removed = 0;
         for id in ids.into_iter().filter(|id| !live.contains(id)) {
             if remove_container(&self.docker, &id, &self.timeouts).await {
@@ -61,31 +60,15 @@ impl DockerBackend {
 
     /// Removes every container this process still has (shutdown path).
     pub async fn remove_all(&self) {
-        for id in self.live_ids() {
+        for id in self.live.snapshot() {
             if remove_container(&self.docker, &id, &self.timeouts).await {
-                self.forget(&id);
+                self.live.remove(&id);
             }
         }
     }
 
     pub fn live_count(&self) -> usize {
-        self.live_ids().len()
-    }
-
-    fn live_ids(&self) -> HashSet<String> {
-        self.live.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn remember(&self, id: &str) {
-        if let Ok(mut l) = self.live.lock() {
-            l.insert(id.to_string());
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        if let Ok(mut l) = self.live.lock() {
-            l.remove(id);
-        }
+        self.live.count()
     }
 
     /// Creates and starts a container for `owner`, honouring the pull policy and timeouts.
@@ -116,7 +99,7 @@ impl DockerBackend {
                 .with_context(|| {
                     format!("cannot create a container from {}", exec.container.image)
                 })?;
-            self.remember(&created.id);
+            self.live.insert(&created.id);
             let workload = Arc::new(DockerWorkload {
                 backend: self.clone(),
                 id: created.id.clone(),
@@ -226,7 +209,7 @@ impl Workload for DockerWorkload {
 
     async fn remove(&self) {
         if remove_container(&self.backend.docker, &self.id, &self.backend.timeouts).await {
-            self.backend.forget(&self.id);
+            self.backend.live.remove(&self.id);
             tracing::info!(container = %short(&self.id), "container removed");
         }
     }

@@ -16,12 +16,10 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use crate::backend::{
-    signal_name, signal_number, ExitReason, Output, Process, ProcessControl, ProcessSpec,
+    exit_reason_from_code, signal_number, signal_script, ExitReason, Output, Process,
+    ProcessControl, ProcessSpec, MARKER_ENV,
 };
 use crate::config::DockerTimeouts;
-
-/// Environment variable carrying the per-process marker used for signal delivery.
-pub const MARKER_ENV: &str = "CONTAINERSSH_PROCESS";
 
 /// Output buffer per read; large enough to keep bulk transfers efficient.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
@@ -134,15 +132,7 @@ impl ProcessControl for DockerProcess {
 
     async fn signal(&self, name: &str) -> anyhow::Result<()> {
         let number = signal_number(name).with_context(|| format!("unknown signal {name}"))?;
-        // Finds processes whose environment carries this process's marker and signals them.
-        let script = format!(
-            "for d in /proc/[0-9]*; do \
-               if tr '\\000' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx '{MARKER_ENV}={marker}'; then \
-                 kill -{number} \"${{d#/proc/}}\" 2>/dev/null; \
-               fi; \
-             done",
-            marker = self.marker
-        );
+        let script = signal_script(&self.marker, number);
         let work = async {
             let exec = self
                 .docker
@@ -185,37 +175,5 @@ impl ProcessControl for DockerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bail!("process still running after its output closed")
-    }
-}
-
-/// 128+N for a named SSH signal N means "killed by signal N".
-pub fn exit_reason_from_code(code: i64) -> ExitReason {
-    if code > 128 && code < 128 + 32 {
-        if let Some(name) = signal_name((code - 128) as u32) {
-            return ExitReason::Signal(name.to_string());
-        }
-    }
-    ExitReason::Status(u32::try_from(code).unwrap_or(255))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_map_to_status_or_signal() {
-        assert_eq!(exit_reason_from_code(0), ExitReason::Status(0));
-        assert_eq!(exit_reason_from_code(42), ExitReason::Status(42));
-        assert_eq!(
-            exit_reason_from_code(143),
-            ExitReason::Signal("TERM".into())
-        );
-        assert_eq!(
-            exit_reason_from_code(137),
-            ExitReason::Signal("KILL".into())
-        );
-        // 128+7 (BUS) has no SSH name: reported as a status.
-        assert_eq!(exit_reason_from_code(135), ExitReason::Status(135));
-        assert_eq!(exit_reason_from_code(-1), ExitReason::Status(255));
     }
 }

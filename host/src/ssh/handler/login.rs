@@ -152,11 +152,9 @@ impl SshHandler {
             tracing::warn!(connection_id = %self.conn.id, keys = ?merged.ignored,
                 "config server answer: these sections cannot change per connection and were ignored");
         }
-        tracing::info!(connection_id = %self.conn.id, image = %merged.config.docker.execution.container.image,
-            "connection configuration received");
-        Ok((
-            answer.grant,
-            ConnectionSettings::from_config(&merged.config),
-        ))
+        let settings = ConnectionSettings::from_config(&merged.config);
+        tracing::info!(connection_id = %self.conn.id, backend = ?merged.config.backend,
+            image = %settings.workload.image(), "connection configuration received");
+        Ok((answer.grant, settings))
     }
 }

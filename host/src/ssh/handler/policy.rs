@@ -76,7 +76,7 @@ impl SshHandler {
 
     /// `<shell> -c <command>`, as sshd runs commands: never split here.
     pub(super) fn shell_argv(&self, command: String) -> Vec<String> {
-        let mut argv = self.conn.execution().shell_command.clone();
+        let mut argv = self.conn.workload_settings().shell_command().to_vec();
         argv.push("-c".into());
         argv.push(command);
         argv

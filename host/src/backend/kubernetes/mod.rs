@@ -1,0 +1,332 @@
+//! Kubernetes backend (kube): a pod per connection (sessions run as execs in it) or per session,
+//! labelled with the connection id and the gateway instance, deleted on disconnect and when it
+//! fails to start, orphans reaped by label at start and on shutdown.
+mod client;
+pub mod exec;
+mod files;
+mod lifecycle;
+pub mod pod;
+mod throttle;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::Client;
+
+use crate::backend::{
+    signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl, ProcessSpec,
+    Workload, WorkloadOwner, LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
+};
+use crate::config::{is_env_name, KubernetesConfig, KubernetesPod, KubernetesTimeouts};
+use exec::Target;
+use throttle::Throttle;
+
+/// The Kubernetes backend of one gateway process.
+#[derive(Clone)]
+pub struct KubernetesBackend {
+    client: Client,
+    instance: Arc<str>,
+    timeouts: KubernetesTimeouts,
+    throttle: Arc<Throttle>,
+    /// The file configuration's namespace, where orphans are looked for.
+    namespace: Arc<str>,
+    /// Pods created and not yet deleted, as "namespace/name".
+    live: LiveSet,
+}
+
+impl KubernetesBackend {
+    pub async fn connect(config: &KubernetesConfig, instance: &str) -> anyhow::Result<Self> {
+        let client = client::connect(&config.connection, &config.timeouts).await?;
+        let version = tokio::time::timeout(config.timeouts.http, client.apiserver_version())
+            .await
+            .context("kubernetes: the API server did not answer in time")?
+            .context("kubernetes: cannot reach the API server")?;
+        tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
+        Ok(Self {
+            client,
+            instance: pod::instance_label(instance).into(),
+            timeouts: config.timeouts.clone(),
+            throttle: Arc::new(Throttle::new(
+                config.connection.qps,
+                config.connection.burst,
+            )),
+            namespace: config.pod.metadata.namespace.as_str().into(),
+            live: LiveSet::default(),
+        })
+    }
+
+    fn api(&self, namespace: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Deletes pods of this instance left behind by an earlier run. Returns how many.
+    pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
+        let selector = format!("{LABEL_MANAGED}=true,{LABEL_INSTANCE}={}", self.instance);
+        let api = self.api(&self.namespace);
+        let names =
+            lifecycle::list_names(&api, &self.throttle, &selector, self.timeouts.http).await?;
+        let live = self.live.snapshot();
+        let mut removed = 0;
+        for name in names {
+            if live.contains(&format!("{}/{name}", self.namespace)) {
+                continue;
+            }
+            if self.delete(&self.namespace, &name).await {
+                tracing::info!(pod = %name, "removed orphaned pod");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every pod this process still has (shutdown path).
+    pub async fn remove_all(&self) {
+        for key in self.live.snapshot() {
+            if let Some((namespace, name)) = key.split_once('/') {
+                self.delete(namespace, name).await;
+            }
+        }
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.count()
+    }
+
+    /// Deletes a pod and waits until it is gone; true if it is.
+    async fn delete(&self, namespace: &str, name: &str) -> bool {
+        let api = self.api(namespace);
+        match lifecycle::delete_and_wait(
+            &api,
+            &self.throttle,
+            name,
+            self.timeouts.http,
+            self.timeouts.pod_stop,
+        )
+        .await
+        {
+            Ok(gone) => {
+                if gone {
+                    self.live.remove(&format!("{namespace}/{name}"));
+                }
+                gone
+            }
+            Err(e) => {
+                tracing::error!(pod = %name, error = format!("{e:#}"), "cannot delete pod");
+                false
+            }
+        }
+    }
+
+    /// Creates the pod for `owner` and waits until its console container runs.
+    pub async fn create_workload(
+        &self,
+        config: &KubernetesPod,
+        owner: &WorkloadOwner,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        let started = std::time::Instant::now();
+        let spec = pod::build(config, owner, &self.instance);
+        let namespace = config.metadata.namespace.clone();
+        let name = pod::pod_name(config, owner);
+        let api = self.api(&namespace);
+        self.throttle.acquire().await;
+        let created = tokio::time::timeout(
+            self.timeouts.http,
+            api.create(&PostParams::default(), &spec),
+        )
+        .await
+        .context("creating the pod timed out")?
+        .with_context(|| format!("cannot create pod {name} in namespace {namespace}"))?;
+        self.live.insert(&format!("{namespace}/{name}"));
+        let workload = Arc::new(PodWorkload {
+            backend: self.clone(),
+            target: Target {
+                client: self.client.clone(),
+                connection_id: owner.connection_id.clone(),
+                namespace: namespace.clone(),
+                pod: name.clone(),
+                container: pod::console_container(config),
+            },
+            id: format!("{namespace}/{name}"),
+        });
+        let ready = async {
+            lifecycle::wait_running(
+                &api,
+                &self.throttle,
+                &created,
+                &workload.target.container,
+                self.timeouts.pod_start,
+            )
+            .await?;
+            files::place(&workload.target, &owner.files).await
+        };
+        if let Err(e) = ready.await {
+            workload.remove().await;
+            return Err(e.context(format!("pod {name} did not start")));
+        }
+        tracing::info!(
+            connection_id = %owner.connection_id,
+            pod = %name,
+            namespace = %namespace,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pod started"
+        );
+        Ok(workload)
+    }
+}
+
+/// One pod.
+pub struct PodWorkload {
+    backend: KubernetesBackend,
+    target: Target,
+    id: String,
+}
+
+#[async_trait]
+impl Workload for PodWorkload {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process> {
+        let timeout = self.backend.timeouts.command_start;
+        let marker = hex::encode(rand::random::<[u8; 12]>());
+        let argv = with_environment(&spec, &marker, &self.target.connection_id);
+        let tty = spec
+            .tty
+            .as_ref()
+            .map(|t| (clamp_size(t.columns), clamp_size(t.rows)));
+        self.backend.throttle.acquire().await;
+        let stream = tokio::time::timeout(timeout, exec::open(&self.target, &argv, true, tty))
+            .await
+            .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))??;
+        let control = Arc::new(PodProcess {
+            target: self.target.clone(),
+            resize: stream.resize,
+            exit: tokio::sync::Mutex::new(stream.exit),
+            marker,
+            timeouts: self.backend.timeouts.clone(),
+            throttle: self.backend.throttle.clone(),
+        });
+        Ok(Process {
+            stdin: Box::pin(stream.stdin),
+            output: stream.output,
+            control,
+        })
+    }
+
+    async fn remove(&self) {
+        if self
+            .backend
+            .delete(&self.target.namespace, &self.target.pod)
+            .await
+        {
+            tracing::info!(connection_id = %self.target.connection_id, pod = %self.target.pod, "pod removed");
+        }
+    }
+}
+
+/// Exec has no environment parameter: programs start through `env NAME=value... argv`.
+/// Names that are not portable are left out (`env` would read `-u` as an option).
+fn with_environment(spec: &ProcessSpec, marker: &str, connection_id: &str) -> Vec<String> {
+    let mut argv = vec!["env".to_string()];
+    for entry in &spec.env {
+        match entry.split_once('=') {
+            Some((name, _)) if is_env_name(name) => argv.push(entry.clone()),
+            _ => {
+                tracing::warn!(connection_id, variable = %entry.split('=').next().unwrap_or_default(),
+                "environment variable name not passed to the pod")
+            }
+        }
+    }
+    if let Some(tty) = &spec.tty {
+        argv.push(format!("TERM={}", tty.term));
+    }
+    argv.push(format!("{MARKER_ENV}={marker}"));
+    argv.extend(spec.argv.iter().cloned());
+    argv
+}
+
+fn clamp_size(n: u32) -> u16 {
+    n.clamp(1, u32::from(u16::MAX)) as u16
+}
+
+struct PodProcess {
+    target: Target,
+    resize: Option<tokio::sync::mpsc::Sender<(u16, u16)>>,
+    exit: tokio::sync::Mutex<tokio::sync::watch::Receiver<Option<exec::Exit>>>,
+    marker: String,
+    timeouts: KubernetesTimeouts,
+    throttle: Arc<Throttle>,
+}
+
+#[async_trait]
+impl ProcessControl for PodProcess {
+    async fn resize(&self, columns: u32, rows: u32) -> anyhow::Result<()> {
+        let sender = self
+            .resize
+            .as_ref()
+            .context("the program has no terminal")?;
+        tokio::time::timeout(
+            self.timeouts.window,
+            sender.send((clamp_size(columns), clamp_size(rows))),
+        )
+        .await
+        .context("resize timed out")?
+        .map_err(|_| anyhow::anyhow!("the program's stream is closed"))
+    }
+
+    async fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let number = signal_number(name).with_context(|| format!("unknown signal {name}"))?;
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            signal_script(&self.marker, number),
+        ];
+        self.throttle.acquire().await;
+        tokio::time::timeout(self.timeouts.signal, exec::run(&self.target, &argv))
+            .await
+            .context("signal delivery timed out")?
+            .context("signal delivery failed")
+            .map(|_| ())
+    }
+
+    async fn exit_reason(&self) -> anyhow::Result<ExitReason> {
+        let mut exit = self.exit.lock().await;
+        exec::wait_exit(&mut exit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TtySpec;
+
+    #[test]
+    fn environment_goes_through_env_with_safe_names_only() {
+        let spec = ProcessSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "echo $A".into()],
+            env: vec!["A=1 2".into(), "-u=x".into(), "B=".into()],
+            tty: Some(TtySpec {
+                term: "xterm".into(),
+                columns: 80,
+                rows: 24,
+            }),
+        };
+        assert_eq!(
+            with_environment(&spec, "m", "c"),
+            [
+                "env",
+                "A=1 2",
+                "B=",
+                "TERM=xterm",
+                "CONTAINERSSH_PROCESS=m",
+                "/bin/sh",
+                "-c",
+                "echo $A"
+            ]
+        );
+    }
+}

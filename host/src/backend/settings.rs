@@ -1,0 +1,155 @@
+//! Which backend runs a connection's workloads and with what settings (the file's, or a config
+//! server's answer for that connection), and the backend clients of the process.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use super::docker::DockerBackend;
+use super::kubernetes::KubernetesBackend;
+use super::{Workload, WorkloadOwner};
+use crate::config::{BackendKind, Config, Execution, ExecutionMode, KubernetesPod};
+
+/// The backend of one connection and its workload settings.
+#[derive(Debug, Clone)]
+pub enum WorkloadSettings {
+    Docker(Box<Execution>),
+    Kubernetes(Box<KubernetesPod>),
+}
+
+impl WorkloadSettings {
+    pub fn from_config(config: &Config) -> Self {
+        match config.backend {
+            BackendKind::Docker => Self::Docker(Box::new(config.docker.execution.clone())),
+            BackendKind::Kubernetes => Self::Kubernetes(Box::new(config.kubernetes.pod.clone())),
+        }
+    }
+
+    pub fn mode(&self) -> ExecutionMode {
+        match self {
+            Self::Docker(e) => e.mode,
+            Self::Kubernetes(p) => p.mode,
+        }
+    }
+
+    /// The shell for `shell` requests, and `<shell> -c <command>` for exec.
+    pub fn shell_command(&self) -> &[String] {
+        match self {
+            Self::Docker(e) => &e.shell_command,
+            Self::Kubernetes(p) => &p.shell_command,
+        }
+    }
+
+    pub fn subsystems(&self) -> &BTreeMap<String, String> {
+        match self {
+            Self::Docker(e) => &e.subsystems,
+            Self::Kubernetes(p) => &p.subsystems,
+        }
+    }
+
+    pub fn disable_command(&self) -> bool {
+        match self {
+            Self::Docker(e) => e.disable_command,
+            Self::Kubernetes(p) => p.disable_command,
+        }
+    }
+
+    /// The image programs run in (for logs).
+    pub fn image(&self) -> String {
+        match self {
+            Self::Docker(e) => e.container.image.clone(),
+            Self::Kubernetes(p) => p
+                .spec
+                .containers
+                .get(p.console_container_number)
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The backend clients: the file's backend is connected at start (so a wrong address stops
+/// the gateway at once); another one is connected when a config server first picks it.
+pub struct Backends {
+    config: Arc<Config>,
+    instance: String,
+    docker: OnceCell<DockerBackend>,
+    kubernetes: OnceCell<KubernetesBackend>,
+}
+
+impl Backends {
+    pub async fn connect(config: Arc<Config>, instance: String) -> anyhow::Result<Self> {
+        let backends = Self {
+            config,
+            instance,
+            docker: OnceCell::new(),
+            kubernetes: OnceCell::new(),
+        };
+        match backends.config.backend {
+            BackendKind::Docker => backends.docker().await.map(|_| ())?,
+            BackendKind::Kubernetes => backends.kubernetes().await.map(|_| ())?,
+        }
+        Ok(backends)
+    }
+
+    async fn docker(&self) -> anyhow::Result<&DockerBackend> {
+        self.docker
+            .get_or_try_init(|| async {
+                let backend = DockerBackend::connect(&self.config.docker, &self.instance).await?;
+                report_orphans(backend.reap_orphans().await, "containers");
+                Ok(backend)
+            })
+            .await
+    }
+
+    async fn kubernetes(&self) -> anyhow::Result<&KubernetesBackend> {
+        self.kubernetes
+            .get_or_try_init(|| async {
+                let backend =
+                    KubernetesBackend::connect(&self.config.kubernetes, &self.instance).await?;
+                report_orphans(backend.reap_orphans().await, "pods");
+                Ok(backend)
+            })
+            .await
+    }
+
+    pub async fn create_workload(
+        &self,
+        settings: &WorkloadSettings,
+        owner: &WorkloadOwner,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        match settings {
+            WorkloadSettings::Docker(execution) => {
+                self.docker().await?.create_workload(execution, owner).await
+            }
+            WorkloadSettings::Kubernetes(pod) => {
+                self.kubernetes().await?.create_workload(pod, owner).await
+            }
+        }
+    }
+
+    /// Shutdown: removes whatever is left, then anything carrying this instance's label.
+    /// Returns how many workloads could not be removed.
+    pub async fn remove_everything(&self) -> usize {
+        let mut left = 0;
+        if let Some(docker) = self.docker.get() {
+            docker.remove_all().await;
+            report_orphans(docker.reap_orphans().await, "containers");
+            left += docker.live_count();
+        }
+        if let Some(kubernetes) = self.kubernetes.get() {
+            kubernetes.remove_all().await;
+            report_orphans(kubernetes.reap_orphans().await, "pods");
+            left += kubernetes.live_count();
+        }
+        left
+    }
+}
+
+fn report_orphans(reaped: anyhow::Result<usize>, what: &str) {
+    match reaped {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed {what} left by an earlier run"),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot look for leftover {what}"),
+    }
+}

@@ -1,0 +1,494 @@
+//! The Kubernetes backend against a real cluster: Kubernetes v1.20.2 (kube-apiserver with TLS,
+//! token authentication and RBAC, controller-manager, scheduler, a kubelet running pods through
+//! dockershim), built from Debian's source and started by `tests/k8s/cluster.sh`. The gateway
+//! uses a token that may only touch pods and pods/exec in one namespace.
+//!
+//! 1.20 speaks only the v4 exec protocol, which cannot pass end of input on; what v5 does
+//! with it is tested against a local v5 server in `host/tests/kubernetes_v5.rs`.
+//!
+//! These tests need `CONTAINERSSH_K8S_ENV` (the cluster's env file; `tests/run.sh` sets it).
+//! Without it they print that they were skipped and pass.
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use russh::Sig;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+pub struct Cluster {
+    api: String,
+    ca: String,
+    token: String,
+    namespace: String,
+    image: String,
+    kubeconfig: String,
+}
+
+fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let path = std::env::var("CONTAINERSSH_K8S_ENV").ok()?;
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("CONTAINERSSH_K8S_ENV={path}: {e}"));
+            let get = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                    .unwrap_or_else(|| panic!("{path} has no {key}"))
+                    .to_string()
+            };
+            Some(Cluster {
+                api: get("K8S_API"),
+                ca: get("K8S_CA"),
+                token: get("K8S_TOKEN"),
+                namespace: get("K8S_NAMESPACE"),
+                image: get("K8S_IMAGE"),
+                kubeconfig: get("K8S_KUBECONFIG"),
+            })
+        })
+        .as_ref()
+}
+
+macro_rules! cluster_or_skip {
+    () => {
+        match cluster() {
+            Some(c) => c,
+            None => {
+                eprintln!(
+                    "skipped: CONTAINERSSH_K8S_ENV is not set (tests/run.sh starts a cluster)"
+                );
+                return;
+            }
+        }
+    };
+}
+
+/// The backend settings of every test: the restricted token, the test image, and
+/// `hostNetwork` (the test kubelet's engine has no bridge network; pods without an IP would be
+/// recreated by the 1.20 kubelet).
+fn kubernetes(c: &Cluster, pod_extra: Value) -> Value {
+    let mut pod = json!({
+        "metadata": {"namespace": c.namespace},
+        "spec": {
+            "hostNetwork": true,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+            "containers": [{"name": "shell", "image": c.image, "imagePullPolicy": "Never"}]
+        }
+    });
+    merge(&mut pod, pod_extra);
+    json!({
+        "backend": "kubernetes",
+        "kubernetes": {
+            "connection": {"host": c.api, "cacertFile": c.ca, "bearerToken": c.token},
+            "pod": pod,
+            "timeouts": {"podStart": "90s", "podStop": "60s"}
+        }
+    })
+}
+
+fn kubectl(c: &Cluster, args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", c.kubeconfig))
+        .args(["-n", &c.namespace])
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
+/// The `containerssh.instance` label of a gateway (its instance id made a label value).
+fn instance_label(gw: &Gateway) -> String {
+    gw.instance().replace(':', "-")
+}
+
+fn pods(c: &Cluster, gw: &Gateway) -> Vec<String> {
+    let selector = format!("containerssh.instance={}", instance_label(gw));
+    let out = kubectl(c, &["get", "pods", "-l", &selector, "-o", "name"]);
+    assert!(out.status.success(), "{out:?}");
+    text(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn wait_for_pod(c: &Cluster, gw: &Gateway) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(p) = pods(c, gw).into_iter().next() {
+            return p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no pod appeared:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Pods are gone only once the kubelet confirmed their end, which takes a few seconds.
+fn assert_no_pods(c: &Cluster, gw: &Gateway) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        if pods(c, gw).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("pods leaked: {:?}\n{}", pods(c, gw), gw.log_text());
+}
+
+#[test]
+fn exec_runs_in_a_hardened_pod_with_environment_stderr_and_exit_status() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let mut ssh = gw.ssh();
+    ssh.args([
+        "-o",
+        "SetEnv=GREETING=hello",
+        "echo $GREETING $FROM_AUTH; id -u; echo to-stderr >&2; \
+         grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+         ls /var/run/secrets/kubernetes.io 2>&1 | grep -c 'No such file'; exit 3",
+    ]);
+    let out = run(ssh, b"");
+    assert_eq!(out.status.code(), Some(3), "{out:?}\n{}", gw.log_text());
+    assert_eq!(
+        text(&out.stdout),
+        "hello granted\n1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n1\n"
+    );
+    assert_eq!(text(&out.stderr), "to-stderr\n");
+    assert_no_pods(c, &gw);
+    assert!(gw.log_text().contains("pod removed"), "{}", gw.log_text());
+}
+
+#[test]
+fn pods_carry_labels_and_secure_defaults_and_go_when_the_client_vanishes() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(
+        c,
+        json!({"metadata": {"labels": {"app": "ssh-gateway"}}}),
+    ));
+    let mut ssh = gw.ssh();
+    ssh.arg("sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ssh.spawn().expect("ssh");
+    let name = wait_for_pod(c, &gw);
+    let out = kubectl(c, &["get", "pod", &name, "-o", "json"]);
+    let pod: Value = serde_json::from_slice(&out.stdout).expect("pod JSON");
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["containerssh.managed"], "true");
+    assert_eq!(labels["app"], "ssh-gateway");
+    assert_eq!(
+        labels["containerssh.connection-id"].as_str().map(str::len),
+        Some(32)
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["containerssh.username"],
+        USER
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(spec["enableServiceLinks"], false);
+    assert_eq!(spec["restartPolicy"], "Never");
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &spec["containers"][0]["securityContext"];
+    assert_eq!(container["allowPrivilegeEscalation"], false);
+    assert_eq!(container["runAsNonRoot"], true);
+    assert_eq!(container["capabilities"]["drop"], json!(["ALL"]));
+    // SIGKILL: the client sends nothing more, the TCP connection just closes.
+    child.kill().expect("kill ssh");
+    let _ = child.wait();
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn terminal_sessions_get_their_size_and_follow_resizes() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    // Kubernetes sizes an exec's terminal right after the program starts (as kubectl does),
+    // so the first look waits a moment.
+    let (code, screen) = crate::sessions::pty_run(
+        &gw,
+        (101, 33),
+        None,
+        "sleep 0.5; stty size; tty; echo TERM=$TERM; exit 3\\n",
+        None,
+    );
+    assert_eq!(code, 3, "{screen}\n{}", gw.log_text());
+    assert!(screen.contains("33 101"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert!(screen.contains("TERM=xterm"), "{screen}");
+    let (code, screen) = crate::sessions::pty_run(
+        &gw,
+        (80, 24),
+        Some((132, 50, "on:resize-now")),
+        "",
+        Some("sleep 0.5; stty size; echo resize-now; sleep 3; stty size"),
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("24 80"), "{screen}");
+    assert!(screen.contains("50 132"), "{screen}");
+    assert_no_pods(c, &gw);
+}
+
+#[tokio::test]
+async fn signals_reach_the_program_in_the_pod() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let (out, status, _) = crate::client::exec_and_signal(
+        gw.port,
+        "trap 'echo got-USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
+        Duration::from_secs(3),
+        Sig::USR1,
+    )
+    .await;
+    assert!(
+        out.contains("ready") && out.contains("got-USR1"),
+        "{out}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(status, Some(7));
+    let (_, status, sig) =
+        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(3), Sig::TERM)
+            .await;
+    assert_eq!(
+        sig.as_deref(),
+        Some("TERM"),
+        "status {status:?}\n{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn sftp_and_scp_work_through_the_pod() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let data: Vec<u8> = (0..(1usize << 20))
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
+    let up = gw.dir.path().join("up.bin");
+    let down = gw.dir.path().join("down.bin");
+    std::fs::write(&up, &data).expect("write");
+    let batch = format!(
+        "put {} up.bin\nls -l\nget up.bin {}\n",
+        up.display(),
+        down.display()
+    );
+    let mut sftp = Command::new("sftp");
+    sftp.args(gw.transfer_options())
+        .args(["-b", "-"])
+        .arg(format!("{USER}@127.0.0.1"));
+    let out = run(sftp, batch.as_bytes());
+    assert!(out.status.success(), "{out:?}\n{}", gw.log_text());
+    assert!(
+        text(&out.stdout).contains("1048576"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&down).expect("downloaded"), data);
+
+    // Legacy scp (-O) downloads what is there; its source side never needs end of input.
+    let back = gw.dir.path().join("scp-back.bin");
+    let mut scp = Command::new("scp");
+    scp.arg("-O")
+        .args(gw.transfer_options())
+        .arg(format!("{USER}@127.0.0.1:/etc/passwd"))
+        .arg(&back);
+    let out = run(scp, b"");
+    assert!(out.status.success(), "{out:?}\n{}", gw.log_text());
+    assert!(text(&std::fs::read(&back).expect("scp copy")).contains("user:x:1000"));
+    assert_no_pods(c, &gw);
+}
+
+/// v4 (all that 1.20 speaks) cannot pass end of input on: the gateway closes the stream once
+/// the program has printed everything, so the session ends instead of hanging, without an
+/// exit status. v5 servers get the exact half-close (host/tests/kubernetes_v5.rs).
+#[test]
+fn on_a_v4_cluster_end_of_input_ends_the_session_once_output_stops() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let mut ssh = gw.ssh();
+    ssh.arg("cat");
+    let started = Instant::now();
+    let out = run(ssh, b"line one\nline two\n");
+    assert_eq!(text(&out.stdout), "line one\nline two\n", "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        gw.log_text().contains("cannot pass end of input"),
+        "{}",
+        gw.log_text()
+    );
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn session_mode_gives_each_session_its_own_pod() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({"mode": "session"})));
+    // A mark left by the first session is not there for the second: another pod.
+    let (first, second) = two_sessions(&gw, "touch /tmp/mark && echo made", "ls /tmp/mark 2>&1");
+    assert_eq!(first, "made\n");
+    assert!(
+        second.contains("No such file"),
+        "{second}\n{}",
+        gw.log_text()
+    );
+    assert_no_pods(c, &gw);
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let (_, second) = two_sessions(&gw, "touch /tmp/mark", "ls /tmp/mark");
+    assert_eq!(second, "/tmp/mark\n", "connection mode shares the pod");
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn a_pod_that_cannot_start_is_deleted_and_the_client_told() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(
+        c,
+        json!({"spec": {"containers": [{"name": "shell", "image": "containerssh-test/absent:1", "imagePullPolicy": "Never"}]}}),
+    ));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo should-not-run");
+    let started = Instant::now();
+    let out = run(ssh, b"");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("could not be started"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Kubernetes says at once that the image is missing; the gateway does not wait out podStart.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let log = gw.log_text();
+    assert!(log.contains("ErrImageNeverPull"), "{log}");
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn orphaned_pods_of_an_earlier_run_are_reaped_at_start() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start_with(
+        |port, _| {
+            let host = hostname::get().unwrap().to_string_lossy().into_owned();
+            let orphan = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("orphan-{port}"), "labels": {
+                    "containerssh.managed": "true",
+                    "containerssh.instance": format!("{host}_127.0.0.1-{port}")
+                }},
+                "spec": {"hostNetwork": true, "containers": [{
+                    "name": "idle", "image": c.image, "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+                }]}
+            });
+            let mut apply = Command::new("kubectl");
+            apply.arg(format!("--kubeconfig={}", c.kubeconfig)).args([
+                "-n",
+                &c.namespace,
+                "apply",
+                "-f",
+                "-",
+            ]);
+            let out = run(apply, orphan.to_string().as_bytes());
+            assert!(out.status.success(), "{out:?}");
+        },
+        kubernetes(c, json!({})),
+    );
+    gw.wait_for_log("removed orphaned pod", Duration::from_secs(90));
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn without_rights_in_the_namespace_the_login_is_refused_with_the_reason() {
+    let c = cluster_or_skip!();
+    // The gateway's token may create pods only in the test namespace.
+    let gw = Gateway::start(kubernetes(c, json!({"metadata": {"namespace": "default"}})));
+    let mut ssh = gw.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("could not be started"),
+        "{out:?}"
+    );
+    let log = gw.log_text();
+    assert!(log.contains("forbidden"), "{log}");
+}
+
+#[test]
+fn granted_files_and_auth_metadata_reach_the_pod() {
+    let c = cluster_or_skip!();
+    let (_dir, pki) = crate::webhook::test_pki();
+    let server = crate::webhook_server::WebhookServer::start(
+        &pki,
+        crate::webhook_server::ClientAuth::Required,
+        crate::webhook::auth_handler(),
+    );
+    let gw = Gateway::start_with_auth(
+        crate::webhook::legacy_auth(&server, &pki, json!({})),
+        kubernetes(
+            c,
+            json!({
+                "exposeAuthMetadataAsEnv": {"team": "TEAM"},
+                "exposeAuthMetadataAsLabels": {"team": "team"},
+                "exposeAuthMetadataAsAnnotations": {"team": "example.com/team"}
+            }),
+        ),
+    );
+    let mut ssh = gw.ssh_password(USER, PASSWORD);
+    ssh.arg(
+        "echo $TEAM $FROM_WEBHOOK; cat /tmp/granted.txt; stat -c '%u %a' /tmp/granted.txt; sleep 2",
+    );
+    let child = ssh
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let name = wait_for_pod(c, &gw);
+    let out = kubectl(c, &["get", "pod", &name, "-o", "json"]);
+    let pod: Value = serde_json::from_slice(&out.stdout).expect("pod JSON");
+    assert_eq!(pod["metadata"]["labels"]["team"], "blue");
+    assert_eq!(pod["metadata"]["annotations"]["example.com/team"], "blue");
+    let out = child.wait_with_output().expect("ssh ends");
+    assert_eq!(
+        text(&out.stdout),
+        "blue yes\ngranted-file\n1000 600\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+    assert_no_pods(c, &gw);
+}
+
+#[test]
+fn sigterm_deletes_every_pod_before_the_gateway_exits() {
+    let c = cluster_or_skip!();
+    let mut config = kubernetes(c, json!({}));
+    merge(&mut config, json!({"ssh": {"shutdownTimeout": "2s"}}));
+    let mut gw = Gateway::start(config);
+    let mut ssh = gw.ssh();
+    ssh.arg("sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ssh.spawn().expect("ssh");
+    wait_for_pod(c, &gw);
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}\n{}", gw.log_text());
+    // Deletion was waited for: nothing is left the moment the gateway has exited.
+    assert!(pods(c, &gw).is_empty(), "{:?}", pods(c, &gw));
+    assert!(
+        gw.log_text().contains("no containers left"),
+        "{}",
+        gw.log_text()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
