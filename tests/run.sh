@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests and the end-to-end suite (real OpenSSH client,
-# real Docker, real WebAssembly plugins). Installs what it needs when run as root on Debian.
+# real Docker, real WebAssembly plugins, a real Kubernetes cluster). Installs what it needs when
+# run as root on Debian.
 #   tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,17 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p webhook-config -p security-policy -p misbehave -- -D warnings
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cleanup() { rm -f "$log"; [ -z "${CONTAINERSSH_K8S_ENV:-}" ] || tests/k8s/cluster.sh stop || true; }
+trap cleanup EXIT
+# A real Kubernetes v1.20.2 cluster for the Kubernetes backend's tests (built from Debian's
+# source once, then cached; see tests/k8s/). CONTAINERSSH_SKIP_K8S=1 leaves them out.
+if [ "${CONTAINERSSH_SKIP_K8S:-}" = 1 ]; then
+  echo "tests/run.sh: CONTAINERSSH_SKIP_K8S=1: the Kubernetes backend tests will be SKIPPED" >&2
+else
+  tests/k8s/build.sh
+  tests/k8s/cluster.sh start
+  export CONTAINERSSH_K8S_ENV=${CONTAINERSSH_K8S_STATE:-/tmp/cssh-k8s}/env
+fi
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).

@@ -37,3 +37,24 @@ fn validate_accepts_the_quick_start_config() {
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));
 }
+
+/// The in-cluster example, with its certificate paths pointed at real test certificates.
+#[test]
+fn validate_accepts_the_kubernetes_example_config() {
+    let (_dir, pki) = crate::webhook::test_pki();
+    let example = std::fs::read_to_string(workspace().join("examples/kubernetes/config.yaml"))
+        .expect("example config");
+    let config = example
+        .replace("/etc/containerssh/tls/ca.crt", &pki.ca_cert.to_string_lossy())
+        .replace("/etc/containerssh/tls/client.crt", &pki.client_cert.to_string_lossy())
+        .replace("/etc/containerssh/tls/client.key", &pki.client_key.to_string_lossy());
+    let path = pki.dir.join("kubernetes-example.yaml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("configuration is valid"));
+}

@@ -1,7 +1,8 @@
 //! The Kubernetes backend against a real cluster: Kubernetes v1.20.2 (kube-apiserver with TLS,
 //! token authentication and RBAC, controller-manager, scheduler, a kubelet running pods through
 //! dockershim), built from Debian's source and started by `tests/k8s/cluster.sh`. The gateway
-//! uses a token that may only touch pods and pods/exec in one namespace.
+//! authenticates as the service account of `examples/kubernetes/rbac.yaml`, which may only
+//! touch pods and pods/exec in one namespace.
 //!
 //! 1.20 speaks only the v4 exec protocol, which cannot pass end of input on; what v5 does
 //! with it is tested against a local v5 server in `host/tests/kubernetes_v5.rs`.
@@ -20,7 +21,7 @@ use crate::harness::*;
 pub struct Cluster {
     api: String,
     ca: String,
-    token: String,
+    token_file: String,
     namespace: String,
     image: String,
     kubeconfig: String,
@@ -42,7 +43,7 @@ fn cluster() -> Option<&'static Cluster> {
             Some(Cluster {
                 api: get("K8S_API"),
                 ca: get("K8S_CA"),
-                token: get("K8S_TOKEN"),
+                token_file: get("K8S_TOKEN_FILE"),
                 namespace: get("K8S_NAMESPACE"),
                 image: get("K8S_IMAGE"),
                 kubeconfig: get("K8S_KUBECONFIG"),
@@ -81,7 +82,7 @@ fn kubernetes(c: &Cluster, pod_extra: Value) -> Value {
     json!({
         "backend": "kubernetes",
         "kubernetes": {
-            "connection": {"host": c.api, "cacertFile": c.ca, "bearerToken": c.token},
+            "connection": {"host": c.api, "cacertFile": c.ca, "bearerTokenFile": c.token_file},
             "pod": pod,
             "timeouts": {"podStart": "90s", "podStop": "60s"}
         }
@@ -408,7 +409,7 @@ fn orphaned_pods_of_an_earlier_run_are_reaped_at_start() {
 #[test]
 fn without_rights_in_the_namespace_the_login_is_refused_with_the_reason() {
     let c = cluster_or_skip!();
-    // The gateway's token may create pods only in the test namespace.
+    // The gateway's service account may create pods only in the session namespace.
     let gw = Gateway::start(kubernetes(c, json!({"metadata": {"namespace": "default"}})));
     let mut ssh = gw.ssh();
     ssh.arg("true");

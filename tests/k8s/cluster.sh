@@ -6,9 +6,10 @@
 #   tests/k8s/cluster.sh start     # prints nothing but progress; writes $state/env
 #   tests/k8s/cluster.sh stop
 # Binaries come from tests/k8s/build.sh. State: $CONTAINERSSH_K8S_STATE (default /tmp/cssh-k8s).
-# After `start`, $state/env holds: K8S_API (https URL), K8S_CA (CA file), K8S_TOKEN (the
-# gateway's restricted token: pods and pods/exec in namespace K8S_NAMESPACE only),
-# K8S_ADMIN_TOKEN, K8S_NAMESPACE, K8S_DOCKER_HOST (the kubelet's engine), K8S_IMAGE.
+# After `start`, $state/env holds: K8S_API (https URL), K8S_CA (CA file), K8S_TOKEN_FILE (the
+# token of the gateway's service account from examples/kubernetes/rbac.yaml: pods and
+# pods/exec in namespace K8S_NAMESPACE only), K8S_ADMIN_TOKEN, K8S_KUBECONFIG (admin),
+# K8S_NAMESPACE, K8S_DOCKER_HOST (the kubelet's engine), K8S_IMAGE.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CONTAINERSSH_K8S_CACHE:-/var/cache/containerssh-test/k8s-1.20.2}
@@ -16,7 +17,7 @@ state=${CONTAINERSSH_K8S_STATE:-/tmp/cssh-k8s}
 bin=$cache/bin
 # Short paths: containerd's socket lives under the exec root and unix socket paths are short.
 run=/run/cssh-k8s
-namespace=containerssh-test
+namespace=containerssh-sessions
 image=containerssh-test/guest:1
 api_port=16443
 export PATH="$bin:$PATH"
@@ -50,8 +51,10 @@ stop() {
     [ -z "$ids" ] || DOCKER_HOST=unix://$run/docker.sock docker rm -f $ids >/dev/null 2>&1 || true
   fi
   if [ -f "$state/dockerd.pid" ]; then
-    kill "$(cat "$state/dockerd.pid")" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$(cat "$state/dockerd.pid")" 2>/dev/null || break; sleep 0.2; done
+    local pid
+    pid=$(cat "$state/dockerd.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   fi
   for p in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd dockerd; do
     [ -f "$state/$p.pid" ] && kill -9 "$(cat "$state/$p.pid")" 2>/dev/null || true
@@ -134,7 +137,26 @@ current-context: test
 EOF
 }
 
+# Installs what the cluster needs from Debian's packages (when root).
+dependencies() {
+  local missing=""
+  command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+  command -v jq >/dev/null 2>&1 || missing="$missing jq"
+  command -v curl >/dev/null 2>&1 || missing="$missing curl"
+  command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+  command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
+  command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "please install:$missing"
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
 start() {
+  dependencies
   for b in kube-apiserver kubelet kube-scheduler kube-controller-manager pause; do
     [ -x "$bin/$b" ] || { log "$bin/$b is missing; run tests/k8s/build.sh first"; exit 1; }
   done
@@ -142,10 +164,9 @@ start() {
   rm -rf "$state"
   mkdir -p "$state/logs"
   certificates
-  local admin_token gateway_token
+  local admin_token
   admin_token=admin-$(openssl rand -hex 16)
-  gateway_token=gateway-$(openssl rand -hex 16)
-  printf '%s,admin,admin,system:masters\n%s,containerssh,containerssh\n' "$admin_token" "$gateway_token" >"$state/tokens.csv"
+  printf '%s,admin,admin,system:masters\n' "$admin_token" >"$state/tokens.csv"
   kubeconfig "$state/admin.kubeconfig" "$admin_token"
   start_docker
 
@@ -203,32 +224,21 @@ EOF
   node_ready() { $k get node localhost -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
   wait_for "the node" 120 node_ready
 
-  # The gateway's own rights: pods and pods/exec in one namespace, nothing else.
-  $k create namespace "$namespace" >/dev/null
-  $k apply -f - >/dev/null <<EOF
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: containerssh, namespace: $namespace}
-rules:
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [create, get, list, watch, delete, deletecollection]
-- apiGroups: [""]
-  resources: [pods/exec]
-  verbs: [create, get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: containerssh, namespace: $namespace}
-subjects: [{kind: User, name: containerssh, apiGroup: rbac.authorization.k8s.io}]
-roleRef: {kind: Role, name: containerssh, apiGroup: rbac.authorization.k8s.io}
-EOF
-  # Pods may be admitted only once the namespace's default service account exists.
-  wait_for "the default service account" 60 $k -n "$namespace" get serviceaccount default
+  # The gateway's identity and rights exactly as the example deploys them: a service account
+  # that may manage pods (and exec into them) in the session namespace, nothing else.
+  $k apply -f "$here/../../examples/kubernetes/rbac.yaml" >/dev/null
+  sa_token() {
+    local secret
+    secret=$($k -n containerssh get serviceaccount containerssh -o jsonpath='{.secrets[0].name}')
+    [ -n "$secret" ] || return 1
+    $k -n containerssh get secret "$secret" -o jsonpath='{.data.token}' | base64 -d >"$state/gateway.token"
+    [ -s "$state/gateway.token" ]
+  }
+  wait_for "the gateway's service account token" 60 sa_token
   cat >"$state/env" <<EOF
 K8S_API=https://127.0.0.1:$api_port
 K8S_CA=$state/pki/ca.crt
-K8S_TOKEN=$gateway_token
+K8S_TOKEN_FILE=$state/gateway.token
 K8S_ADMIN_TOKEN=$admin_token
 K8S_NAMESPACE=$namespace
 K8S_DOCKER_HOST=unix://$run/docker.sock

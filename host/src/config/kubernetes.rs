@@ -434,6 +434,60 @@ mod tests {
     }
 
     #[test]
+    fn containerssh_yaml_loads_and_typos_in_the_pod_spec_are_caught() {
+        let yaml = r#"
+auth: {plugin: "builtin:static-users"}
+backend: kubernetes
+kubernetes:
+  connection:
+    host: 10.0.0.1:6443
+    cacertFile: /etc/k8s/ca.crt
+    bearerTokenFile: /var/run/token
+    qps: 20
+    burst: 40
+  pod:
+    metadata:
+      namespace: ssh
+      labels: {team: blue}
+    consoleContainerNumber: 1
+    mode: session
+    disableAgent: true
+    spec:
+      serviceAccountName: restricted
+      containers:
+      - name: sidecar
+        image: side:1
+      - name: shell
+        image: guest:2
+        imagePullPolicy: Never
+        resources: {limits: {memory: 128Mi, cpu: 500m}}
+  timeouts: {podStart: 2m, http: 5s}
+"#;
+        let config = crate::config::parse_str(yaml, false).unwrap();
+        let k = &config.kubernetes;
+        assert_eq!(k.connection.qps, 20.0);
+        assert_eq!(k.pod.metadata.namespace, "ssh");
+        assert_eq!(k.pod.mode, ExecutionMode::Session);
+        assert_eq!(k.pod.spec.containers[1].image.as_deref(), Some("guest:2"));
+        assert_eq!(
+            k.pod.spec.service_account_name.as_deref(),
+            Some("restricted")
+        );
+        assert_eq!(k.timeouts.pod_start, Duration::from_secs(120));
+        let settings = crate::backend::WorkloadSettings::from_config(&config);
+        assert_eq!(settings.image(), "guest:2");
+
+        let typo = yaml.replace("imagePullPolicy", "imagePulPolicy");
+        let problems = crate::config::parse_str(&typo, false).unwrap_err().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("kubernetes.pod.spec.containers[1].imagePulPolicy")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn bad_settings_are_reported() {
         let mut config = KubernetesConfig::default();
         config.connection.path = "/apis".into();

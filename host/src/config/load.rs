@@ -97,7 +97,7 @@ pub fn deserialize_strict<T: DeserializeOwned>(
 ) -> Option<T> {
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
-        let mut record = |path: serde_ignored::Path| unknown.push(path.to_string());
+        let mut record = |path: serde_ignored::Path| unknown.push(readable_path(&path.to_string()));
         let de = serde_ignored::Deserializer::new(value, &mut record);
         serde_path_to_error::deserialize(de)
     };
@@ -110,6 +110,22 @@ pub fn deserialize_strict<T: DeserializeOwned>(
             None
         }
     }
+}
+
+/// `a.?.1.b` (serde_ignored's form) as `a[1].b`: no marks for optional values, indexes in brackets.
+fn readable_path(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| *p != "?") {
+        if !out.is_empty() && part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// Rewrites accepted alternative spellings into the canonical shape before typed parsing.

@@ -172,6 +172,33 @@ mod tests {
     }
 
     #[test]
+    fn a_config_server_may_pick_kubernetes_and_change_the_pod_but_not_the_cluster() {
+        let answer = json!({"backend": "kubernetes", "kubernetes": {"pod": {
+            "metadata": {"namespace": "team-a"},
+            "spec": {"automountServiceAccountToken": true,
+                     "containers": [{"name": "shell", "image": "team-a:1"}]}
+        }}});
+        let m = merge_answer(&base(), &answer, MergeMode::Explicit).unwrap();
+        assert_eq!(m.config.backend, crate::config::BackendKind::Kubernetes);
+        let pod = &m.config.kubernetes.pod;
+        assert_eq!(pod.metadata.namespace, "team-a");
+        assert_eq!(pod.spec.automount_service_account_token, Some(true));
+        assert_eq!(pod.spec.containers[0].image.as_deref(), Some("team-a:1"));
+        let e = merge_answer(
+            &base(),
+            &json!({"kubernetes": {"connection": {"host": "elsewhere:6443"}}}),
+            MergeMode::Explicit,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.problems[0].contains("kubernetes.connection"),
+            "{:?}",
+            e.problems
+        );
+    }
+
+    #[test]
     fn security_is_merged_per_key() {
         let mut b = base();
         b.security = json!({"defaultMode": "enable", "env": {"mode": "disable"}});

@@ -43,6 +43,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// v4 streams cannot pass end of input on: after it, the stream is closed once the program
 /// has been this quiet, so programs that wait for EOF (cat, sftp-server, scp -t) end.
 pub const V4_EOF_QUIET: Duration = Duration::from_secs(1);
+/// How long the server may take to answer our close of a v4 stream.
+const CLOSE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a program runs.
 #[derive(Clone)]
@@ -205,20 +207,18 @@ async fn read_frames(
 ) {
     let ended = loop {
         let message = tokio::select! {
-            _ = cancel.cancelled() => break Exit::Lost("the session closed the stream".into()),
+            _ = cancel.cancelled() => break if activity.closed_after_eof.load(Ordering::Acquire) {
+                lost(&activity, None)
+            } else {
+                Exit::Lost("the session closed the stream".into())
+            },
             m = source.next() => m,
         };
         let frame = match message {
             Some(Ok(Message::Binary(frame))) => frame,
-            Some(Ok(Message::Close(_))) | None => {
-                break Exit::Lost(if activity.closed_after_eof.load(Ordering::Acquire) {
-                    "exit status unknown: this cluster's exec protocol (v4.channel.k8s.io) cannot pass end of input on, so the stream was closed after it".into()
-                } else {
-                    "the API server closed the stream without an exit status".into()
-                });
-            }
+            Some(Ok(Message::Close(_))) | None => break lost(&activity, None),
             Some(Ok(_)) => continue,
-            Some(Err(e)) => break Exit::Lost(format!("the exec stream broke: {e}")),
+            Some(Err(e)) => break lost(&activity, Some(e)),
         };
         // A frame of only the channel byte opens the channel; it carries nothing.
         if frame.len() < 2 {
@@ -250,6 +250,17 @@ async fn read_frames(
     let _ = exit.send(Some(ended));
     drop(output);
     cancel.cancel();
+}
+
+/// Why a stream ended without an exit status.
+fn lost(activity: &Activity, error: Option<tokio_tungstenite::tungstenite::Error>) -> Exit {
+    Exit::Lost(if activity.closed_after_eof.load(Ordering::Acquire) {
+        "exit status unknown: this cluster's exec protocol (v4.channel.k8s.io) cannot pass end of input on, so the stream was closed after it".into()
+    } else if let Some(e) = error {
+        format!("the exec stream broke: {e}")
+    } else {
+        "the API server closed the stream without an exit status".into()
+    })
 }
 
 async fn write_frames(
@@ -310,6 +321,12 @@ async fn write_frames(
         }
     }
     let _ = sink.close().await;
+    if activity.closed_after_eof.load(Ordering::Acquire) {
+        // The server should answer the close at once; a server that does not must not keep
+        // the session open.
+        tokio::time::sleep(CLOSE_ANSWER_TIMEOUT).await;
+        cancel.cancel();
+    }
 }
 
 /// The next chunk of input (its length in `buffer`), or `None` at its end; pends forever once
