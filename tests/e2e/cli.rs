@@ -45,9 +45,18 @@ fn validate_accepts_the_kubernetes_example_config() {
     let example = std::fs::read_to_string(workspace().join("examples/kubernetes/config.yaml"))
         .expect("example config");
     let config = example
-        .replace("/etc/containerssh/tls/ca.crt", &pki.ca_cert.to_string_lossy())
-        .replace("/etc/containerssh/tls/client.crt", &pki.client_cert.to_string_lossy())
-        .replace("/etc/containerssh/tls/client.key", &pki.client_key.to_string_lossy());
+        .replace(
+            "/etc/containerssh/tls/ca.crt",
+            &pki.ca_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.crt",
+            &pki.client_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.key",
+            &pki.client_key.to_string_lossy(),
+        );
     let path = pki.dir.join("kubernetes-example.yaml");
     std::fs::write(&path, config).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))

@@ -144,20 +144,26 @@ fn assert_no_pods(c: &Cluster, gw: &Gateway) {
 #[test]
 fn exec_runs_in_a_hardened_pod_with_environment_stderr_and_exit_status() {
     let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
+    // Resources come from the spec as written.
+    let gw = Gateway::start(kubernetes(
+        c,
+        json!({"spec": {"containers": [{"name": "shell", "image": c.image,
+            "imagePullPolicy": "Never", "resources": {"limits": {"memory": "64Mi"}}}]}}),
+    ));
     let mut ssh = gw.ssh();
     ssh.args([
         "-o",
         "SetEnv=GREETING=hello",
         "echo $GREETING $FROM_AUTH; id -u; echo to-stderr >&2; \
          grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
-         ls /var/run/secrets/kubernetes.io 2>&1 | grep -c 'No such file'; exit 3",
+         ls /var/run/secrets/kubernetes.io 2>&1 | grep -c 'No such file'; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes; exit 3",
     ]);
     let out = run(ssh, b"");
     assert_eq!(out.status.code(), Some(3), "{out:?}\n{}", gw.log_text());
     assert_eq!(
         text(&out.stdout),
-        "hello granted\n1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n1\n"
+        "hello granted\n1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n1\n67108864\n"
     );
     assert_eq!(text(&out.stderr), "to-stderr\n");
     assert_no_pods(c, &gw);

@@ -98,11 +98,13 @@ fn default_api_host() -> String {
 fn default_api_path() -> String {
     "/api".into()
 }
+// ContainerSSH (client-go) uses 5 and 10: at about five requests a login, that throttles a
+// gateway to one login a second, so the defaults are higher.
 fn default_qps() -> f32 {
-    5.0
+    50.0
 }
 fn default_burst() -> u32 {
-    10
+    100
 }
 
 impl KubernetesConnection {
