@@ -1,6 +1,15 @@
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use crate::harness::*;
+
+fn validate(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(path)
+        .output()
+        .expect("containerssh runs")
+}
 
 #[test]
 fn validate_prints_every_problem_with_its_path() {
@@ -11,11 +20,7 @@ fn validate_prints_every_problem_with_its_path() {
         "ssh:\n  listen: not-an-address\n  colour: blue\nauth:\n  plugin: builtin:static-users\ndocker:\n  execution:\n    host:\n      readonlyRootfs: true\n      memroy: 5\n    mode: connection\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
-        .arg("validate")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = validate(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("ssh.colour: unknown key"), "{err}");
@@ -29,11 +34,7 @@ fn validate_prints_every_problem_with_its_path() {
 #[test]
 fn validate_accepts_the_quick_start_config() {
     let path = workspace().join("examples/quickstart/config.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
-        .arg("validate")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = validate(&path);
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));
 }
@@ -59,11 +60,7 @@ fn validate_accepts_the_kubernetes_example_config() {
         );
     let path = pki.dir.join("kubernetes-example.yaml");
     std::fs::write(&path, config).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
-        .arg("validate")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = validate(&path);
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));
 }

@@ -215,6 +215,25 @@ impl Gateway {
         c
     }
 
+    /// Starts `ssh ... command` in the background, stdin closed; its output is captured when
+    /// `capture` (read it with `wait_with_output`), thrown away otherwise.
+    pub fn spawn_ssh(&self, command: &str, capture: bool) -> Child {
+        let out = || {
+            if capture {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        self.ssh()
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(out())
+            .stderr(out())
+            .spawn()
+            .expect("ssh starts")
+    }
+
     /// `sshpass -p PASSWORD ssh ...` with password auth only.
     pub fn ssh_password(&self, user: &str, password: &str) -> Command {
         let mut c = Command::new("sshpass");
@@ -437,4 +456,12 @@ pub fn two_sessions(gw: &Gateway, first: &str, second: &str) -> (String, String)
     exit.args(["-o", &cp, "-O", "exit"]);
     let _ = run(exit, b"");
     (a, b)
+}
+
+/// A file of `len` bytes of a repeating non-trivial pattern, in `dir`.
+pub fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("write");
+    path
 }

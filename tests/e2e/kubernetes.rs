@@ -177,12 +177,7 @@ fn pods_carry_labels_and_secure_defaults_and_go_when_the_client_vanishes() {
         c,
         json!({"metadata": {"labels": {"app": "ssh-gateway"}}}),
     ));
-    let mut ssh = gw.ssh();
-    ssh.arg("sleep 300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = ssh.spawn().expect("ssh");
+    let mut child = gw.spawn_ssh("sleep 300", false);
     let name = wait_for_pod(c, &gw);
     let out = kubectl(c, &["get", "pod", &name, "-o", "json"]);
     let pod: Value = serde_json::from_slice(&out.stdout).expect("pod JSON");
@@ -232,16 +227,7 @@ fn terminal_sessions_get_their_size_and_follow_resizes() {
     assert!(screen.contains("33 101"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("TERM=xterm"), "{screen}");
-    let (code, screen) = crate::sessions::pty_run(
-        &gw,
-        (80, 24),
-        Some((132, 50, "on:resize-now")),
-        "",
-        Some("sleep 0.5; stty size; echo resize-now; sleep 3; stty size"),
-    );
-    assert_eq!(code, 0, "{screen}");
-    assert!(screen.contains("24 80"), "{screen}");
-    assert!(screen.contains("50 132"), "{screen}");
+    crate::sessions::assert_window_change_reaches_the_terminal(&gw);
     assert_no_pods(c, &gw);
 }
 
@@ -277,29 +263,7 @@ async fn signals_reach_the_program_in_the_pod() {
 fn sftp_and_scp_work_through_the_pod() {
     let c = cluster_or_skip!();
     let gw = Gateway::start(kubernetes(c, json!({})));
-    let data: Vec<u8> = (0..(1usize << 20))
-        .map(|i| (i * 7919 % 251) as u8)
-        .collect();
-    let up = gw.dir.path().join("up.bin");
-    let down = gw.dir.path().join("down.bin");
-    std::fs::write(&up, &data).expect("write");
-    let batch = format!(
-        "put {} up.bin\nls -l\nget up.bin {}\n",
-        up.display(),
-        down.display()
-    );
-    let mut sftp = Command::new("sftp");
-    sftp.args(gw.transfer_options())
-        .args(["-b", "-"])
-        .arg(format!("{USER}@127.0.0.1"));
-    let out = run(sftp, batch.as_bytes());
-    assert!(out.status.success(), "{out:?}\n{}", gw.log_text());
-    assert!(
-        text(&out.stdout).contains("1048576"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(std::fs::read(&down).expect("downloaded"), data);
+    crate::transfer::assert_sftp_round_trip(&gw);
 
     // Legacy scp (-O) downloads what is there; its source side never needs end of input.
     let back = gw.dir.path().join("scp-back.bin");
@@ -480,12 +444,7 @@ fn sigterm_deletes_every_pod_before_the_gateway_exits() {
     let mut config = kubernetes(c, json!({}));
     merge(&mut config, json!({"ssh": {"shutdownTimeout": "2s"}}));
     let mut gw = Gateway::start(config);
-    let mut ssh = gw.ssh();
-    ssh.arg("sleep 300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = ssh.spawn().expect("ssh");
+    let mut child = gw.spawn_ssh("sleep 300", false);
     wait_for_pod(c, &gw);
     let status = gw.terminate();
     assert!(status.success(), "{status:?}\n{}", gw.log_text());

@@ -1,4 +1,4 @@
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -8,12 +8,7 @@ use crate::harness::*;
 #[test]
 fn container_is_removed_when_the_client_vanishes() {
     let gw = Gateway::start(json!({}));
-    let mut ssh = gw.ssh();
-    ssh.arg("sleep 300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = ssh.spawn().expect("ssh");
+    let mut child = gw.spawn_ssh("sleep 300", false);
     gw.wait_for_container();
     // SIGKILL: the client sends nothing more, the TCP connection just closes.
     child.kill().expect("kill ssh");
@@ -62,12 +57,7 @@ fn orphans_of_an_earlier_run_are_reaped_at_start() {
 #[test]
 fn sigterm_lets_running_sessions_finish_then_removes_everything() {
     let mut gw = Gateway::start(json!({"ssh": {"shutdownTimeout": "30s"}}));
-    let mut ssh = gw.ssh();
-    ssh.arg("sleep 3; echo finished-after-sigterm")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = ssh.spawn().expect("ssh");
+    let child = gw.spawn_ssh("sleep 3; echo finished-after-sigterm", true);
     gw.wait_for_container();
     let status = gw.terminate();
     let out = child.wait_with_output().expect("ssh output");
@@ -84,12 +74,7 @@ fn sigterm_lets_running_sessions_finish_then_removes_everything() {
 #[test]
 fn sigterm_disconnects_sessions_that_outlive_the_shutdown_timeout() {
     let mut gw = Gateway::start(json!({"ssh": {"shutdownTimeout": "1s"}}));
-    let mut ssh = gw.ssh();
-    ssh.arg("sleep 300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = ssh.spawn().expect("ssh");
+    let child = gw.spawn_ssh("sleep 300", true);
     gw.wait_for_container();
     let started = Instant::now();
     let status = gw.terminate();

@@ -99,16 +99,22 @@ fn interactive_shell_gets_a_terminal_of_the_clients_size() {
 #[test]
 fn window_change_reaches_the_terminal() {
     let gw = Gateway::start(json!({}));
-    // Docker engines before API 1.42 cannot size an exec's terminal before it starts; the
-    // gateway resizes it right after, so the first look waits a moment.
+    assert_window_change_reaches_the_terminal(&gw);
+}
+
+/// The terminal has the client's size, then the new one after the client's window changed.
+/// Docker engines before API 1.42 and Kubernetes cannot size an exec's terminal before it
+/// starts; the gateway resizes it right after, so the first look waits a moment. The resize
+/// comes once the program has shown the first size.
+pub fn assert_window_change_reaches_the_terminal(gw: &Gateway) {
     let (code, screen) = pty_run(
-        &gw,
+        gw,
         (80, 24),
-        Some((132, 50, "1.5")),
+        Some((132, 50, "on:resize-now")),
         "",
-        Some("sleep 0.5; stty size; sleep 3; stty size"),
+        Some("sleep 0.5; stty size; echo resize-now; sleep 3; stty size"),
     );
-    assert_eq!(code, 0, "{screen}");
+    assert_eq!(code, 0, "{screen}\n{}", gw.log_text());
     assert!(screen.contains("24 80"), "{screen}");
     assert!(screen.contains("50 132"), "{screen}");
 }

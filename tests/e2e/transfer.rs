@@ -4,16 +4,16 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn random_file(dir: &std::path::Path, name: &str, len: usize) -> std::path::PathBuf {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
-    let path = dir.join(name);
-    std::fs::write(&path, data).expect("write");
-    path
-}
-
 #[test]
 fn sftp_put_ls_get_round_trips_a_file() {
     let gw = Gateway::start(json!({}));
+    assert_sftp_round_trip(&gw);
+    gw.assert_no_containers();
+}
+
+/// Uploads 1 MiB with the real `sftp`, lists it, downloads it again and removes it; the copy
+/// must be the same.
+pub fn assert_sftp_round_trip(gw: &Gateway) {
     let up = random_file(gw.dir.path(), "up.bin", 1 << 20);
     let down = gw.dir.path().join("down.bin");
     let batch = format!(
@@ -26,19 +26,11 @@ fn sftp_put_ls_get_round_trips_a_file() {
         .args(["-b", "-"])
         .arg(format!("{USER}@127.0.0.1"));
     let out = run(sftp, batch.as_bytes());
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        text(&out.stdout).contains("/home/user"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stdout).contains("1048576"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(out.status.success(), "{out:?}\n{}", gw.log_text());
+    let printed = text(&out.stdout);
+    assert!(printed.contains("/home/user"), "{printed}");
+    assert!(printed.contains("1048576"), "{printed}");
     assert_eq!(std::fs::read(&up).unwrap(), std::fs::read(&down).unwrap());
-    gw.assert_no_containers();
 }
 
 /// Both scp runs share one multiplexed SSH connection, hence one container (connection mode),

@@ -62,7 +62,7 @@ stop() {
   done
   # The kubelet bind-mounts pod volumes under its root directory.
   if [ -d "$state/kubelet" ]; then
-    grep " $state/kubelet" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep " $state/kubelet" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
 }
 

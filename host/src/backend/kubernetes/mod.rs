@@ -163,7 +163,10 @@ impl KubernetesBackend {
             files::place(&workload.target, &owner.files).await
         };
         if let Err(e) = ready.await {
-            workload.remove().await;
+            // The client hears why at once; deleting a pod that never ran can take the kubelet
+            // a while. It stays in the live set until it is gone, so shutdown still waits.
+            let doomed = workload.clone();
+            tokio::spawn(async move { doomed.remove().await });
             return Err(e.context(format!("pod {name} did not start")));
         }
         tracing::info!(
