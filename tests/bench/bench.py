@@ -7,9 +7,14 @@
               vs `docker exec CONTAINER head -c 1G /dev/zero > /dev/null`
   audit:      a terminal session (`ssh -tt`) printing --audit-bytes through a gateway that
               records it (audit log + asciicast) vs the same through a gateway that does not
+  kubernetes: (with --kubernetes ENV, the env file of tests/k8s/cluster.sh) `ssh gw true` on the
+              Kubernetes backend vs the same steps by hand with kubectl (create the pod, wait
+              until it runs, exec `true`, delete it without waiting), and `ssh gw head -c N`
+              vs `kubectl exec POD head -c N` into a pod of the same spec
 
-usage: tests/bench/bench.py [--runs N] [--bytes N]   (after `cargo build --release`)
-Targets: latency ratio <= 1.2, throughput ratio >= 0.7, audit on/off throughput ratio >= 0.9.
+usage: tests/bench/bench.py [--runs N] [--bytes N] [--kubernetes ENV]   (after `cargo build --release`)
+Targets: latency ratio <= 1.2, throughput ratio >= 0.7, audit on/off throughput ratio >= 0.9;
+Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
@@ -30,6 +35,8 @@ def main():
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--bytes", type=int, default=1 << 30)
     ap.add_argument("--audit-bytes", type=int, default=200 << 20)
+    ap.add_argument("--kubernetes", metavar="ENV", help="also measure the Kubernetes backend")
+    ap.add_argument("--only-kubernetes", action="store_true")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release -p containerssh")
@@ -37,12 +44,15 @@ def main():
     key = os.path.join(d, "id")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     pub = open(key + ".pub").read().strip()
-    gw, port = start_gateway(d, pub, {})
-    try:
-        latency_and_throughput(args, d, key, port)
-    finally:
-        gw.terminate(); gw.wait(60)
-    audit_overhead(args, d, key, pub)
+    if not args.only_kubernetes:
+        gw, port = start_gateway(d, pub, {})
+        try:
+            latency_and_throughput(args, d, key, port)
+        finally:
+            gw.terminate(); gw.wait(60)
+        audit_overhead(args, d, key, pub)
+    if args.kubernetes:
+        kubernetes(args, d, key, pub)
 
 def ssh_cmd(key, port):
     return ["ssh", "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
@@ -120,6 +130,57 @@ def audit_overhead(args, d, key, pub):
     print(f"audit     terminal session, not recorded: {n/toff/1e6:7.1f} MB/s")
     print(f"audit     terminal session, recorded:     {n/ton/1e6:7.1f} MB/s  ({recorded/1e6:.0f} MB of recordings)")
     print(f"audit     throughput ratio on/off = {toff/ton:.2f}   (target >= 0.9)")
+
+def kubernetes(args, d, key, pub):
+    env = dict(l.split("=", 1) for l in open(args.kubernetes).read().split())
+    ns, image = env["K8S_NAMESPACE"], env["K8S_IMAGE"]
+    spec = {"hostNetwork": True, "securityContext": {"runAsUser": 1000},
+            "containers": [{"name": "shell", "image": image, "imagePullPolicy": "Never"}]}
+    gw, port = start_gateway(d, pub, {"backend": "kubernetes", "kubernetes": {
+        "connection": {"host": env["K8S_API"], "cacertFile": env["K8S_CA"],
+                       "bearerTokenFile": env["K8S_TOKEN_FILE"]},
+        "pod": {"metadata": {"namespace": ns}, "spec": spec}}})
+    kubectl = ["kubectl", "--kubeconfig", env["K8S_KUBECONFIG"], "-n", ns]
+    ssh = ssh_cmd(key, port)
+
+    def pod(name):
+        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": dict(spec,
+            restartPolicy="Never", automountServiceAccountToken=False, containers=[dict(spec["containers"][0],
+            command=["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"])])}
+        subprocess.run(kubectl + ["apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(kubectl + ["wait", "--for=condition=Ready", "--timeout=120s", f"pod/{name}"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def by_hand(i):
+        pod(f"bench-{i}")
+        subprocess.run(kubectl + ["exec", f"bench-{i}", "--", "true"], check=True)
+        subprocess.run(kubectl + ["delete", "pod", f"bench-{i}", "--wait=false"], check=True, stdout=subprocess.DEVNULL)
+
+    try:
+        timed(ssh + ["true"]); by_hand("warm")
+        gw_t, k_t = [], []
+        for i in range(args.runs):
+            gw_t.append(timed(ssh + ["true"]))
+            t = time.perf_counter(); by_hand(i); k_t.append(time.perf_counter() - t)
+        lg, lk = statistics.median(gw_t), statistics.median(k_t)
+        print(f"k8s latency   ssh gw true:           median {lg*1000:7.1f} ms  (min {min(gw_t)*1000:.1f})")
+        print(f"k8s latency   kubectl create+wait+exec: median {lk*1000:7.1f} ms  (min {min(k_t)*1000:.1f})")
+        print(f"k8s latency   ratio gateway/kubectl = {lg/lk:.2f}   (target <= 1.2)")
+        n = min(args.bytes, 256 << 20)
+        pod("bench-throughput")
+        gw_b, k_b = [], []
+        for _ in range(3):
+            gw_b.append(timed(ssh + [f"head -c {n} /dev/zero"]))
+            k_b.append(timed(kubectl + ["exec", "bench-throughput", "--", "head", "-c", str(n), "/dev/zero"]))
+        tg, tk = min(gw_b), min(k_b)
+        print(f"k8s throughput ssh gw:        {n/tg/1e6:7.1f} MB/s")
+        print(f"k8s throughput kubectl exec:  {n/tk/1e6:7.1f} MB/s")
+        print(f"k8s throughput ratio gateway/kubectl = {tk/tg:.2f}   (target >= 0.7)")
+    finally:
+        subprocess.run(kubectl + ["delete", "pod", "-l", "!containerssh.managed", "--wait=false"],
+                       capture_output=True)
+        gw.terminate(); gw.wait(120)
 
 if __name__ == "__main__":
     main()
