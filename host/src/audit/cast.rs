@@ -2,6 +2,7 @@
 //! for output, `"i"` for input (if enabled) and `"r"` for resizes. A writer task does the file
 //! work so the data path only hands chunks over; a bounded queue applies back-pressure rather
 //! than dropping anything when the disk is slower than the session.
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -119,19 +120,34 @@ async fn write_events(
 ) {
     let mut out = tokio::io::BufWriter::new(file);
     let (mut out_tail, mut in_tail) = (Vec::new(), Vec::new());
+    // One line at a time, in a buffer kept across events: the recording costs one escaping
+    // pass over the data and no allocation per chunk.
+    let mut line = Vec::new();
     let mut failed = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Write everything queued, then flush once.
         while let Some(event) = next {
-            let line = match event {
-                Event::Output(at, data) => {
-                    line(started, at, "o", &utf8_chunk(&mut out_tail, &data))
+            match event {
+                Event::Output(at, data) => write_line(
+                    &mut line,
+                    started,
+                    at,
+                    "o",
+                    &utf8_chunk(&mut out_tail, &data),
+                ),
+                Event::Input(at, data) => write_line(
+                    &mut line,
+                    started,
+                    at,
+                    "i",
+                    &utf8_chunk(&mut in_tail, &data),
+                ),
+                Event::Resize(at, c, r) => {
+                    write_line(&mut line, started, at, "r", &format!("{c}x{r}"))
                 }
-                Event::Input(at, data) => line(started, at, "i", &utf8_chunk(&mut in_tail, &data)),
-                Event::Resize(at, c, r) => line(started, at, "r", &format!("{c}x{r}")),
-            };
-            if !failed && out.write_all(line.as_bytes()).await.is_err() {
+            }
+            if !failed && out.write_all(&line).await.is_err() {
                 failed = true;
             }
             next = rx.try_recv().ok();
@@ -145,17 +161,26 @@ async fn write_events(
     }
 }
 
-fn line(started: Instant, at: Instant, kind: &str, text: &str) -> String {
+/// `[seconds, "kind", "text"]` and a newline, into `line`.
+fn write_line(line: &mut Vec<u8>, started: Instant, at: Instant, kind: &str, text: &str) {
+    use std::io::Write;
+    line.clear();
     let t = at.saturating_duration_since(started).as_secs_f64();
-    format!(
-        "[{t:.6}, \"{kind}\", {}]\n",
-        serde_json::Value::String(text.to_string())
-    )
+    let _ = write!(line, "[{t:.6}, \"{kind}\", ");
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *line, text);
+    line.extend_from_slice(b"]\n");
 }
 
 /// The text of `data`, keeping an incomplete UTF-8 sequence at its end for the next chunk
-/// (a terminal's output is split anywhere); invalid bytes become U+FFFD.
-fn utf8_chunk(tail: &mut Vec<u8>, data: &[u8]) -> String {
+/// (a terminal's output is split anywhere); invalid bytes become U+FFFD. Whole, valid chunks
+/// (nearly all of them) are borrowed, not copied.
+fn utf8_chunk<'a>(tail: &mut Vec<u8>, data: &'a [u8]) -> Cow<'a, str> {
+    if tail.is_empty() {
+        if let Ok(text) = std::str::from_utf8(data) {
+            return Cow::Borrowed(text);
+        }
+    }
     tail.extend_from_slice(data);
     let mut text = String::new();
     let mut rest: &[u8] = tail;
@@ -184,7 +209,7 @@ fn utf8_chunk(tail: &mut Vec<u8>, data: &[u8]) -> String {
     }
     let keep = rest.to_vec();
     *tail = keep;
-    text
+    Cow::Owned(text)
 }
 
 #[cfg(test)]
