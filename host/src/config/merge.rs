@@ -1,9 +1,8 @@
 //! A config server's answer merged over the file configuration, for one connection.
 //!
 //! Only the sections a connection can use are taken (`backend`, `docker`, `kubernetes`,
-//! `security`); keys
-//! match case-insensitively (ContainerSSH's Go decoder does, and servers in the wild rely on
-//! it). In `explicit` mode every value present overrides, so false, 0 and "" can switch a
+//! `security`); keys match case-insensitively (ContainerSSH's Go decoder does, and servers in
+//! the wild rely on it). In `explicit` mode every value present overrides, so false, 0 and "" can switch a
 //! setting off (ContainerSSH cannot); `nonzero` mode skips zero values like ContainerSSH, for
 //! servers that send a whole zero-filled structure. The result is validated like the file.
 use serde_json::{Map, Value};

@@ -184,10 +184,18 @@ impl Connection {
                 .get()
                 .map(|g| g.files.clone())
                 .unwrap_or_default(),
+            // Sensitive values never go where the pod object (readable by anyone who may list
+            // pods) would show them.
             metadata: self
                 .grant
                 .get()
-                .map(|g| g.metadata.clone())
+                .map(|g| {
+                    g.metadata
+                        .iter()
+                        .filter(|(k, _)| !g.sensitive.contains(k))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         let started = std::time::Instant::now();

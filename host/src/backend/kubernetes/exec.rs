@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use crate::backend::{exit_reason_from_code, ExitReason, Output, OutputStream};
 
@@ -126,7 +127,7 @@ pub async fn open(
         cancel.clone(),
     ));
     let span = tracing::info_span!("exec", connection_id = %target.connection_id);
-    tokio::spawn(tracing::Instrument::instrument(
+    tokio::spawn(
         write_frames(
             sink,
             stdin.then_some(stdin_reader),
@@ -134,9 +135,9 @@ pub async fn open(
             half_close,
             activity,
             cancel.clone(),
-        ),
-        span,
-    ));
+        )
+        .instrument(span),
+    );
     Ok(ExecStream {
         stdin: stdin_writer,
         output: Box::pin(Outputs {
