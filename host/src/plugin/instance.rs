@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use tokio::sync::Semaphore;
 use wasmtime::component::InstancePre;
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
 use crate::plugin::check::check_component;
 use crate::plugin::egress::{Egress, EgressHooks};
@@ -80,9 +80,23 @@ impl PluginCore {
         );
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.settings.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every tick the guest yields to the runtime, so a plugin that computes (or loops)
+        // never holds a worker thread for long and other connections go on; once its CPU
+        // budget is spent it traps.
+        let budget = (self.settings.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let timeout = self.settings.timeout;
+        let mut used = 0u64;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            used += 1;
+            if used >= budget {
+                Err(wasmtime::format_err!(
+                    "the plugin computed past its deadline of {timeout:?}"
+                ))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         store
     }
 
