@@ -79,6 +79,67 @@ fn repeated_failures_for_a_user_are_rate_limited() {
 }
 
 #[test]
+fn repeated_failures_from_one_address_are_rate_limited() {
+    let gw = Gateway::start(
+        json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 0, "maxFailuresPerIp": 3, "window": "5m"}}}),
+    );
+    // Three wrong guesses, each for another user name: the address is what is limited.
+    for user in ["a", "b", "c"] {
+        let mut bad = gw.ssh_password(user, "wrong");
+        bad.arg("true");
+        assert_eq!(run(bad, b"").status.code(), Some(255));
+    }
+    let mut good = gw.ssh_password(USER, PASSWORD);
+    good.arg("echo should-not-run");
+    let out = run(good, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let log = gw.log_text();
+    assert!(log.contains("too many recent failures"), "{log}");
+    assert_eq!(log.matches("authentication failed").count(), 3, "{log}");
+}
+
+/// A key the auth server does not judge (it takes passwords only) is no failed guess: users
+/// whose client offers keys first are not locked out.
+#[test]
+fn keys_the_auth_server_does_not_take_do_not_count_against_the_rate_limit() {
+    let (_dir, pki) = crate::webhook::test_pki();
+    let server = crate::webhook_server::WebhookServer::start(
+        &pki,
+        crate::webhook_server::ClientAuth::Required,
+        crate::webhook::auth_handler(),
+    );
+    let gw = Gateway::start_with_auth(
+        crate::webhook::legacy_auth(&server, &pki, json!({"pubkey": false})),
+        json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 2, "maxFailuresPerIp": 2, "window": "5m"}}}),
+    );
+    for _ in 0..4 {
+        // Offers the key first, then the password.
+        let mut ssh = std::process::Command::new("sshpass");
+        ssh.args(["-p", PASSWORD, "ssh"])
+            .args(gw.common_ssh_options())
+            .args([
+                "-o",
+                "PreferredAuthentications=publickey,password",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+            ])
+            .arg(&shared().key)
+            .arg(format!("{USER}@127.0.0.1"))
+            .arg("echo in");
+        let out = run(ssh, b"");
+        assert_eq!(text(&out.stdout), "in\n", "{out:?}\n{}", gw.log_text());
+    }
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("not supported by the auth plugin").count(),
+        4,
+        "{log}"
+    );
+    assert!(!log.contains("too many recent failures"), "{log}");
+}
+
+#[test]
 fn unauthenticated_connections_are_capped() {
     let gw = Gateway::start(json!({"ssh": {"maxUnauthenticated": 1}}));
     // One idle TCP connection that never authenticates takes the only slot.

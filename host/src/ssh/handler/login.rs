@@ -76,6 +76,10 @@ impl SshHandler {
                 },
             }),
         );
+        // Only wrong credentials count against the rate limits: a key offered to a plugin
+        // that takes passwords only, or an auth server that is down, says nothing about
+        // guessing, and counting them would lock out users who then type the right password.
+        let guessed = matches!(outcome, AuthOutcome::Failure(_));
         let result = match outcome {
             AuthOutcome::Success(grant) => {
                 tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");
@@ -113,8 +117,10 @@ impl SshHandler {
             }
         };
         if result != Auth::Accept {
-            guards.per_ip.record_failure(&ip);
-            guards.per_user.record_failure(&user_key);
+            if guessed {
+                guards.per_ip.record_failure(&ip);
+                guards.per_user.record_failure(&user_key);
+            }
             self.after_failure();
         }
         Ok(result)
