@@ -272,6 +272,9 @@ async fn start_observability(
 /// Identifies this gateway's containers: host name plus listen address, so two gateways on one
 /// engine never reap each other's containers, and a restarted one reaps its own.
 fn instance_id(config: &Config) -> String {
+    if !config.instance_id.is_empty() {
+        return config.instance_id.clone();
+    }
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());

@@ -458,3 +458,26 @@ fn sigterm_deletes_every_pod_before_the_gateway_exits() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The example's manifests as the API server sees them (server-side dry run; rbac.yaml itself
+/// is applied by the cluster script and its rights are what every test here runs with).
+#[test]
+fn the_example_manifests_are_accepted_by_the_api_server() {
+    let c = cluster_or_skip!();
+    let examples = workspace().join("examples/kubernetes");
+    let out = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", c.kubeconfig))
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(examples.join("gateway.yaml"))
+        .arg("-f")
+        .arg(examples.join("rbac.yaml"))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "{out:?}");
+    let said = text(&out.stdout);
+    assert!(said.contains("statefulset.apps/containerssh"), "{said}");
+    assert!(
+        said.contains("networkpolicy.networking.k8s.io/no-traffic"),
+        "{said}"
+    );
+}

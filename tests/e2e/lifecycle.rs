@@ -19,28 +19,37 @@ fn container_is_removed_when_the_client_vanishes() {
 
 #[test]
 fn orphans_of_an_earlier_run_are_reaped_at_start() {
+    let host = hostname::get().unwrap().to_string_lossy().into_owned();
+    assert_orphan_is_reaped(|port| format!("{host}_127.0.0.1:{port}"), json!({}));
+}
+
+/// A set `instanceId` replaces the host-name default, so a gateway that moves to another host
+/// (or a pod that gets a new name) still finds what it left.
+#[test]
+fn orphans_are_found_by_a_configured_instance_id() {
+    assert_orphan_is_reaped(
+        |_| "gateway-west-1".into(),
+        json!({"instanceId": "gateway-west-1"}),
+    );
+}
+
+/// Plants a container labelled as the gateway's (instance id from its port) before it
+/// starts; the gateway must remove it.
+fn assert_orphan_is_reaped(instance: impl Fn(u16) -> String, overrides: serde_json::Value) {
     let mut orphan = String::new();
     let gw = Gateway::start_with(
         |port, _| {
-            let host = hostname::get().unwrap().to_string_lossy().into_owned();
             let out = Command::new("docker")
-                .args([
-                    "run",
-                    "-d",
-                    "--network",
-                    "none",
-                    "--label",
-                    "containerssh.managed=true",
-                ])
-                .arg("--label")
-                .arg(format!("containerssh.instance={host}_127.0.0.1:{port}"))
+                .args(["run", "-d", "--network", "none"])
+                .args(["--label", "containerssh.managed=true", "--label"])
+                .arg(format!("containerssh.instance={}", instance(port)))
                 .args([IMAGE, "sleep", "600"])
                 .output()
                 .expect("docker run");
             assert!(out.status.success(), "{out:?}");
             orphan = text(&out.stdout).trim().to_string();
         },
-        json!({}),
+        overrides,
     );
     assert!(!orphan.is_empty());
     gw.wait_for_log("removed orphaned container", Duration::from_secs(30));

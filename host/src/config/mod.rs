@@ -46,6 +46,11 @@ pub struct Config {
     /// A custom request-filter plugin instead of the built-in security-policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<PluginSettings>,
+    /// Names this gateway's containers and pods (label `containerssh.instance`), so that it
+    /// removes what an earlier run of itself left and nothing of other gateways. Default:
+    /// `<hostname>_<ssh.listen>`.
+    #[serde(default)]
+    pub instance_id: String,
     /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
     #[serde(default)]
     pub plugin_cache_dir: Option<String>,

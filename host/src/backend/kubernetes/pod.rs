@@ -33,7 +33,9 @@ pub fn console_container(config: &KubernetesPod) -> String {
         .unwrap_or_default()
 }
 
-/// A label value made of the instance id (`host_listen` may hold `:` and `/`).
+/// A label value made of the instance id (`host_listen` may hold `:` and `/`). An id too long
+/// for a label keeps its start and gets a hash of the whole, so two long ids that share a
+/// prefix stay apart.
 pub fn instance_label(instance: &str) -> String {
     let cleaned: String = instance
         .chars()
@@ -44,11 +46,15 @@ pub fn instance_label(instance: &str) -> String {
                 '-'
             }
         })
-        .take(63)
         .collect();
-    cleaned
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
+    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if cleaned.len() <= 63 {
+        return cleaned.to_string();
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(instance.as_bytes()));
+    let start = cleaned[..50].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{start}-{}", &hash[..12])
 }
 
 pub fn build(config: &KubernetesPod, owner: &WorkloadOwner, instance_label: &str) -> Pod {
@@ -279,6 +285,10 @@ mod tests {
     fn instance_ids_become_label_values() {
         assert_eq!(instance_label("gw_0.0.0.0:2222"), "gw_0.0.0.0-2222");
         assert_eq!(instance_label("[::]:22"), "22");
+        let long_a = format!("{}_0.0.0.0:2222", "gateway-".repeat(10));
+        let long_b = format!("{}_0.0.0.0:2223", "gateway-".repeat(10));
+        assert!(is_label_value(&instance_label(&long_a)));
+        assert_ne!(instance_label(&long_a), instance_label(&long_b));
         assert!(is_label_value(&instance_label(&"x:".repeat(80))));
     }
 }
