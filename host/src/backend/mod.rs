@@ -152,6 +152,9 @@ pub fn exit_reason_from_code(code: i64) -> ExitReason {
 
 /// A granted file's path relative to `/`; refuses relative paths and `.`/`..`.
 pub fn checked_file_path(path: &str) -> anyhow::Result<&Path> {
+    if path.chars().any(char::is_control) {
+        bail!("granted file {path:?}: the path must not contain control characters");
+    }
     let p = Path::new(path);
     if !p.is_absolute() {
         bail!("granted file {path:?}: the path must be absolute");

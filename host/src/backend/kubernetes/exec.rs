@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::AttachParams;
 use kube::Client;
-use tokio::io::{AsyncReadExt, ReadHalf, SimplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -152,7 +152,24 @@ pub async fn open(
 
 /// Runs a helper program to its end; returns how it ended and what it printed.
 pub async fn run(target: &Target, argv: &[String]) -> anyhow::Result<(ExitReason, String)> {
-    let mut stream = open(target, argv, false, None).await?;
+    run_with_input(target, argv, &[]).await
+}
+
+/// Runs a helper program that reads `input` and ends by itself: its stdin stays open (a v4
+/// stream could not pass its end on), so the input must say where it ends.
+pub async fn run_with_input(
+    target: &Target,
+    argv: &[String],
+    input: &[u8],
+) -> anyhow::Result<(ExitReason, String)> {
+    let mut stream = open(target, argv, !input.is_empty(), None).await?;
+    if !input.is_empty() {
+        stream
+            .stdin
+            .write_all(input)
+            .await
+            .context("cannot write the helper's input")?;
+    }
     let mut printed = Vec::new();
     while let Some(item) = stream.output.next().await {
         match item? {

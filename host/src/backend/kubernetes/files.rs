@@ -1,29 +1,33 @@
 //! Files granted by the auth or config server, written into the running pod before any session
 //! starts: one helper exec (`sh`, `base64`, `mkdir` in the image) as the container's user, mode
-//! 0600. The content travels base64-encoded in the exec request's arguments, so the total is
-//! capped well below what API servers accept in a request line.
+//! 0600. Paths and contents travel on the helper's stdin, inside the exec stream, not in the
+//! request URL (which API server audit logs record); a final "." line ends the list, so the
+//! helper ends by itself, on v4 streams too.
 use anyhow::{bail, Context};
 use base64::Engine;
 
 use super::exec::{self, Target};
 use crate::backend::{checked_file_path, ExitReason};
 
-/// Largest total of granted files (before encoding) a pod can receive this way.
+/// Largest total of granted files (before encoding) a pod is given.
 pub const MAX_TOTAL_BYTES: usize = 256 * 1024;
 
 const SCRIPT: &str = "umask 077; \
-    while [ $# -gt 1 ]; do \
-      d=${1%/*}; if [ -n \"$d\" ]; then mkdir -p \"$d\" || exit 1; fi; \
-      printf %s \"$2\" | base64 -d > \"$1\" || exit 1; \
-      shift 2; \
-    done";
+    while IFS= read -r path; do \
+      [ \"$path\" = . ] && exit 0; \
+      IFS= read -r data || exit 1; \
+      d=${path%/*}; if [ -n \"$d\" ]; then mkdir -p \"$d\" || exit 1; fi; \
+      printf %s \"$data\" | base64 -d > \"$path\" || exit 1; \
+    done; \
+    echo 'containerssh: the list of granted files was cut short' >&2; exit 1";
 
 pub async fn place(target: &Target, files: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    let argv = arguments(files)?;
-    let (exit, printed) = exec::run(target, &argv)
+    let input = listing(files)?;
+    let argv = ["/bin/sh".to_string(), "-c".to_string(), SCRIPT.to_string()];
+    let (exit, printed) = exec::run_with_input(target, &argv, &input)
         .await
         .context("cannot place the granted files in the pod")?;
     if exit != ExitReason::Status(0) {
@@ -35,47 +39,59 @@ pub async fn place(target: &Target, files: &[(String, Vec<u8>)]) -> anyhow::Resu
     Ok(())
 }
 
-fn arguments(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<String>> {
+/// `path` and base64 content lines for each file, then ".".
+fn listing(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
     let total: usize = files.iter().map(|(_, c)| c.len()).sum();
     if total > MAX_TOTAL_BYTES {
         bail!("granted files total {total} bytes; the Kubernetes backend takes at most {MAX_TOTAL_BYTES}");
     }
-    let mut argv = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        SCRIPT.to_string(),
-        "containerssh-files".to_string(),
-    ];
+    let mut input = Vec::with_capacity(total * 4 / 3 + 64 * files.len() + 2);
     for (path, content) in files {
         checked_file_path(path)?;
-        argv.push(path.clone());
-        argv.push(base64::engine::general_purpose::STANDARD.encode(content));
+        input.extend_from_slice(path.as_bytes());
+        input.push(b'\n');
+        input.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(content)
+                .as_bytes(),
+        );
+        input.push(b'\n');
     }
-    Ok(argv)
+    input.extend_from_slice(b".\n");
+    Ok(input)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
 
     #[test]
-    fn files_become_path_and_base64_pairs() {
-        let argv = arguments(&[("/tmp/a b".into(), b"hi".to_vec())]).unwrap();
-        assert_eq!(&argv[3..], ["containerssh-files", "/tmp/a b", "aGk="]);
-        assert!(arguments(&[("relative".into(), vec![])]).is_err());
-        assert!(arguments(&[("/x".into(), vec![0; MAX_TOTAL_BYTES + 1])]).is_err());
+    fn files_become_path_and_base64_lines() {
+        let input = listing(&[("/tmp/a b".into(), b"hi".to_vec())]).unwrap();
+        assert_eq!(input, b"/tmp/a b\naGk=\n.\n");
+        assert!(listing(&[("relative".into(), vec![])]).is_err());
+        assert!(listing(&[("/a\nb".into(), vec![])]).is_err());
+        assert!(listing(&[("/x".into(), vec![0; MAX_TOTAL_BYTES + 1])]).is_err());
     }
 
-    /// The script itself, run by the machine's shell, writes what it was given.
+    /// The script, run by the machine's shell, writes what it was given and ends at ".".
     #[test]
-    fn the_script_writes_private_files() {
+    fn the_script_writes_private_files_and_ends_by_itself() {
         let dir = tempfile::tempdir().unwrap();
         let path = format!("{}/sub/granted", dir.path().display());
-        let argv = arguments(&[(path.clone(), b"secret\n".to_vec())]).unwrap();
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .status()
+        let input = listing(&[(path.clone(), b"secret\n".to_vec())]).unwrap();
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", SCRIPT])
+            .stdin(Stdio::piped())
+            .spawn()
             .unwrap();
+        // The stdin pipe stays open: the helper must not need its end.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
         assert!(status.success());
         assert_eq!(std::fs::read(&path).unwrap(), b"secret\n");
         use std::os::unix::fs::PermissionsExt;
