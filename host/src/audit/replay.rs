@@ -28,7 +28,10 @@ pub fn replay(path: &Path, speed: f64, max_wait: Duration) -> anyhow::Result<()>
             else {
                 bail!("line {}: not an asciicast event", n + 2);
             };
-            let wait = Duration::from_secs_f64(((t - last) / speed).max(0.0)).min(max_wait);
+            // A damaged file may hold any number here: never panic on it.
+            let wait = Duration::try_from_secs_f64(((t - last) / speed).max(0.0))
+                .unwrap_or(max_wait)
+                .min(max_wait);
             last = t;
             if kind == "o" {
                 std::thread::sleep(wait);
@@ -65,4 +68,27 @@ fn describe(event: &Value) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_recordings_are_errors_or_played_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.cast");
+        let header = r#"{"version": 2, "width": 80, "height": 24}"#;
+        // A huge time stamp and a NaN-like one: played with the longest wait, no panic.
+        std::fs::write(
+            &path,
+            format!("{header}\n[1e308, \"o\", \"x\"]\n[-1e308, \"o\", \"y\"]\n"),
+        )
+        .unwrap();
+        replay(&path, 1.0, Duration::from_millis(1)).unwrap();
+        std::fs::write(&path, format!("{header}\n[1, \"o\"]\n")).unwrap();
+        assert!(replay(&path, 1.0, Duration::from_millis(1)).is_err());
+        std::fs::write(&path, "").unwrap();
+        assert!(replay(&path, 1.0, Duration::from_millis(1)).is_err());
+    }
 }

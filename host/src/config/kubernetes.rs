@@ -108,9 +108,16 @@ fn default_burst() -> u32 {
 }
 
 impl KubernetesConnection {
-    /// True when nothing but the defaults is set (the in-cluster configuration then applies).
+    /// True when no server or credentials are set (the in-cluster configuration then applies);
+    /// the rate limit says nothing about where the API server is.
     pub fn is_default(&self) -> bool {
-        serde_json::to_value(self).ok() == serde_json::to_value(Self::default()).ok()
+        let location = |c: &Self| {
+            let mut c = c.clone();
+            c.qps = default_qps();
+            c.burst = default_burst();
+            serde_json::to_value(c).ok()
+        };
+        location(self) == location(&Self::default())
     }
 }
 
@@ -432,6 +439,14 @@ mod tests {
         let config = KubernetesConfig::default();
         assert!(config.validate().is_empty(), "{:?}", config.validate());
         assert!(config.connection.is_default());
+        let mut faster = config.connection.clone();
+        faster.qps = 100.0;
+        assert!(
+            faster.is_default(),
+            "a rate limit keeps the in-cluster configuration"
+        );
+        faster.bearer_token = "t".into();
+        assert!(!faster.is_default());
         assert_eq!(config.pod.spec.containers[0].name, "shell");
     }
 
