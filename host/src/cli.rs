@@ -9,9 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::backend::Backends;
 use crate::config::{self, Config};
 use crate::observe::{self, Metrics, Routes};
-use crate::plugin::{
-    ChannelRequest, FilterPlugin, PluginRuntime, PluginSettings, Plugins, Verdict,
-};
+use crate::plugin::{PluginRuntime, PluginSettings, Plugins};
 use crate::ssh::{self, Gateway};
 
 #[derive(Parser)]
@@ -166,7 +164,8 @@ async fn load_plugins(config: &Config) -> anyhow::Result<Plugins> {
     let filter = runtime
         .load_filter("security", &filter_settings)
         .context("request filter plugin")?;
-    check_security_settings(&filter, &config.security.to_string())
+    filter
+        .check_policy(&config.security.to_string())
         .await
         .context("security")?;
     Ok(Plugins {
@@ -175,36 +174,6 @@ async fn load_plugins(config: &Config) -> anyhow::Result<Plugins> {
         filter,
     })
 }
-
-/// Asks the filter about a first session once: a policy that cannot be read says so.
-pub async fn check_security_settings(
-    filter: &FilterPlugin,
-    security_json: &str,
-) -> anyhow::Result<()> {
-    let probe = crate::plugin::ConnectionInfo {
-        connection_id: "0".repeat(32),
-        remote_address: "127.0.0.1:0".into(),
-        client_version: "SSH-2.0-containerssh-config-check".into(),
-        username: "config-check".into(),
-    };
-    let verdict = filter
-        .filter(
-            &probe,
-            0,
-            &ChannelRequest::OpenSession(0),
-            Some(security_json.to_string()),
-        )
-        .await;
-    match verdict {
-        Verdict::Deny(reason) if reason.starts_with(INVALID_POLICY_PREFIX) => {
-            anyhow::bail!("{reason}")
-        }
-        _ => Ok(()),
-    }
-}
-
-/// How the request filter starts its answer when the policy itself is unreadable.
-pub const INVALID_POLICY_PREFIX: &str = "invalid security configuration";
 
 async fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;

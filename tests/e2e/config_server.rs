@@ -66,16 +66,45 @@ fn config_server_answer_applies_to_that_connection_only() {
 #[test]
 fn an_invalid_config_answer_refuses_the_connection_with_a_reason() {
     let (_dir, pki) = test_pki();
-    let handler: Handler = Arc::new(|_, _| {
-        Answer::ok(json!({"config": {"docker": {"execution": {"host": {"memroy": 5}}}}}))
-    });
-    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    for (answer, expected_log) in [
+        (
+            json!({"docker": {"execution": {"host": {"memroy": 5}}}}),
+            "memroy",
+        ),
+        // A policy the filter cannot read is refused at login, not after it.
+        (
+            json!({"security": {"env": {"mode": "sometimes"}}}),
+            "config server answer: security",
+        ),
+    ] {
+        let handler: Handler = Arc::new(move |_, _| Answer::ok(json!({"config": answer.clone()})));
+        let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+        let gw = Gateway::start(json!({
+            "configserver": {
+                "url": server.url,
+                "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+            }
+        }));
+        assert_refused_with_reason(&gw, expected_log);
+    }
+}
+
+#[test]
+fn an_unreachable_config_server_refuses_the_connection_with_a_reason() {
+    let (_dir, pki) = test_pki();
+    // Nothing listens there.
+    let port = free_port();
     let gw = Gateway::start(json!({
         "configserver": {
-            "url": server.url,
+            "url": format!("https://127.0.0.1:{port}/config"),
+            "timeout": "1s", "authTimeout": "2s",
             "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
         }
     }));
+    assert_refused_with_reason(&gw, "Connection refused");
+}
+
+fn assert_refused_with_reason(gw: &Gateway, expected_log: &str) {
     let mut c = gw.ssh();
     c.arg("echo should-not-run");
     let out = run(c, b"");
@@ -85,6 +114,9 @@ fn an_invalid_config_answer_refuses_the_connection_with_a_reason() {
         "{out:?}"
     );
     let log = gw.log_text();
-    assert!(log.contains("memroy"), "the log names the bad key:\n{log}");
+    assert!(
+        log.contains(expected_log),
+        "the log says why ({expected_log}):\n{log}"
+    );
     assert!(gw.containers().is_empty());
 }

@@ -70,21 +70,27 @@ pub fn parse_str(text: &str, is_json: bool) -> Result<Config, ConfigError> {
 }
 
 /// Typed config from a JSON value (also used after merging a config plugin's answer).
-pub fn from_value(mut value: Value) -> Result<Config, ConfigError> {
+pub fn from_value(value: Value) -> Result<Config, ConfigError> {
+    checked(value, Config::validate)
+}
+
+/// Typed config of one connection (the file's merged with a config server's answer): only the
+/// sections an answer can change are checked again, so a login reads no certificate files.
+pub fn from_connection_value(value: Value) -> Result<Config, ConfigError> {
+    checked(value, Config::validate_connection)
+}
+
+fn checked(mut value: Value, validate: fn(&Config) -> Vec<String>) -> Result<Config, ConfigError> {
     let mut problems = normalise(&mut value);
     let config: Option<Config> = deserialize_strict(value, &mut problems);
     match config {
-        Some(config) if problems.is_empty() => {
-            let semantic = config.validate();
-            if semantic.is_empty() {
+        Some(config) => {
+            problems.extend(validate(&config));
+            if problems.is_empty() {
                 Ok(config)
             } else {
-                Err(ConfigError { problems: semantic })
+                Err(ConfigError { problems })
             }
-        }
-        Some(config) => {
-            problems.extend(config.validate());
-            Err(ConfigError { problems })
         }
         None => Err(ConfigError { problems }),
     }

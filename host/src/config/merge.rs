@@ -7,7 +7,7 @@
 //! servers that send a whole zero-filled structure. The result is validated like the file.
 use serde_json::{Map, Value};
 
-use super::{from_value, Config, ConfigError, MergeMode};
+use super::{from_connection_value, Config, ConfigError, MergeMode};
 
 /// Sections of an answer that apply to a connection.
 const MERGED_SECTIONS: &[&str] = &["backend", "docker", "kubernetes", "security"];
@@ -37,7 +37,7 @@ pub fn merge_answer(base: &Config, answer: &Value, mode: MergeMode) -> Result<Me
         }
     }
     merge(&mut target, &Value::Object(patch), mode);
-    let config = from_value(target).map_err(|mut e| {
+    let config = from_connection_value(target).map_err(|mut e| {
         for p in &mut e.problems {
             *p = format!("config server answer: {p}");
         }
@@ -195,6 +195,27 @@ mod tests {
             "{:?}",
             e.problems
         );
+    }
+
+    /// A login re-checks only what an answer can change: the auth plugin's certificate files
+    /// are not read again (they may even be gone, as after a rotation in progress).
+    #[test]
+    fn merging_reads_no_certificate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["auth.test".to_string()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let yaml = format!(
+            "auth:\n  plugin: builtin:webhook-auth\n  egress:\n    allow: [auth.test]\n    tls:\n      cacert: {}\n",
+            ca.display()
+        );
+        let base = super::super::parse_str(&yaml, false).unwrap();
+        std::fs::remove_file(&ca).unwrap();
+        let answer = json!({"docker": {"execution": {"container": {"image": "user:2"}}}});
+        let m = merge_answer(&base, &answer, MergeMode::Explicit).unwrap();
+        assert_eq!(m.config.docker.execution.container.image, "user:2");
+        // The file itself is still checked at start.
+        assert!(super::super::parse_str(&yaml, false).is_err());
     }
 
     #[test]

@@ -12,7 +12,9 @@ mod ssh;
 pub use audit::*;
 pub use docker::*;
 pub use kubernetes::*;
-pub use load::{deserialize_strict, from_value, load_file, parse_str, ConfigError};
+pub use load::{
+    deserialize_strict, from_connection_value, from_value, load_file, parse_str, ConfigError,
+};
 pub use merge::{merge_answer, Merged};
 pub use ssh::*;
 
@@ -203,9 +205,6 @@ impl Config {
                     .map(|p| format!("filter: {p}")),
             );
         }
-        if !self.security.is_object() {
-            problems.push("security: must be a map".into());
-        }
         if !matches!(
             self.log.level.as_str(),
             "trace" | "debug" | "info" | "notice" | "warn" | "warning" | "error"
@@ -234,6 +233,17 @@ impl Config {
         }
         problems.extend(self.audit.validate());
         problems.extend(self.ssh.validate());
+        problems.extend(self.validate_connection());
+        problems
+    }
+
+    /// The checks of the sections a config server may change for one connection (`backend`,
+    /// `docker`, `kubernetes`, `security`); they read no files.
+    pub fn validate_connection(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.security.is_object() {
+            problems.push("security: must be a map".into());
+        }
         match self.backend {
             BackendKind::Docker => problems.extend(self.docker.validate()),
             BackendKind::Kubernetes => problems.extend(self.kubernetes.validate()),

@@ -161,3 +161,33 @@ fn to_wit(r: &ChannelRequest) -> wit::ChannelRequest {
         ChannelRequest::TcpipForwarding(s) => wit::ChannelRequest::TcpipForwarding(s.clone()),
     }
 }
+
+/// How the request filter starts its answer when the policy itself is unreadable.
+pub const INVALID_POLICY_PREFIX: &str = "invalid security configuration";
+
+impl FilterPlugin {
+    /// Asks the filter about a first session once, with `security_json` as its policy: a
+    /// policy that cannot be read says so (at start, and for a config server's answer).
+    pub async fn check_policy(&self, security_json: &str) -> anyhow::Result<()> {
+        let probe = ConnectionInfo {
+            connection_id: "0".repeat(32),
+            remote_address: "127.0.0.1:0".into(),
+            client_version: "SSH-2.0-containerssh-config-check".into(),
+            username: "config-check".into(),
+        };
+        let verdict = self
+            .filter(
+                &probe,
+                0,
+                &ChannelRequest::OpenSession(0),
+                Some(security_json.to_string()),
+            )
+            .await;
+        match verdict {
+            Verdict::Deny(reason) if reason.starts_with(INVALID_POLICY_PREFIX) => {
+                anyhow::bail!("{reason}")
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -158,6 +158,16 @@ impl SshHandler {
             tracing::warn!(connection_id = %self.conn.id, keys = ?merged.ignored,
                 "config server answer: these sections cannot change per connection and were ignored");
         }
+        // A policy the filter cannot read would deny every request after a "successful"
+        // login; refuse the connection now, with the reason in the log.
+        if merged.config.security != gateway.config.security {
+            gateway
+                .plugins
+                .filter
+                .check_policy(&merged.config.security.to_string())
+                .await
+                .map_err(|e| e.context("config server answer: security"))?;
+        }
         let settings = ConnectionSettings::from_config(&merged.config);
         tracing::info!(connection_id = %self.conn.id, backend = ?merged.config.backend,
             image = %settings.workload.image(), "connection configuration received");
