@@ -141,6 +141,35 @@ fn terminal_sessions_are_recorded_in_asciicast_v2() {
     assert!(text(&out.stdout).contains("recorded-42"), "{out:?}");
 }
 
+/// A container that cannot start is in the audit log too, with the reason.
+#[test]
+fn a_container_that_cannot_start_is_audited() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(json!({
+        "audit": {"enable": true, "file": {"directory": audit.path()}},
+        "docker": {"execution": {"container": {"image": "containerssh-test/absent:1"}}}
+    }));
+    let mut ssh = gw.ssh();
+    ssh.arg("true");
+    assert_eq!(run(ssh, b"").status.code(), Some(255));
+    drop(gw);
+    let logs = files(audit.path(), "jsonl");
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let all = events(&logs[0]);
+    let failed = all
+        .iter()
+        .find(|e| e["event"] == "backend-error")
+        .unwrap_or_else(|| panic!("no backend-error event: {all:?}"));
+    assert_eq!(failed["stage"], "container_start");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("absent"),
+        "{failed}"
+    );
+}
+
 #[test]
 fn passwords_cannot_be_intercepted() {
     let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))

@@ -46,6 +46,10 @@ impl ChannelTask {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the container");
+                conn.audit(
+                    "backend-error",
+                    serde_json::json!({"session": session, "stage": "container_start", "error": format!("{e:#}")}),
+                );
                 // A reason instead of a silent close; details stay in the gateway's log. No
                 // channel-open failure is sent: it travels on russh's priority queue, could
                 // overtake the disconnect, and OpenSSH exits silently on it. The disconnect ends
@@ -98,6 +102,10 @@ impl ChannelTask {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the program");
+                conn.audit(
+                    "backend-error",
+                    serde_json::json!({"session": session, "stage": "process_start", "error": format!("{e:#}")}),
+                );
                 conn.gateway.metrics.backend_error("process_start");
                 let _ = writer
                     .extended_data_bytes(
@@ -244,6 +252,10 @@ impl ChannelTask {
                 }
                 Err(e) => {
                     tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "exit status unknown");
+                    conn.audit(
+                        "exit",
+                        serde_json::json!({"session": session, "unknown": format!("{e:#}")}),
+                    );
                 }
             }
             let _ = writer.eof().await;
@@ -251,6 +263,10 @@ impl ChannelTask {
         } else {
             // The client went away first: hang the program up like sshd does.
             tracing::info!(connection_id = %cid, session, "channel closed by the client");
+            conn.audit(
+                "exit",
+                serde_json::json!({"session": session, "unknown": "the client closed the channel first"}),
+            );
             if let Err(e) = control.signal("HUP").await {
                 tracing::debug!(connection_id = %cid, error = format!("{e:#}"), "hang-up signal failed");
             }
