@@ -141,6 +141,62 @@ fn terminal_sessions_are_recorded_in_asciicast_v2() {
     assert!(text(&out.stdout).contains("recorded-42"), "{out:?}");
 }
 
+/// A small file system just for this test's audit directory, gone when dropped.
+struct TinyFs(tempfile::TempDir);
+
+impl TinyFs {
+    fn mount(bytes: usize) -> TinyFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        TinyFs(dir)
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// When the recording cannot be written (the disk is full), the session ends: it must not go
+/// on unrecorded.
+#[test]
+fn a_session_whose_recording_cannot_be_written_is_ended() {
+    let disk = TinyFs::mount(256 * 1024);
+    let gw =
+        Gateway::start(json!({"audit": {"enable": true, "file": {"directory": disk.0.path()}}}));
+    let mut ssh = gw.ssh();
+    // Far more output than the disk holds, then a mark that must never arrive.
+    ssh.args([
+        "-tt",
+        "head -c 4000000 /dev/zero | tr '\\0' x; sleep 2; echo; echo unrecorded-end",
+    ]);
+    let out = run(ssh, b"");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!text(&out.stdout).contains("unrecorded-end"));
+    assert!(
+        text(&out.stderr).contains("audit log cannot be written"),
+        "{}",
+        text(&out.stderr)
+    );
+    gw.wait_for_log(
+        "could not be written completely",
+        std::time::Duration::from_secs(20),
+    );
+    gw.assert_no_containers();
+}
+
 /// A container that cannot start is in the audit log too, with the reason.
 #[test]
 fn a_container_that_cannot_start_is_audited() {

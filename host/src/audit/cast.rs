@@ -4,6 +4,8 @@
 //! than dropping anything when the disk is slower than the session.
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -30,12 +32,16 @@ pub struct Recording {
 const QUEUE: usize = 256;
 
 impl Recording {
+    /// Starts a recording in `path`; a write that fails later sets `failed` (the connection's
+    /// audit flag), so the session is ended rather than going on unrecorded.
     pub fn start(
         path: &Path,
         columns: u32,
         rows: u32,
         term: &str,
         record_input: bool,
+        failed: Arc<AtomicBool>,
+        connection_id: &str,
     ) -> anyhow::Result<Self> {
         let mut file = create_private(path)?;
         let header = serde_json::json!({
@@ -57,6 +63,8 @@ impl Recording {
             rx,
             started,
             path,
+            failed,
+            connection_id.to_string(),
         ));
         Ok(Self {
             record_input,
@@ -117,6 +125,8 @@ async fn write_events(
     mut rx: mpsc::Receiver<Event>,
     started: Instant,
     path: std::path::PathBuf,
+    audit_failed: Arc<AtomicBool>,
+    connection_id: String,
 ) {
     let mut out = tokio::io::BufWriter::new(file);
     let (mut out_tail, mut in_tail) = (Vec::new(), Vec::new());
@@ -149,15 +159,18 @@ async fn write_events(
             }
             if !failed && out.write_all(&line).await.is_err() {
                 failed = true;
+                audit_failed.store(true, Ordering::Release);
             }
             next = rx.try_recv().ok();
         }
         if !failed && out.flush().await.is_err() {
             failed = true;
+            audit_failed.store(true, Ordering::Release);
         }
     }
     if failed || out.flush().await.is_err() || out.get_ref().sync_data().await.is_err() {
-        tracing::error!(path = %path.display(), "the session recording could not be written completely");
+        audit_failed.store(true, Ordering::Release);
+        tracing::error!(connection_id = %connection_id, path = %path.display(), "the session recording could not be written completely");
     }
 }
 
@@ -230,12 +243,14 @@ mod tests {
     async fn a_recording_is_valid_asciicast() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.cast");
-        let r = Recording::start(&path, 80, 24, "xterm", true).unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let r = Recording::start(&path, 80, 24, "xterm", true, failed.clone(), "c").unwrap();
         r.output(&Bytes::from_static(b"hello \xe2\x82")).await;
         r.output(&Bytes::from_static(b"\xac\r\n")).await;
         r.sender().input(&Bytes::from_static(b"ls\r")).await;
         r.sender().resize(100, 30).await;
         r.finish().await;
+        assert!(!failed.load(Ordering::Acquire));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

@@ -59,7 +59,7 @@ impl Auditor {
             auditor: self.clone(),
             connection_id: connection_id.to_string(),
             file: Mutex::new(file),
-            failed: AtomicBool::new(false),
+            failed: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -79,7 +79,8 @@ pub struct ConnectionAudit {
     auditor: Arc<Auditor>,
     connection_id: String,
     file: Mutex<File>,
-    failed: AtomicBool,
+    /// Set when the log or a recording could not be written; shared with recording writers.
+    failed: Arc<AtomicBool>,
 }
 
 impl ConnectionAudit {
@@ -134,7 +135,15 @@ impl ConnectionAudit {
             .auditor
             .directory
             .join(format!("{}-{session}.cast", self.connection_id));
-        match Recording::start(&path, columns, rows, term, self.auditor.record_input) {
+        match Recording::start(
+            &path,
+            columns,
+            rows,
+            term,
+            self.auditor.record_input,
+            self.failed.clone(),
+            &self.connection_id,
+        ) {
             Ok(r) => {
                 self.record(
                     "recording",

@@ -133,6 +133,11 @@ impl ChannelTask {
             (Some(audit), Some(tty)) => audit.recording(session, tty.columns, tty.rows, &tty.term),
             _ => None,
         };
+        if conn.audit_failed() {
+            // The recording could not be started: no unrecorded terminal session.
+            conn.release_session_workload(&workload).await;
+            return;
+        }
         let is_tty = tty.is_some();
         let recorder = recording.as_ref().map(|r| r.sender());
         let input_recorder = recorder.clone();
@@ -205,6 +210,9 @@ impl ChannelTask {
                     Ok(Output::Stdout(b)) => {
                         if let Some(r) = &recording {
                             r.output(&b).await;
+                            if conn.audit_failed() {
+                                return false;
+                            }
                         }
                         writer.data_bytes(b).await
                     }

@@ -111,12 +111,20 @@ impl Connection {
     pub fn audit(&self, event: &str, fields: serde_json::Value) {
         let Some(audit) = &self.audit else { return };
         audit.record(event, fields);
-        if audit.failed() {
+        self.audit_failed();
+    }
+
+    /// True (and the connection is being ended) when its audit log or a recording could not be
+    /// written: a session must not go on unaudited.
+    pub fn audit_failed(&self) -> bool {
+        let failed = self.audit.as_ref().is_some_and(|a| a.failed());
+        if failed {
             self.disconnect(
                 russh::Disconnect::ByApplication,
                 "containerssh: the audit log cannot be written; closing the connection",
             );
         }
+        failed
     }
 
     /// Marks the connection authenticated with `grant` and its own settings.

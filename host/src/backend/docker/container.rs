@@ -13,7 +13,12 @@ use crate::config::{Execution, PullPolicy, DEFAULT_PIDS_LIMIT};
 pub const LABEL_USERNAME: &str = "containerssh.username";
 
 /// Makes sure the image is there according to the pull policy.
-pub async fn ensure_image(docker: &Docker, image: &str, policy: PullPolicy) -> anyhow::Result<()> {
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    policy: PullPolicy,
+    connection_id: &str,
+) -> anyhow::Result<()> {
     let present = match docker.inspect_image(image).await {
         Ok(_) => true,
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -26,12 +31,14 @@ pub async fn ensure_image(docker: &Docker, image: &str, policy: PullPolicy) -> a
             bail!("image {image} is not present and imagePullPolicy is Never")
         }
         (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
-        (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => pull(docker, image).await,
+        (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
+            pull(docker, image, connection_id).await
+        }
     }
 }
 
-async fn pull(docker: &Docker, image: &str) -> anyhow::Result<()> {
-    tracing::info!(image, "pulling image");
+async fn pull(docker: &Docker, image: &str, connection_id: &str) -> anyhow::Result<()> {
+    tracing::info!(connection_id, image, "pulling image");
     let options = CreateImageOptions {
         from_image: Some(image.to_string()),
         ..Default::default()

@@ -50,7 +50,7 @@ impl DockerBackend {
         let live = self.live.snapshot();
         let mut removed = 0;
         for id in ids.into_iter().filter(|id| !live.contains(id)) {
-            if remove_container(&self.docker, &id, &self.timeouts).await {
+            if remove_container(&self.docker, &id, &self.timeouts, "").await {
                 tracing::info!(container = %short(&id), "removed orphaned container");
                 removed += 1;
             }
@@ -61,7 +61,7 @@ impl DockerBackend {
     /// Removes every container this process still has (shutdown path).
     pub async fn remove_all(&self) {
         for id in self.live.snapshot() {
-            if remove_container(&self.docker, &id, &self.timeouts).await {
+            if remove_container(&self.docker, &id, &self.timeouts, "").await {
                 self.live.remove(&id);
             }
         }
@@ -79,8 +79,13 @@ impl DockerBackend {
     ) -> anyhow::Result<Arc<dyn Workload>> {
         let started = std::time::Instant::now();
         let work = async {
-            container::ensure_image(&self.docker, &exec.container.image, exec.image_pull_policy)
-                .await?;
+            container::ensure_image(
+                &self.docker,
+                &exec.container.image,
+                exec.image_pull_policy,
+                &owner.connection_id,
+            )
+            .await?;
             let body = container::container_body(exec, owner, &self.instance);
             let name = match owner.session {
                 Some(s) => format!("containerssh-{}-{s}", owner.connection_id),
@@ -104,6 +109,7 @@ impl DockerBackend {
                 backend: self.clone(),
                 id: created.id.clone(),
                 user: exec.container.user.clone(),
+                connection_id: owner.connection_id.clone(),
             });
             if let Err(e) = files::place(
                 &self.docker,
@@ -138,6 +144,7 @@ impl DockerBackend {
                 )
             })??;
         tracing::info!(
+            connection_id = %owner.connection_id,
             container = %short(&workload.id),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "container started"
@@ -146,8 +153,14 @@ impl DockerBackend {
     }
 }
 
-/// Removes a container by force; true if it is gone (or was already).
-async fn remove_container(docker: &Docker, id: &str, timeouts: &DockerTimeouts) -> bool {
+/// Removes a container by force; true if it is gone (or was already). `connection_id` is for
+/// the log ("" for containers of no live connection).
+async fn remove_container(
+    docker: &Docker,
+    id: &str,
+    timeouts: &DockerTimeouts,
+    connection_id: &str,
+) -> bool {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
@@ -164,11 +177,11 @@ async fn remove_container(docker: &Docker, id: &str, timeouts: &DockerTimeouts) 
             status_code: 404, ..
         })) => true,
         Ok(Err(e)) => {
-            tracing::error!(container = %short(id), error = %e, "cannot remove container");
+            tracing::error!(connection_id, container = %short(id), error = %e, "cannot remove container");
             false
         }
         Err(_) => {
-            tracing::error!(container = %short(id), "removing the container timed out");
+            tracing::error!(connection_id, container = %short(id), "removing the container timed out");
             false
         }
     }
@@ -183,6 +196,7 @@ pub struct DockerWorkload {
     backend: DockerBackend,
     id: String,
     user: String,
+    connection_id: String,
 }
 
 #[async_trait]
@@ -201,6 +215,7 @@ impl Workload for DockerWorkload {
                 &self.user,
                 spec,
                 &self.backend.timeouts,
+                &self.connection_id,
             ),
         )
         .await
@@ -208,9 +223,16 @@ impl Workload for DockerWorkload {
     }
 
     async fn remove(&self) {
-        if remove_container(&self.backend.docker, &self.id, &self.backend.timeouts).await {
+        if remove_container(
+            &self.backend.docker,
+            &self.id,
+            &self.backend.timeouts,
+            &self.connection_id,
+        )
+        .await
+        {
             self.backend.live.remove(&self.id);
-            tracing::info!(container = %short(&self.id), "container removed");
+            tracing::info!(connection_id = %self.connection_id, container = %short(&self.id), "container removed");
         }
     }
 }

@@ -30,6 +30,7 @@ pub async fn start(
     user: &str,
     spec: ProcessSpec,
     timeouts: &DockerTimeouts,
+    connection_id: &str,
 ) -> anyhow::Result<Process> {
     let marker = hex::encode(rand::random::<[u8; 12]>());
     let mut env = spec.env;
@@ -85,7 +86,7 @@ pub async fn start(
     if let Some(t) = &spec.tty {
         // The size must be set after start; a failure only affects layout.
         if let Err(e) = control.resize(t.columns, t.rows).await {
-            tracing::debug!(error = %e, "initial terminal resize failed");
+            tracing::debug!(connection_id, error = %e, "initial terminal resize failed");
         }
     }
     let output = output.filter_map(|item| async move {

@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::Instrument;
 
 use crate::backend::{exit_reason_from_code, ExitReason, Output, OutputStream};
 
@@ -126,18 +125,15 @@ pub async fn open(
         activity.clone(),
         cancel.clone(),
     ));
-    let span = tracing::info_span!("exec", connection_id = %target.connection_id);
-    tokio::spawn(
-        write_frames(
-            sink,
-            stdin.then_some(stdin_reader),
-            resize_rx,
-            half_close,
-            activity,
-            cancel.clone(),
-        )
-        .instrument(span),
-    );
+    tokio::spawn(write_frames(
+        sink,
+        stdin.then_some(stdin_reader),
+        resize_rx,
+        half_close,
+        activity,
+        cancel.clone(),
+        target.connection_id.clone(),
+    ));
     Ok(ExecStream {
         stdin: stdin_writer,
         output: Box::pin(Outputs {
@@ -288,6 +284,7 @@ async fn write_frames(
     half_close: bool,
     activity: Arc<Activity>,
     cancel: CancellationToken,
+    connection_id: String,
 ) {
     let mut buffer = vec![0u8; STDIN_BUFFER + 1];
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
@@ -301,7 +298,7 @@ async fn write_frames(
                 continue;
             }
             _ = sleep_until_some(quiet_until) => {
-                tracing::warn!("exec stream v4 cannot pass end of input on; closing it (Kubernetes 1.30 and later pass it exactly)");
+                tracing::warn!(connection_id = %connection_id, "exec stream v4 cannot pass end of input on; closing it (Kubernetes 1.30 and later pass it exactly)");
                 activity.closed_after_eof.store(true, Ordering::Release);
                 break;
             }

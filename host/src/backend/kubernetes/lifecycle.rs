@@ -245,6 +245,7 @@ pub async fn delete_and_wait(
     name: &str,
     http_timeout: Duration,
     timeout: Duration,
+    connection_id: &str,
 ) -> anyhow::Result<bool> {
     throttle.acquire().await;
     let deleted = tokio::time::timeout(http_timeout, api.delete(name, &DeleteParams::background()))
@@ -270,6 +271,7 @@ pub async fn delete_and_wait(
         Ok(result) => result.map(|_| true),
         Err(_) => {
             tracing::warn!(
+                connection_id,
                 pod = name,
                 "pod still terminating after {timeout:?}; deleting it without grace period"
             );

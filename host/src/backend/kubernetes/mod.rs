@@ -74,7 +74,7 @@ impl KubernetesBackend {
             if live.contains(&format!("{}/{name}", self.namespace)) {
                 continue;
             }
-            if self.delete(&self.namespace, &name).await {
+            if self.delete(&self.namespace, &name, "").await {
                 tracing::info!(pod = %name, "removed orphaned pod");
                 removed += 1;
             }
@@ -86,7 +86,7 @@ impl KubernetesBackend {
     pub async fn remove_all(&self) {
         for key in self.live.snapshot() {
             if let Some((namespace, name)) = key.split_once('/') {
-                self.delete(namespace, name).await;
+                self.delete(namespace, name, "").await;
             }
         }
     }
@@ -95,8 +95,9 @@ impl KubernetesBackend {
         self.live.count()
     }
 
-    /// Deletes a pod and waits until it is gone; true if it is.
-    async fn delete(&self, namespace: &str, name: &str) -> bool {
+    /// Deletes a pod and waits until it is gone; true if it is. `connection_id` is for the log
+    /// ("" for pods of no live connection).
+    async fn delete(&self, namespace: &str, name: &str, connection_id: &str) -> bool {
         let api = self.api(namespace);
         match lifecycle::delete_and_wait(
             &api,
@@ -104,6 +105,7 @@ impl KubernetesBackend {
             name,
             self.timeouts.http,
             self.timeouts.pod_stop,
+            connection_id,
         )
         .await
         {
@@ -114,7 +116,7 @@ impl KubernetesBackend {
                 gone
             }
             Err(e) => {
-                tracing::error!(pod = %name, error = format!("{e:#}"), "cannot delete pod");
+                tracing::error!(connection_id, pod = %name, error = format!("{e:#}"), "cannot delete pod");
                 false
             }
         }
@@ -223,7 +225,11 @@ impl Workload for PodWorkload {
     async fn remove(&self) {
         if self
             .backend
-            .delete(&self.target.namespace, &self.target.pod)
+            .delete(
+                &self.target.namespace,
+                &self.target.pod,
+                &self.target.connection_id,
+            )
             .await
         {
             tracing::info!(connection_id = %self.target.connection_id, pod = %self.target.pod, "pod removed");
