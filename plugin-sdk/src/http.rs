@@ -43,6 +43,8 @@ pub enum HttpError {
     Timeout(String),
     /// Connection refused, reset, DNS failure and the like: usually temporary.
     Transport(String),
+    /// The answer is larger than the gateway lets a plugin read: asking again gets the same.
+    TooLarge(String),
 }
 
 impl HttpError {
@@ -60,6 +62,7 @@ impl fmt::Display for HttpError {
             HttpError::Tls(m) => write!(f, "TLS error: {m}"),
             HttpError::Timeout(m) => write!(f, "timeout: {m}"),
             HttpError::Transport(m) => write!(f, "transport error: {m}"),
+            HttpError::TooLarge(m) => write!(f, "answer too large: {m}"),
         }
     }
 }
@@ -221,7 +224,7 @@ fn map_error(code: ErrorCode) -> HttpError {
         | E::ConnectionReadTimeout
         | E::ConnectionWriteTimeout
         | E::HttpResponseTimeout => HttpError::Timeout(format!("{code:?}")),
-        E::HttpResponseBodySize(limit) => HttpError::Transport(format!(
+        E::HttpResponseBodySize(limit) => HttpError::TooLarge(format!(
             "response body larger than the gateway allows ({} bytes)",
             limit.unwrap_or_default()
         )),
@@ -241,5 +244,20 @@ pub mod clock {
     pub fn sleep(duration: Duration) {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_can_heal_by_itself_is_temporary() {
+        assert!(HttpError::Timeout("t".into()).is_temporary());
+        assert!(HttpError::Transport("reset".into()).is_temporary());
+        assert!(!HttpError::Tls("UnknownIssuer".into()).is_temporary());
+        assert!(!HttpError::Denied.is_temporary());
+        assert!(!HttpError::TooLarge("2 MiB".into()).is_temporary());
+        assert!(!HttpError::InvalidUrl("x".into()).is_temporary());
     }
 }

@@ -127,8 +127,10 @@ fn connections_to_the_auth_server_are_reused() {
     }
     let requests = server.requests().len();
     assert!(requests >= 5, "{requests}");
-    assert!(
-        server.connections() < requests,
+    // One pooled connection carries them all.
+    assert_eq!(
+        server.connections(),
+        1,
         "{} TLS connections for {requests} requests",
         server.connections()
     );
@@ -226,6 +228,12 @@ fn tls_failures_deny_the_login_with_a_clear_log_line() {
             log.contains("plugin HTTP request failed") && log.contains(expected),
             "{case}: log lacks {expected:?}:\n{log}"
         );
+        // Exactly one attempt: a TLS mistake does not heal by itself.
+        assert_eq!(
+            log.matches("plugin HTTP request failed").count(),
+            1,
+            "{case}: retried:\n{log}"
+        );
     }
     assert!(
         server.failed_handshakes() >= 2,
@@ -278,11 +286,19 @@ fn destination_outside_the_allow_list_is_never_contacted() {
 fn authz_runs_after_login_and_can_refuse_or_rename() {
     let (_dir, pki) = test_pki();
     let inner = auth_handler();
+    let authz_calls = Arc::new(AtomicUsize::new(0));
+    let counter = authz_calls.clone();
     let handler: Handler = Arc::new(move |path, body| {
         if path == "/authz" {
-            // The login's metadata comes back; only the blue team gets in.
+            // The login's metadata comes back; only the blue team gets in, and only once:
+            // the first time under another name, the second time not at all.
             let blue = body["metadata"]["team"]["value"] == "blue";
-            Answer::ok(json!({"success": blue, "environment": {"AUTHZ": {"value": "checked"}}}))
+            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            Answer::ok(json!({
+                "success": blue && first,
+                "authenticatedUsername": "demo-renamed",
+                "environment": {"AUTHZ": {"value": "checked"}}
+            }))
         } else {
             inner(path, body)
         }
@@ -310,5 +326,17 @@ fn authz_runs_after_login_and_can_refuse_or_rename() {
         .find(|r| r.path == "/authz")
         .expect("an authz request");
     assert_eq!(authz.body["authenticatedUsername"], USER);
+    assert!(
+        gw.log_text().contains("as_user=demo-renamed"),
+        "{}",
+        gw.log_text()
+    );
+    // The same password again: authentication says yes, authorization says no.
+    let mut refused = gw.ssh_password(USER, PASSWORD);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert_eq!(authz_calls.load(Ordering::SeqCst), 2);
     gw.assert_no_containers();
 }

@@ -242,13 +242,7 @@ fn classify(error: &reqwest::Error) -> (HttpError, String) {
     while let Some(e) = source {
         why.push_str(": ");
         why.push_str(&e.to_string());
-        // io::Error hides a wrapped rustls error from `source()`; look inside it.
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = rustls_error(e) {
             code.get_or_insert(match tls {
                 rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
                     HttpError::TlsCertificateError
@@ -277,6 +271,16 @@ fn classify(error: &reqwest::Error) -> (HttpError, String) {
     (code, why)
 }
 
+/// The rustls error in `e`, looking inside io::Errors: they hide what they wrap from
+/// `source()`, and hyper-rustls wraps tokio-rustls's io::Error in another one.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +304,48 @@ mod tests {
         assert!(h.permits(&"http://[::1]:9000/".parse().unwrap()));
         assert!(!h.permits(&"https://evil.example.com/".parse().unwrap()));
         assert!(!hooks(&[]).permits(&"https://auth.example.com:8443/".parse().unwrap()));
+    }
+
+    /// A real handshake with a server whose certificate nobody trusts: the error must come out
+    /// as a certificate error (which is not retried), not as a broken connection.
+    #[tokio::test]
+    async fn tls_failures_are_classified_as_tls() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(client_tls)
+            .build()
+            .unwrap();
+        let err = client
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let (code, why) = classify(&err);
+        assert!(
+            matches!(code, HttpError::TlsCertificateError),
+            "{code:?}: {why}"
+        );
     }
 
     #[test]
