@@ -121,7 +121,7 @@ fn validate(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(load_plugins(&config)) {
+    match runtime.block_on(load_plugins(&config, None)) {
         Ok(_) => {
             println!("{}: configuration is valid", path.display());
             ExitCode::SUCCESS
@@ -135,13 +135,16 @@ fn validate(path: &Path) -> ExitCode {
 
 /// Loads every plugin as at start-up: compiled, imports and exports checked, and the
 /// security settings tried once so that a bad `security` section stops the start.
-async fn load_plugins(config: &Config) -> anyhow::Result<Plugins> {
+async fn load_plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Plugins> {
     let cache_dir = match config.plugin_cache_dir.as_deref() {
         Some("") => None,
         Some(dir) => Some(PathBuf::from(dir)),
         None => crate::plugin::default_cache_dir(),
     };
     let runtime = PluginRuntime::new(cache_dir).context("cannot start the plugin runtime")?;
+    if let Some(metrics) = metrics {
+        runtime.set_metrics(metrics);
+    }
     let auth = config
         .auth
         .as_ref()
@@ -179,13 +182,13 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::logging::init(&config.log);
     let config = Arc::new(config);
-    let plugins = load_plugins(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let plugins = load_plugins(&config, Some(metrics.clone())).await?;
     let listener = tokio::net::TcpListener::bind(&config.ssh.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
     let instance = instance_id(&config);
     let backends = Backends::connect(config.clone(), instance).await?;
-    let metrics = Arc::new(Metrics::new());
     let auditor = crate::audit::Auditor::new(&config.audit)?;
     let gateway = Gateway::new(config.clone(), plugins, auditor, backends, metrics.clone());
     start_observability(&config, metrics, gateway.ready.clone()).await?;

@@ -22,6 +22,12 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, response)
 }
 
+/// The value of the sample `name` (with its labels, as printed) in a metrics page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[test]
 fn metrics_and_health_endpoints_report_what_happened() {
     let mport = free_port();
@@ -65,11 +71,67 @@ fn metrics_and_health_endpoints_report_what_happened() {
         metrics.contains("containerssh_time_to_first_byte_seconds_count 1"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("containerssh_plugin_call_seconds_count"),
+    // One auth plugin call per login.
+    assert_eq!(
+        metric(&metrics, "containerssh_plugin_call_seconds_count"),
+        Some(2.0),
         "{metrics}"
     );
     let (status, _) = http_get(mport, "/nothing");
     assert_eq!(status, 404);
     gw.assert_no_containers();
+}
+
+/// Each webhook request is timed on its own; failures of the backend are counted; and the
+/// health check turns 503 as soon as shutdown begins.
+#[test]
+fn webhook_requests_backend_errors_and_shutdown_show_in_metrics_and_health() {
+    let (_dir, pki) = crate::webhook::test_pki();
+    let server = crate::webhook_server::WebhookServer::start(
+        &pki,
+        crate::webhook_server::ClientAuth::Required,
+        crate::webhook::auth_handler(),
+    );
+    let port = free_port();
+    let mut gw = Gateway::start_with_auth(
+        crate::webhook::legacy_auth(&server, &pki, json!({"pubkey": false})),
+        json!({
+            "metrics": {"enable": true, "listen": format!("127.0.0.1:{port}")},
+            "health": {"enable": true, "listen": format!("127.0.0.1:{port}")},
+            "ssh": {"shutdownTimeout": "10s"},
+            // A shell in a container that cannot start: a backend error.
+            "docker": {"execution": {"imagePullPolicy": "Never", "container": {"image": "containerssh-test/absent:1"}}}
+        }),
+    );
+    let mut ssh = gw.ssh_password(USER, PASSWORD);
+    ssh.arg("true");
+    assert_eq!(run(ssh, b"").status.code(), Some(255));
+    let (_, page) = http_get(port, "/metrics");
+    assert_eq!(
+        metric(
+            &page,
+            r#"containerssh_plugin_http_request_seconds_count{plugin="auth",outcome="answered"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            r#"containerssh_backend_errors_total{stage="container_start"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    // Shutdown with an unauthenticated connection still open: health says 503 meanwhile.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    gw.wait_for_log("connection accepted", std::time::Duration::from_secs(10));
+    let pid = gw.pid();
+    signal(pid, "TERM");
+    gw.wait_for_log("shutting down", std::time::Duration::from_secs(10));
+    let (status, body) = http_get(port, "/health");
+    assert_eq!(status, 503, "{body}");
+    drop(idle);
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}");
 }

@@ -41,6 +41,18 @@ struct StageLabels {
     stage: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginHttpLabels {
+    plugin: String,
+    /// `answered` (any HTTP status) or `failed` (no answer: TLS, connection, timeout).
+    outcome: String,
+}
+
+fn plugin_http_histogram() -> Histogram {
+    // 100 µs .. ~30 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+}
+
 pub struct Metrics {
     registry: Registry,
     connections: Counter,
@@ -54,6 +66,8 @@ pub struct Metrics {
     first_byte: Histogram,
     plugin_call: Histogram,
     config_call: Histogram,
+    /// Each HTTP request a plugin makes (webhook calls, retries counted one by one).
+    plugin_http: Family<PluginHttpLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -127,8 +141,18 @@ impl Metrics {
             "Duration of config plugin calls (config server webhook requests included)",
             config_call.clone(),
         );
+        let plugin_http =
+            Family::<PluginHttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                plugin_http_histogram,
+            );
+        registry.register(
+            "plugin_http_request_seconds",
+            "Duration of each HTTP request a plugin makes (webhook calls), by plugin and outcome",
+            plugin_http.clone(),
+        );
         Self {
             registry,
+            plugin_http,
             connections,
             active_connections,
             refused_connections,
@@ -140,6 +164,15 @@ impl Metrics {
             plugin_call,
             config_call,
         }
+    }
+
+    pub fn plugin_http_request(&self, plugin: &str, answered: bool, took: Duration) {
+        self.plugin_http
+            .get_or_create(&PluginHttpLabels {
+                plugin: plugin.into(),
+                outcome: if answered { "answered" } else { "failed" }.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn connection_opened(&self) {

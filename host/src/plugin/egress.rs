@@ -62,6 +62,7 @@ pub struct Egress {
     client: reqwest::Client,
     timeout: Duration,
     max_response_bytes: usize,
+    metrics: Option<Arc<crate::observe::Metrics>>,
 }
 
 /// Default cap on a response body a plugin reads.
@@ -74,6 +75,7 @@ impl Egress {
         plugin: &str,
         settings: &EgressSettings,
         timeout: Duration,
+        metrics: Option<Arc<crate::observe::Metrics>>,
     ) -> anyhow::Result<Arc<Self>> {
         let tls = settings.tls.client_config().context("egress.tls")?;
         // No redirects (a plugin that wants them follows them itself, through this same
@@ -102,6 +104,7 @@ impl Egress {
                     .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             )
             .unwrap_or(usize::MAX),
+            metrics,
         }))
     }
 
@@ -170,6 +173,9 @@ impl WasiHttpHooks for EgressHooks {
         Box::new(async move {
             let started = std::time::Instant::now();
             let result = send(&egress, request, timeout).await;
+            if let Some(metrics) = &egress.metrics {
+                metrics.plugin_http_request(&egress.plugin, result.is_ok(), started.elapsed());
+            }
             match &result {
                 Ok(response) => tracing::debug!(
                     plugin = %egress.plugin, connection_id = %connection_id, %uri,
@@ -290,7 +296,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        Egress::new("p", &settings, Duration::from_secs(1)).unwrap()
+        Egress::new("p", &settings, Duration::from_secs(1), None).unwrap()
     }
 
     #[test]

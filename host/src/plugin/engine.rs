@@ -22,6 +22,8 @@ const POOL_INSTANCES: u32 = 256;
 pub struct PluginRuntime {
     pub(crate) engine: Engine,
     cache_dir: Option<PathBuf>,
+    /// Where plugins' HTTP requests are counted and timed (once the gateway has metrics).
+    metrics: std::sync::OnceLock<Arc<crate::observe::Metrics>>,
 }
 
 /// `$XDG_CACHE_HOME/containerssh/plugins`, else `~/.cache/containerssh/plugins`.
@@ -67,7 +69,20 @@ impl PluginRuntime {
                 None
             }
         });
-        Ok(Arc::new(Self { engine, cache_dir }))
+        Ok(Arc::new(Self {
+            engine,
+            cache_dir,
+            metrics: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Plugins loaded from now on report each HTTP request to `metrics`.
+    pub fn set_metrics(&self, metrics: Arc<crate::observe::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    pub(crate) fn metrics(&self) -> Option<Arc<crate::observe::Metrics>> {
+        self.metrics.get().cloned()
     }
 
     /// The linker every plugin gets: WASI (nothing granted), wasi:http (through our hooks) and

@@ -50,7 +50,7 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {source}: cannot link"))?;
-        let egress = Egress::new(name, &settings.egress, settings.timeout)
+        let egress = Egress::new(name, &settings.egress, settings.timeout, self.metrics())
             .with_context(|| format!("plugin {source}"))?;
         tracing::info!(plugin = name, %source, elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
         Ok((
