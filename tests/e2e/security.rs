@@ -106,3 +106,56 @@ async fn max_sessions_limits_concurrent_sessions_only() {
         .await
         .expect("no containers left");
 }
+
+#[test]
+fn disabled_terminals_and_shells_are_refused_with_a_reason() {
+    // No terminal: OpenSSH goes on without one, and the shell still runs.
+    let gw = Gateway::start(json!({"security": {"tty": {"mode": "disable"}}}));
+    let (_, screen) = crate::sessions::pty_run_interactive(&gw, "tty || true; exit\\n");
+    assert!(screen.contains("not a tty"), "{screen}");
+    assert!(
+        screen.contains("containerssh: terminal allocation is disabled"),
+        "{screen}"
+    );
+    gw.assert_no_containers();
+    // No shell.
+    let gw = Gateway::start(json!({"security": {"shell": {"mode": "disable"}}}));
+    let mut shell = gw.ssh();
+    shell.arg("-T");
+    let out = run(shell, b"echo from-shell\nexit\n");
+    assert!(!text(&out.stdout).contains("from-shell"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("containerssh: ") && text(&out.stderr).contains("shell"),
+        "{out:?}"
+    );
+    gw.assert_no_containers();
+}
+
+/// Signals follow the `signal` section (ContainerSSH read `shell.mode` instead).
+#[tokio::test]
+async fn signals_outside_the_allow_list_are_not_delivered() {
+    let gw = Gateway::start(
+        json!({"security": {"signal": {"mode": "filter", "allow": ["TERM"]}, "shell": {"mode": "disable"}}}),
+    );
+    let (out, status, _) = crate::client::exec_and_signal(
+        gw.port,
+        "trap 'echo got-USR1; exit 7' USR1; echo ready; sleep 3; echo not-signalled",
+        std::time::Duration::from_secs(1),
+        russh::Sig::USR1,
+    )
+    .await;
+    assert!(
+        out.contains("not-signalled") && !out.contains("got-USR1"),
+        "{out}"
+    );
+    assert_eq!(status, Some(0));
+    // TERM is on the list (and a disabled shell does not stop it).
+    let (_, _, sig) = crate::client::exec_and_signal(
+        gw.port,
+        "sleep 30",
+        std::time::Duration::from_secs(1),
+        russh::Sig::TERM,
+    )
+    .await;
+    assert_eq!(sig.as_deref(), Some("TERM"));
+}

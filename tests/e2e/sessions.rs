@@ -40,6 +40,8 @@ fn environment_from_the_client_reaches_the_program() {
     assert_eq!(text(&out.stdout), "hello-from-client\n", "{out:?}");
 }
 
+/// Runs OpenSSH in a real terminal of `size` that demands a remote terminal (`-tt`); see
+/// tests/e2e/pty_driver.py for `resize` and `typed`. Returns the exit code and the screen.
 pub fn pty_run(
     gw: &Gateway,
     size: (u32, u32),
@@ -47,7 +49,24 @@ pub fn pty_run(
     typed: &str,
     remote: Option<&str>,
 ) -> (i32, String) {
-    let mut ssh: Vec<String> = vec!["ssh".into(), "-tt".into()];
+    drive_terminal(gw, "-tt", size, resize, typed, remote)
+}
+
+/// An interactive login from a terminal that does not insist on a remote one (OpenSSH's
+/// default: it asks, and goes on without one if refused).
+pub fn pty_run_interactive(gw: &Gateway, typed: &str) -> (i32, String) {
+    drive_terminal(gw, "-oRequestTTY=auto", (80, 24), None, typed, None)
+}
+
+fn drive_terminal(
+    gw: &Gateway,
+    tty_flag: &str,
+    size: (u32, u32),
+    resize: Option<(u32, u32, &str)>,
+    typed: &str,
+    remote: Option<&str>,
+) -> (i32, String) {
+    let mut ssh: Vec<String> = vec!["ssh".into(), tty_flag.into()];
     ssh.extend(gw.common_ssh_options());
     ssh.extend(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"].map(String::from));
     ssh.push(shared().key.to_string_lossy().into_owned());

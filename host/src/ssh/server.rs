@@ -170,6 +170,8 @@ async fn serve_connection(
     ));
     let handler = SshHandler::new(conn.clone());
     let grace = gateway.config.ssh.login_grace_time;
+    // One deadline for the whole login, version exchange included.
+    let deadline = tokio::time::Instant::now() + grace;
     // The identification exchange is bounded too: a client that never sends its version
     // line must not hold a slot forever.
     let kill = CancellationToken::new();
@@ -178,7 +180,7 @@ async fn serve_connection(
         ClientStream::new(stream, version, kill.clone()),
         handler,
     );
-    let session = match tokio::time::timeout(grace, started).await {
+    let session = match tokio::time::timeout_at(deadline, started).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(connection_id = %id, error = format!("{e:#}"), "handshake failed");
@@ -197,7 +199,7 @@ async fn serve_connection(
     let grace_conn = conn.clone();
     let grace_kill = kill.clone();
     let grace_timer = tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
+        tokio::time::sleep_until(deadline).await;
         if !grace_conn.is_authenticated() {
             tracing::info!(connection_id = %grace_conn.id, "login grace time over; disconnecting");
             let _ = handle
