@@ -44,6 +44,30 @@ struct WebhookClient {
     cipher: Option<Value>,
 }
 
+impl WebhookClient {
+    /// Takes `section`'s value for every setting this webhook leaves unset (not the URL).
+    fn inherit(&mut self, section: &WebhookClient) {
+        self.timeout = self.timeout.or(section.timeout);
+        self.auth_timeout = self.auth_timeout.or(section.auth_timeout);
+        self.allow_redirects |= section.allow_redirects;
+        let inherit = |own: &mut Option<String>, theirs: &Option<String>| {
+            if own.is_none() {
+                own.clone_from(theirs);
+            }
+        };
+        inherit(&mut self.cacert, &section.cacert);
+        inherit(&mut self.cert, &section.cert);
+        inherit(&mut self.key, &section.key);
+        inherit(&mut self.tls_version, &section.tls_version);
+        if self.curves.is_none() {
+            self.curves.clone_from(&section.curves);
+        }
+        if self.cipher.is_none() {
+            self.cipher.clone_from(&section.cipher);
+        }
+    }
+}
+
 /// A duration as ContainerSSH writes it: "2s", "1m30s", or integer nanoseconds (Go's JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GoDuration(Duration);
@@ -237,8 +261,9 @@ fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
                 Some(m) if m.method.is_empty() => {}
                 Some(m) if m.method == "webhook" => match m.webhook {
                     Some(mut w) if w.url.is_some() => {
-                        // The section-level authTimeout applies where the webhook sets none.
-                        w.auth_timeout = w.auth_timeout.or(auth.legacy.auth_timeout);
+                        // Section-level settings (authTimeout, timeout, TLS) apply where the
+                        // webhook sets none, rather than being ignored.
+                        w.inherit(&auth.legacy);
                         endpoints.push((name, w));
                     }
                     _ => problems.push(format!(
@@ -469,6 +494,21 @@ mod tests {
         assert_eq!(config["pubkey"]["timeout"], "2000ms");
         assert_eq!(config["authz"]["url"], "https://a:1");
         assert_eq!(v["auth"]["egress"]["allow"], json!(["a:1"]));
+    }
+
+    #[test]
+    fn section_level_settings_reach_webhooks_that_set_none() {
+        let v = translated(json!({"auth": {
+            "timeout": "3s",
+            "tlsVersion": "1.2",
+            "password": {"method": "webhook", "webhook": {"url": "https://a:1"}},
+            "publicKey": {"method": "webhook", "webhook": {"url": "https://a:1", "timeout": "1s"}},
+        }}))
+        .unwrap();
+        let config = &v["auth"]["config"];
+        assert_eq!(config["password"]["timeout"], "3000ms");
+        assert_eq!(config["pubkey"]["timeout"], "1000ms");
+        assert_eq!(v["auth"]["egress"]["tls"]["tlsVersion"], "1.2");
     }
 
     #[test]
