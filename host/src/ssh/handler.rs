@@ -181,7 +181,18 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.forget_finished_channels();
-        if !self.conn.is_authenticated() || self.channels.len() >= MAX_CHANNELS {
+        if !self.conn.is_authenticated() {
+            // The login was answered but the connection is being ended with a reason (its
+            // configuration was unavailable). A refusal could overtake that disconnect and
+            // OpenSSH would exit silently, so the open request stays unanswered until then.
+            tracing::info!(connection_id = %self.cid(), "session channel left unanswered: the connection is closing");
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                drop(reply);
+            });
+            return Ok(());
+        }
+        if self.channels.len() >= MAX_CHANNELS {
             tracing::warn!(connection_id = %self.cid(), "session channel refused (limit reached)");
             reply
                 .reject(russh::ChannelOpenFailure::ResourceShortage)
