@@ -102,14 +102,8 @@ fn repeated_failures_from_one_address_are_rate_limited() {
 /// whose client offers keys first are not locked out.
 #[test]
 fn keys_the_auth_server_does_not_take_do_not_count_against_the_rate_limit() {
-    let (_dir, pki) = crate::webhook::test_pki();
-    let server = crate::webhook_server::WebhookServer::start(
-        &pki,
-        crate::webhook_server::ClientAuth::Required,
-        crate::webhook::auth_handler(),
-    );
-    let gw = Gateway::start_with_auth(
-        crate::webhook::legacy_auth(&server, &pki, json!({"pubkey": false})),
+    let (_auth, gw) = crate::webhook::gateway_with_auth_server(
+        json!({"pubkey": false}),
         json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 2, "maxFailuresPerIp": 2, "window": "5m"}}}),
     );
     for _ in 0..4 {

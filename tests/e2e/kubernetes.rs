@@ -398,14 +398,8 @@ fn without_rights_in_the_namespace_the_login_is_refused_with_the_reason() {
 #[test]
 fn granted_files_and_auth_metadata_reach_the_pod() {
     let c = cluster_or_skip!();
-    let (_dir, pki) = crate::webhook::test_pki();
-    let server = crate::webhook_server::WebhookServer::start(
-        &pki,
-        crate::webhook_server::ClientAuth::Required,
-        crate::webhook::auth_handler(),
-    );
-    let gw = Gateway::start_with_auth(
-        crate::webhook::legacy_auth(&server, &pki, json!({})),
+    let (_auth, gw) = crate::webhook::gateway_with_auth_server(
+        json!({}),
         kubernetes(
             c,
             json!({

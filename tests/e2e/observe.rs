@@ -86,15 +86,9 @@ fn metrics_and_health_endpoints_report_what_happened() {
 /// health check turns 503 as soon as shutdown begins.
 #[test]
 fn webhook_requests_backend_errors_and_shutdown_show_in_metrics_and_health() {
-    let (_dir, pki) = crate::webhook::test_pki();
-    let server = crate::webhook_server::WebhookServer::start(
-        &pki,
-        crate::webhook_server::ClientAuth::Required,
-        crate::webhook::auth_handler(),
-    );
     let port = free_port();
-    let mut gw = Gateway::start_with_auth(
-        crate::webhook::legacy_auth(&server, &pki, json!({"pubkey": false})),
+    let (_auth, mut gw) = crate::webhook::gateway_with_auth_server(
+        json!({"pubkey": false}),
         json!({
             "metrics": {"enable": true, "listen": format!("127.0.0.1:{port}")},
             "health": {"enable": true, "listen": format!("127.0.0.1:{port}")},

@@ -52,6 +52,21 @@ pub fn test_pki() -> (tempfile::TempDir, Pki) {
     (dir, pki)
 }
 
+/// A ContainerSSH auth server (`auth_handler`) over mutual TLS, alive as long as this is.
+pub struct AuthServer {
+    _dir: tempfile::TempDir,
+    pub server: WebhookServer,
+}
+
+/// A gateway whose `auth:` is ContainerSSH's legacy form (plus `auth_extra`) for a fresh
+/// mutual-TLS auth server, with `overrides` merged into its config.
+pub fn gateway_with_auth_server(auth_extra: Value, overrides: Value) -> (AuthServer, Gateway) {
+    let (dir, pki) = test_pki();
+    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
+    let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, auth_extra), overrides);
+    (AuthServer { _dir: dir, server }, gw)
+}
+
 /// ContainerSSH's legacy `auth:` form, with the client certificate.
 pub fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
     let mut auth = json!({
@@ -68,9 +83,8 @@ pub fn legacy_auth(server: &WebhookServer, pki: &Pki, extra: Value) -> Value {
 
 #[test]
 fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() {
-    let (_dir, pki) = test_pki();
-    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
-    let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
+    let (auth, gw) = gateway_with_auth_server(json!({}), json!({}));
+    let server = &auth.server;
 
     assert_password_run(
         &gw,
@@ -116,9 +130,8 @@ fn password_and_key_logins_through_a_containerssh_auth_server_over_mutual_tls() 
 
 #[test]
 fn connections_to_the_auth_server_are_reused() {
-    let (_dir, pki) = test_pki();
-    let server = WebhookServer::start(&pki, ClientAuth::Required, auth_handler());
-    let gw = Gateway::start_with_auth(legacy_auth(&server, &pki, json!({})), json!({}));
+    let (auth, gw) = gateway_with_auth_server(json!({}), json!({}));
+    let server = &auth.server;
     // Wrong passwords: each costs a webhook request but no container.
     for _ in 0..5 {
         let mut bad = gw.ssh_password(USER, "wrong");
