@@ -58,19 +58,7 @@ fn repeated_failures_for_a_user_are_rate_limited() {
     let gw = Gateway::start(
         json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 3, "maxFailuresPerIp": 0, "window": "5m"}}}),
     );
-    for _ in 0..3 {
-        let mut bad = gw.ssh_password(USER, "wrong");
-        bad.arg("true");
-        assert_eq!(run(bad, b"").status.code(), Some(255));
-    }
-    // Now even the right password is refused, without asking the plugin.
-    let mut good = gw.ssh_password(USER, PASSWORD);
-    good.arg("echo should-not-run");
-    let out = run(good, b"");
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    let log = gw.log_text();
-    assert!(log.contains("too many recent failures"), "{log}");
-    assert_eq!(log.matches("authentication failed").count(), 3, "{log}");
+    assert_locked_out_after_wrong_guesses(&gw, &[USER, USER, USER]);
     // Other users are not affected.
     let mut other = gw.ssh_password("someone-else", "x");
     other.arg("true");
@@ -83,8 +71,14 @@ fn repeated_failures_from_one_address_are_rate_limited() {
     let gw = Gateway::start(
         json!({"ssh": {"authRateLimit": {"maxFailuresPerUser": 0, "maxFailuresPerIp": 3, "window": "5m"}}}),
     );
-    // Three wrong guesses, each for another user name: the address is what is limited.
-    for user in ["a", "b", "c"] {
+    // Each guess for another user name: the address is what is limited.
+    assert_locked_out_after_wrong_guesses(&gw, &["a", "b", "c"]);
+}
+
+/// One wrong password for each of `users`; then even the right one is refused, without
+/// asking the plugin.
+fn assert_locked_out_after_wrong_guesses(gw: &Gateway, users: &[&str]) {
+    for user in users {
         let mut bad = gw.ssh_password(user, "wrong");
         bad.arg("true");
         assert_eq!(run(bad, b"").status.code(), Some(255));
@@ -95,7 +89,11 @@ fn repeated_failures_from_one_address_are_rate_limited() {
     assert_eq!(out.status.code(), Some(255), "{out:?}");
     let log = gw.log_text();
     assert!(log.contains("too many recent failures"), "{log}");
-    assert_eq!(log.matches("authentication failed").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("authentication failed").count(),
+        users.len(),
+        "{log}"
+    );
 }
 
 /// A key the auth server does not judge (it takes passwords only) is no failed guess: users
