@@ -197,43 +197,33 @@ pub async fn wait_running(
         .resource_version
         .clone()
         .unwrap_or_default();
-    let mut last = StartState::Pending("created".into());
-    if let state @ (StartState::Running | StartState::Failed(_)) = start_state(created, console) {
-        last = state;
-    }
-    let waited = match &last {
+    match start_state(created, console) {
         StartState::Running => return Ok(()),
         StartState::Failed(why) => bail!("{why}"),
-        StartState::Pending(_) => {
-            tokio::time::timeout(
-                timeout,
-                watch_pod(api, throttle, &name, version, |pod| {
-                    let state = match pod {
-                        Some(pod) => start_state(pod, console),
-                        None => StartState::Failed("the pod was deleted while starting".into()),
-                    };
-                    let outcome = match &state {
-                        StartState::Running => Some(Ok(())),
-                        StartState::Failed(why) => Some(Err(anyhow::anyhow!("{why}"))),
-                        StartState::Pending(_) => None,
-                    };
-                    last = state;
-                    outcome
-                }),
-            )
-            .await
-        }
-    };
+        StartState::Pending(_) => {}
+    }
+    // What the pod was waiting for when last seen, for the timeout's message.
+    let mut last = String::from("created");
+    let waited = tokio::time::timeout(
+        timeout,
+        watch_pod(api, throttle, &name, version, |pod| {
+            match pod.map(|p| start_state(p, console)) {
+                Some(StartState::Running) => Some(Ok(())),
+                Some(StartState::Failed(why)) => Some(Err(anyhow::anyhow!("{why}"))),
+                Some(StartState::Pending(why)) => {
+                    last = why;
+                    None
+                }
+                None => Some(Err(anyhow::anyhow!("the pod was deleted while starting"))),
+            }
+        }),
+    )
+    .await;
     match waited {
         Ok(result) => result?,
-        Err(_) => {
-            let StartState::Pending(why) = &last else {
-                bail!("pod did not start within {timeout:?}");
-            };
-            bail!(
-                "pod did not start within {timeout:?} (kubernetes.timeouts.podStart); it was {why}"
-            )
-        }
+        Err(_) => bail!(
+            "pod did not start within {timeout:?} (kubernetes.timeouts.podStart); it was {last}"
+        ),
     }
 }
 
