@@ -250,3 +250,37 @@ fn write_config(over: Value) -> PathBuf {
     std::fs::write(&path, config.to_string()).expect("write");
     path
 }
+
+/// A connection's log is complete (its `disconnect` event last) by the time the gateway says
+/// the connection is cleaned up, without waiting for shutdown; events of a busy connection
+/// (many requests in a burst) are all there, in order.
+#[test]
+fn the_log_is_complete_when_the_connection_is_cleaned_up() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw =
+        Gateway::start(json!({"audit": {"enable": true, "file": {"directory": audit.path()}}}));
+    let mut ssh = gw.ssh();
+    let vars: Vec<String> = (0..50).map(|i| format!("VAR{i}=x")).collect();
+    ssh.args(["-o", &format!("SetEnv={}", vars.join(" "))]);
+    ssh.arg("echo done");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "done\n", "{out:?}");
+    gw.wait_for_log("connection cleaned up", std::time::Duration::from_secs(30));
+    let logs = files(audit.path(), "jsonl");
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let all = events(&logs[0]);
+    let kinds: Vec<&str> = all.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"connect"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"disconnect"), "{kinds:?}");
+    let envs: Vec<String> = all
+        .iter()
+        .filter(|e| e["request"] == "env")
+        .filter_map(|e| e["name"].as_str().map(String::from))
+        // ssh_config may send more (LANG): only ours are counted.
+        .filter(|name| name.starts_with("VAR"))
+        .collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("VAR{i}")).collect();
+    assert_eq!(envs, expected);
+    let times: Vec<&str> = all.iter().filter_map(|e| e["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}

@@ -34,7 +34,7 @@ const QUEUE: usize = 256;
 impl Recording {
     /// Starts a recording in `path`; a write that fails later sets `failed` (the connection's
     /// audit flag), so the session is ended rather than going on unrecorded.
-    pub fn start(
+    pub async fn start(
         path: &Path,
         columns: u32,
         rows: u32,
@@ -43,7 +43,6 @@ impl Recording {
         failed: Arc<AtomicBool>,
         connection_id: &str,
     ) -> anyhow::Result<Self> {
-        let mut file = create_private(path)?;
         let header = serde_json::json!({
             "version": 2,
             "width": columns,
@@ -54,10 +53,19 @@ impl Recording {
                 .unwrap_or_default(),
             "env": {"TERM": term},
         });
-        std::io::Write::write_all(&mut file, format!("{header}\n").as_bytes())?;
+        // Creating the file and writing the header block: off the async workers.
+        let path = path.to_path_buf();
+        let create = path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let mut file = create_private(&create)?;
+            std::io::Write::write_all(&mut file, format!("{header}\n").as_bytes())?;
+            anyhow::Ok(file)
+        })
+        .await??;
         let started = Instant::now();
         let (events, rx) = mpsc::channel(QUEUE);
-        let path = path.to_path_buf();
+        // The writer ends by itself when the recording is finished or dropped (its queue
+        // closes), after writing and syncing what was queued.
         let writer = tokio::spawn(write_events(
             tokio::fs::File::from_std(file),
             rx,
@@ -244,7 +252,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.cast");
         let failed = Arc::new(AtomicBool::new(false));
-        let r = Recording::start(&path, 80, 24, "xterm", true, failed.clone(), "c").unwrap();
+        let r = Recording::start(&path, 80, 24, "xterm", true, failed.clone(), "c")
+            .await
+            .unwrap();
         r.output(&Bytes::from_static(b"hello \xe2\x82")).await;
         r.output(&Bytes::from_static(b"\xac\r\n")).await;
         r.sender().input(&Bytes::from_static(b"ls\r")).await;

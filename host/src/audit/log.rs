@@ -1,6 +1,8 @@
-//! Connection audit logs: `<directory>/<connection id>.jsonl`, one JSON object per event. Each
-//! event is written with one `write` call before the gateway acts on it, so a crash of the
-//! gateway loses nothing already written; the file is synced to disk when the connection ends.
+//! Connection audit logs: `<directory>/<connection id>.jsonl`, one JSON object per event.
+//! A writer task per connection appends the events in order, whole lines, on the blocking
+//! pool; the connection waits until an event is written before it acts on it (see
+//! `ConnectionAudit::written`), so a crash of the gateway loses nothing it acted on. The file
+//! is synced to disk when the connection ends, before its cleanup counts as done.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Recording;
 use crate::config::AuditConfig;
@@ -52,19 +55,35 @@ impl Auditor {
 
     /// The log of a new connection. Failing to create it refuses the connection: an audited
     /// gateway never serves unaudited.
-    pub fn open(self: &Arc<Self>, connection_id: &str) -> anyhow::Result<ConnectionAudit> {
+    pub async fn open(self: &Arc<Self>, connection_id: &str) -> anyhow::Result<ConnectionAudit> {
         let path = self.directory.join(format!("{connection_id}.jsonl"));
-        let file = create_private(&path)?;
+        let file = tokio::task::spawn_blocking(move || create_private(&path))
+            .await
+            .context("cannot create the audit log")??;
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let (written_tx, written) = watch::channel(0);
+        let failed = Arc::new(AtomicBool::new(false));
+        // The writer ends by itself once the log is closed or dropped (its queue closes).
+        tokio::spawn(write_jobs(
+            file,
+            jobs,
+            written_tx,
+            failed.clone(),
+            connection_id.to_string(),
+        ));
         Ok(ConnectionAudit {
             auditor: self.clone(),
             connection_id: connection_id.to_string(),
-            file: Mutex::new(file),
-            failed: Arc::new(AtomicBool::new(false)),
+            queue,
+            sequence: Mutex::new(0),
+            written,
+            closed: tokio::sync::OnceCell::new(),
+            failed,
         })
     }
 }
 
-/// A new file, readable only by the gateway's user, never an existing one.
+/// A new file, readable only by the gateway's user, never an existing one (blocking).
 pub(super) fn create_private(path: &std::path::Path) -> anyhow::Result<File> {
     OpenOptions::new()
         .append(true)
@@ -74,18 +93,105 @@ pub(super) fn create_private(path: &std::path::Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot create audit file {}", path.display()))
 }
 
-/// The audit log of one connection.
+/// Events in flight between the connection and its log writer. Producers wait for their
+/// events to be written (see `written`), so only a few are ever queued; a full queue ends the
+/// connection rather than losing an event.
+const QUEUE: usize = 256;
+
+enum Job {
+    /// One event: its sequence number and its line.
+    Line(u64, Vec<u8>),
+    /// Write what is queued, sync the file to disk, answer, and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The audit log of one connection. Events are numbered and queued in order; a writer task
+/// appends them (file I/O on the blocking pool, never on the async workers).
 pub struct ConnectionAudit {
     auditor: Arc<Auditor>,
     connection_id: String,
-    file: Mutex<File>,
+    queue: mpsc::Sender<Job>,
+    /// The number of the last event queued; held while queueing so numbers follow the queue.
+    sequence: Mutex<u64>,
+    /// The number of the last event written.
+    written: watch::Receiver<u64>,
+    /// Set once the log was flushed, synced and closed.
+    closed: tokio::sync::OnceCell<()>,
     /// Set when the log or a recording could not be written; shared with recording writers.
     failed: Arc<AtomicBool>,
 }
 
 impl ConnectionAudit {
-    /// Appends one event. `fields` (a JSON object) must never hold a secret.
+    /// Queues one event without waiting (for synchronous callers; `written` waits for it).
+    /// `fields` (a JSON object) must never hold a secret. An event that cannot be queued marks
+    /// the log failed, which ends the connection.
     pub fn record(&self, event: &str, fields: Value) {
+        let line = self.line(event, fields);
+        let queued = match self.sequence.lock() {
+            Ok(mut sequence) => {
+                let queued = self.queue.try_send(Job::Line(*sequence + 1, line));
+                if queued.is_ok() {
+                    *sequence += 1;
+                }
+                queued.map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "the audit queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the audit log is already closed",
+                })
+            }
+            Err(_) => Err("audit log lock poisoned"),
+        };
+        if let Err(why) = queued {
+            self.fail(event, why);
+        }
+    }
+
+    /// Queues one event, waiting for room, and waits until it is written.
+    pub async fn record_written(&self, event: &str, fields: Value) {
+        let line = self.line(event, fields);
+        match self.queue.reserve().await {
+            Ok(permit) => match self.sequence.lock() {
+                Ok(mut sequence) => {
+                    *sequence += 1;
+                    permit.send(Job::Line(*sequence, line));
+                }
+                Err(_) => self.fail(event, "audit log lock poisoned"),
+            },
+            Err(_) => self.fail(event, "the audit log is already closed"),
+        }
+        self.written().await;
+    }
+
+    /// Waits until every event queued so far is written (or the log failed).
+    pub async fn written(&self) {
+        let target = self.sequence.lock().map(|s| *s).unwrap_or(0);
+        let mut written = self.written.clone();
+        // An error means the writer stopped (closed, or its task died): nothing to wait for.
+        let _ = written.wait_for(|w| *w >= target).await;
+    }
+
+    /// Writes what is queued, syncs the log to disk and closes it (end of connection). Later
+    /// events cannot be written and are reported in the gateway's log.
+    pub async fn close(&self) {
+        self.closed
+            .get_or_init(|| async {
+                let (done, answered) = oneshot::channel();
+                if self.queue.send(Job::Close(done)).await.is_ok() {
+                    let _ = answered.await;
+                }
+            })
+            .await;
+    }
+
+    fn fail(&self, event: &str, why: &str) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(connection_id = %self.connection_id, event, "cannot write the audit log: {why}");
+        } else {
+            tracing::warn!(connection_id = %self.connection_id, event, "audit event not written: {why}");
+        }
+    }
+
+    /// One JSON line: time, connection id, event, `fields`.
+    fn line(&self, event: &str, fields: Value) -> Vec<u8> {
         let mut line = Map::new();
         line.insert(
             "time".into(),
@@ -103,16 +209,7 @@ impl ConnectionAudit {
         }
         let mut bytes = Value::Object(line).to_string().into_bytes();
         bytes.push(b'\n');
-        let written = self
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("audit log lock poisoned"))
-            .and_then(|mut f| f.write_all(&bytes));
-        if let Err(e) = written {
-            if !self.failed.swap(true, Ordering::AcqRel) {
-                tracing::error!(connection_id = %self.connection_id, error = %e, "cannot write the audit log");
-            }
-        }
+        bytes
     }
 
     /// Whether a write failed; the connection is then ended (it cannot be audited).
@@ -121,7 +218,7 @@ impl ConnectionAudit {
     }
 
     /// A recording of terminal session `session`, if recordings are on.
-    pub fn recording(
+    pub async fn recording(
         &self,
         session: u32,
         columns: u32,
@@ -143,12 +240,15 @@ impl ConnectionAudit {
             self.auditor.record_input,
             self.failed.clone(),
             &self.connection_id,
-        ) {
+        )
+        .await
+        {
             Ok(r) => {
-                self.record(
+                self.record_written(
                     "recording",
                     serde_json::json!({"session": session, "file": path}),
-                );
+                )
+                .await;
                 Some(r)
             }
             Err(e) => {
@@ -158,13 +258,154 @@ impl ConnectionAudit {
             }
         }
     }
+}
 
-    /// Syncs the log to disk (end of connection).
-    pub fn sync(&self) {
-        if let Ok(f) = self.file.lock() {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(connection_id = %self.connection_id, error = %e, "cannot sync the audit log");
+/// Appends queued events to the file, a batch per write, and syncs it at the end.
+async fn write_jobs(
+    file: File,
+    mut jobs: mpsc::Receiver<Job>,
+    written: watch::Sender<u64>,
+    failed: Arc<AtomicBool>,
+    connection_id: String,
+) {
+    let mut file = Some(file);
+    let mut close = None;
+    while close.is_none() {
+        let Some(first) = jobs.recv().await else {
+            break;
+        };
+        let mut batch = Vec::new();
+        let mut last = None;
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                Job::Line(sequence, line) => {
+                    batch.extend_from_slice(&line);
+                    last = Some(sequence);
+                }
+                Job::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            next = jobs.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            let result = match file.take() {
+                Some(mut f) => match tokio::task::spawn_blocking(move || {
+                    let r = f.write_all(&batch);
+                    (f, r)
+                })
+                .await
+                {
+                    Ok((f, r)) => {
+                        file = Some(f);
+                        r
+                    }
+                    Err(e) => Err(std::io::Error::other(e)),
+                },
+                None => Err(std::io::Error::other("the audit file was lost")),
+            };
+            if let Err(e) = result {
+                if !failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(connection_id = %connection_id, error = %e, "cannot write the audit log");
+                }
             }
         }
+        // Written (or failed, which the waiters check): let them go on.
+        if let Some(last) = last {
+            written.send_replace(last);
+        }
+    }
+    // No more events: refuse new ones, then make what was written durable.
+    jobs.close();
+    if let Some(f) = file {
+        let synced = tokio::task::spawn_blocking(move || f.sync_data())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = synced {
+            failed.store(true, Ordering::Release);
+            tracing::warn!(connection_id = %connection_id, error = %e, "cannot sync the audit log");
+        }
+    }
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auditor(dir: &std::path::Path) -> Arc<Auditor> {
+        Arc::new(Auditor {
+            directory: dir.to_path_buf(),
+            record_sessions: false,
+            record_input: false,
+        })
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_are_written_in_order_and_synced_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = auditor(dir.path()).open("c1").await.unwrap();
+        audit.record("connect", serde_json::json!({"n": 1}));
+        audit
+            .record_written("auth", serde_json::json!({"n": 2}))
+            .await;
+        // Written before record_written returned.
+        assert_eq!(lines(&dir.path().join("c1.jsonl")).len(), 2);
+        for n in 3..100 {
+            audit.record("request", serde_json::json!({ "n": n }));
+            if n % 50 == 0 {
+                audit.written().await;
+            }
+        }
+        audit.close().await;
+        audit.close().await;
+        let events = lines(&dir.path().join("c1.jsonl"));
+        let numbers: Vec<u64> = events.iter().filter_map(|e| e["n"].as_u64()).collect();
+        assert_eq!(numbers, (1..100).collect::<Vec<_>>());
+        assert_eq!(events[0]["event"], "connect");
+        assert_eq!(events[0]["connectionId"], "c1");
+        assert!(!audit.failed());
+    }
+
+    #[tokio::test]
+    async fn an_event_after_close_marks_the_log_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = auditor(dir.path()).open("c2").await.unwrap();
+        audit.close().await;
+        audit.record("late", serde_json::json!({}));
+        assert!(audit.failed());
+        // Nothing waits forever on a closed log.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            audit.record_written("later", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_the_log_failed_instead_of_dropping_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = auditor(dir.path()).open("c3").await.unwrap();
+        // The writer cannot run on this single-threaded runtime until we yield.
+        for n in 0..=QUEUE {
+            audit.record("request", serde_json::json!({ "n": n }));
+        }
+        assert!(audit.failed());
+        audit.close().await;
+        assert_eq!(lines(&dir.path().join("c3.jsonl")).len(), QUEUE);
     }
 }

@@ -6,7 +6,8 @@ pub mod docker;
 pub mod kubernetes;
 mod settings;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::{Component, Path};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncWrite;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 pub use settings::{Backends, WorkloadSettings};
 
@@ -98,7 +101,8 @@ pub trait Workload: Send + Sync {
     /// Backend-specific id (container id).
     fn id(&self) -> &str;
     async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process>;
-    /// Removes the workload. Safe to call more than once.
+    /// Removes the workload. Idempotent and single-flight: concurrent calls share one removal,
+    /// later calls return at once once it is gone.
     async fn remove(&self);
 }
 
@@ -171,29 +175,106 @@ pub fn checked_file_path(path: &str) -> anyhow::Result<&Path> {
     Ok(relative)
 }
 
-/// Workloads a backend created and has not removed yet, so shutdown can remove what is left.
+/// Workloads a backend created and has not removed yet, so shutdown can remove what is left,
+/// and the removals in flight. A workload is removed at most once at a time: its connection's
+/// cleanup, its session's end and shutdown may all ask, and two overlapping removals make Docker
+/// answer "409 removal already in progress". The removal runs in a task of its own (tracked, so
+/// shutdown can wait for it), so a caller that is cancelled never abandons a request the engine
+/// is still carrying out.
 #[derive(Clone, Default)]
-pub struct LiveSet(Arc<Mutex<HashSet<String>>>);
+pub struct LiveSet {
+    inner: Arc<Mutex<LiveInner>>,
+    removals: TaskTracker,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    live: HashSet<String>,
+    /// Removals in flight: their result (`Some(gone)`) once they finish.
+    removing: HashMap<String, watch::Receiver<Option<bool>>>,
+}
 
 impl LiveSet {
     pub fn insert(&self, id: &str) {
-        if let Ok(mut l) = self.0.lock() {
-            l.insert(id.to_string());
-        }
-    }
-
-    pub fn remove(&self, id: &str) {
-        if let Ok(mut l) = self.0.lock() {
-            l.remove(id);
+        if let Ok(mut l) = self.inner.lock() {
+            l.live.insert(id.to_string());
         }
     }
 
     pub fn snapshot(&self) -> HashSet<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|l| l.live.clone())
+            .unwrap_or_default()
     }
 
     pub fn count(&self) -> usize {
-        self.0.lock().map(|l| l.len()).unwrap_or(0)
+        self.inner.lock().map(|l| l.live.len()).unwrap_or(0)
+    }
+
+    /// Whether `id` is being removed right now.
+    pub fn removing(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .map(|l| l.removing.contains_key(id))
+            .unwrap_or(false)
+    }
+
+    /// Starts removing `id` with `removal` (which returns whether it is gone), unless a
+    /// removal of `id` is already running: then that one's result is awaited instead and
+    /// `removal` is dropped unused. True when the workload is gone.
+    pub async fn remove_once<F>(&self, id: &str, removal: F) -> bool
+    where
+        F: Future<Output = bool> + Send + 'static,
+    {
+        let mut result = self.begin_removal(id, removal);
+        // An error: the removal task ended without a result (it panicked).
+        let gone = result
+            .wait_for(Option::is_some)
+            .await
+            .map(|gone| gone.unwrap_or(false))
+            .unwrap_or(false);
+        gone
+    }
+
+    /// Starts removing `id` (as `remove_once`) without waiting for the result.
+    pub fn begin_removal<F>(&self, id: &str, removal: F) -> watch::Receiver<Option<bool>>
+    where
+        F: Future<Output = bool> + Send + 'static,
+    {
+        let Ok(mut inner) = self.inner.lock() else {
+            // A poisoned lock: still remove, without the single-flight guarantee.
+            let (tx, rx) = watch::channel(None);
+            self.removals.spawn(async move {
+                let _ = tx.send(Some(removal.await));
+            });
+            return rx;
+        };
+        if let Some(running) = inner.removing.get(id) {
+            return running.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        inner.removing.insert(id.to_string(), rx.clone());
+        let set = self.inner.clone();
+        let id = id.to_string();
+        self.removals.spawn(async move {
+            let gone = removal.await;
+            if let Ok(mut inner) = set.lock() {
+                inner.removing.remove(&id);
+                if gone {
+                    inner.live.remove(&id);
+                }
+            }
+            let _ = tx.send(Some(gone));
+        });
+        rx
+    }
+
+    /// Waits until every removal started has finished (shutdown: removals started later are
+    /// still run, and waited for by the next call).
+    pub async fn removals_finished(&self) {
+        self.removals.close();
+        self.removals.wait().await;
     }
 }
 
@@ -216,6 +297,66 @@ mod tests {
         // 128+7 (BUS) has no SSH name: reported as a status.
         assert_eq!(exit_reason_from_code(135), ExitReason::Status(135));
         assert_eq!(exit_reason_from_code(-1), ExitReason::Status(255));
+    }
+
+    #[tokio::test]
+    async fn concurrent_removals_of_one_workload_run_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let set = LiveSet::default();
+        set.insert("c1");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let removal = |calls: Arc<AtomicUsize>| async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            true
+        };
+        let (a, b, c) = tokio::join!(
+            set.remove_once("c1", removal(calls.clone())),
+            set.remove_once("c1", removal(calls.clone())),
+            set.remove_once("c1", removal(calls.clone())),
+        );
+        assert!(a && b && c);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one removal for three callers"
+        );
+        assert_eq!(set.count(), 0);
+        assert!(!set.removing("c1"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_caller_does_not_abandon_the_removal() {
+        let set = LiveSet::default();
+        set.insert("c2");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = set.remove_once("c2", async move {
+            let _ = rx.await;
+            true
+        });
+        // The caller gives up while the removal is in flight...
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), waiting)
+                .await
+                .is_err()
+        );
+        assert!(set.removing("c2"));
+        // ...and a second caller joins the same removal rather than starting another.
+        let second = set.remove_once("c2", async { panic!("a second removal ran") });
+        let _ = tx.send(());
+        assert!(second.await);
+        set.removals_finished().await;
+        assert_eq!(set.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_removal_can_be_tried_again() {
+        let set = LiveSet::default();
+        set.insert("c3");
+        assert!(!set.remove_once("c3", async { false }).await);
+        assert_eq!(set.count(), 1, "still live after a failure");
+        assert!(set.remove_once("c3", async { true }).await);
+        assert_eq!(set.count(), 0);
     }
 
     #[test]

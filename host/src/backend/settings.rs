@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use super::docker::DockerBackend;
 use super::kubernetes::KubernetesBackend;
@@ -113,36 +114,54 @@ impl Backends {
             .await
     }
 
+    /// Creates a workload for `owner`. Cancelling `cancel` (its connection ended) stops an
+    /// image pull or the wait for the start; whatever was already created is removed.
     pub async fn create_workload(
         &self,
         settings: &WorkloadSettings,
         owner: &WorkloadOwner,
+        cancel: &CancellationToken,
     ) -> anyhow::Result<Arc<dyn Workload>> {
         match settings {
             WorkloadSettings::Docker(execution) => {
-                self.docker().await?.create_workload(execution, owner).await
+                self.docker()
+                    .await?
+                    .create_workload(execution, owner, cancel)
+                    .await
             }
             WorkloadSettings::Kubernetes(pod) => {
-                self.kubernetes().await?.create_workload(pod, owner).await
+                self.kubernetes()
+                    .await?
+                    .create_workload(pod, owner, cancel)
+                    .await
             }
         }
     }
 
-    /// Shutdown: removes whatever is left, then anything carrying this instance's label.
-    /// Returns how many workloads could not be removed.
+    /// Shutdown: removes whatever is left (joining removals already under way rather than
+    /// repeating them), then anything carrying this instance's label, and waits for every
+    /// removal still running. Returns how many workloads could not be removed.
     pub async fn remove_everything(&self) -> usize {
         let mut left = 0;
         if let Some(docker) = self.docker.get() {
             docker.remove_all().await;
             report_orphans(docker.reap_orphans().await, "containers");
+            docker.removals_finished().await;
             left += docker.live_count();
         }
         if let Some(kubernetes) = self.kubernetes.get() {
             kubernetes.remove_all().await;
             report_orphans(kubernetes.reap_orphans().await, "pods");
+            kubernetes.removals_finished().await;
             left += kubernetes.live_count();
         }
         left
+    }
+
+    /// Workloads created and not (yet) removed.
+    pub fn live_count(&self) -> usize {
+        self.docker.get().map_or(0, |d| d.live_count())
+            + self.kubernetes.get().map_or(0, |k| k.live_count())
     }
 }
 

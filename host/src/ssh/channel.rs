@@ -1,5 +1,10 @@
-//! One session channel: waits for its container, buffers input until the program starts,
-//! then bridges stdin, stdout/stderr, window size, signals and the exit status.
+//! One session channel: waits for its container and its program, then bridges stdin,
+//! stdout/stderr, window size, signals and the exit status.
+//!
+//! The task runs on its connection's tracker and stops when the connection ends. The russh
+//! callbacks reach it through `ChannelControls`, which never block them: the program is handed
+//! over once, window sizes coalesce (the latest wins), and signals go through a small bounded
+//! queue.
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -7,49 +12,120 @@ use futures::StreamExt;
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{ExitReason, Output, Process, ProcessSpec};
-use crate::ssh::connection::Connection;
+use crate::ssh::connection::{Connection, DISCONNECT_SEND_TIMEOUT};
 
-/// What the connection handler tells a channel task (from the request callbacks).
-pub enum ChannelCommand {
-    Start(ProcessSpec),
-    Resize { columns: u32, rows: u32 },
-    Signal(String),
+/// Signals waiting for delivery per channel; more are dropped (a program cannot tell one
+/// pending SIGINT from ten, and delivering one takes a helper exec).
+const SIGNAL_QUEUE: usize = 8;
+
+/// The russh handler's side of a channel task's controls.
+pub struct ChannelControls {
+    start: Option<oneshot::Sender<ProcessSpec>>,
+    size: watch::Sender<Option<(u32, u32)>>,
+    signals: mpsc::Sender<String>,
 }
 
-/// Most stdin bytes kept while the program is starting; beyond that the client waits.
-const MAX_EARLY_STDIN: usize = 4 * 1024 * 1024;
+/// The channel task's side.
+pub struct ControlReceivers {
+    start: oneshot::Receiver<ProcessSpec>,
+    size: watch::Receiver<Option<(u32, u32)>>,
+    signals: mpsc::Receiver<String>,
+}
+
+/// A connected pair of controls for one channel.
+pub fn controls() -> (ChannelControls, ControlReceivers) {
+    let (start_tx, start) = oneshot::channel();
+    let (size_tx, size) = watch::channel(None);
+    let (signals_tx, signals) = mpsc::channel(SIGNAL_QUEUE);
+    (
+        ChannelControls {
+            start: Some(start_tx),
+            size: size_tx,
+            signals: signals_tx,
+        },
+        ControlReceivers {
+            start,
+            size,
+            signals,
+        },
+    )
+}
+
+/// Why a signal was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignalDropped {
+    /// Too many signals are waiting for delivery.
+    QueueFull,
+    /// The channel's task has ended.
+    Finished,
+}
+
+impl ChannelControls {
+    /// Hands the program to the channel task; false if it was handed over before or the task
+    /// has ended.
+    pub fn start(&mut self, spec: ProcessSpec) -> bool {
+        self.start.take().is_some_and(|tx| tx.send(spec).is_ok())
+    }
+
+    /// The terminal's new size. Sizes not yet applied are replaced: a storm of window changes
+    /// costs one resize, of the latest size.
+    pub fn resize(&self, columns: u32, rows: u32) {
+        self.size.send_replace(Some((columns, rows)));
+    }
+
+    /// Queues a signal for the program, without waiting.
+    pub fn signal(&self, name: String) -> Result<(), SignalDropped> {
+        self.signals.try_send(name).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SignalDropped::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SignalDropped::Finished,
+        })
+    }
+
+    /// Whether the channel's task has ended.
+    pub fn finished(&self) -> bool {
+        self.signals.is_closed()
+    }
+}
 
 pub struct ChannelTask {
     pub conn: Arc<Connection>,
     pub channel: Channel<Msg>,
     pub reply: ChannelOpenHandle,
-    pub commands: mpsc::UnboundedReceiver<ChannelCommand>,
+    pub controls: ControlReceivers,
     pub handle: Handle,
     pub session: u32,
 }
 
 impl ChannelTask {
+    /// The channel's whole life. Run through `Connection::spawn`: it is dropped at its next
+    /// await when the connection ends.
     pub async fn run(self) {
         let ChannelTask {
             conn,
             channel,
             reply,
-            mut commands,
+            controls,
             handle,
             session,
         } = self;
+        let ControlReceivers {
+            start,
+            size: mut sizes,
+            signals: mut signal_queue,
+        } = controls;
         let cid = conn.id.clone();
         let workload = match conn.workload_for_session(session).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the container");
-                conn.audit(
+                conn.audit_now(
                     "backend-error",
                     serde_json::json!({"session": session, "stage": "container_start", "error": format!("{e:#}")}),
-                );
+                )
+                .await;
                 // A reason instead of a silent close; details stay in the gateway's log. No
                 // channel-open failure is sent: it travels on russh's priority queue, could
                 // overtake the disconnect, and OpenSSH exits silently on it. The disconnect ends
@@ -57,9 +133,11 @@ impl ChannelTask {
                 let reason = format!(
                     "containerssh: your container could not be started (connection {cid}); please contact the administrator"
                 );
-                let _ = handle
-                    .disconnect(Disconnect::ByApplication, reason, String::new())
-                    .await;
+                let _ = tokio::time::timeout(
+                    DISCONNECT_SEND_TIMEOUT,
+                    handle.disconnect(Disconnect::ByApplication, reason, String::new()),
+                )
+                .await;
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 drop(reply);
                 return;
@@ -69,25 +147,10 @@ impl ChannelTask {
         let (mut reader, writer) = channel.split();
         let channel_id = writer.id();
 
-        // Phase 1: until exec/shell/subsystem arrives, keep what the client already typed.
-        let mut early = Vec::<Bytes>::new();
-        let mut early_len = 0usize;
-        let mut early_eof = false;
-        let spec = loop {
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(ChannelCommand::Start(spec)) => break Some(spec),
-                    Some(_) => {}
-                    None => break None,
-                },
-                msg = reader.wait(), if early_len < MAX_EARLY_STDIN => match msg {
-                    Some(ChannelMsg::Data { data }) => { early_len += data.len(); early.push(data); }
-                    Some(ChannelMsg::Eof) => early_eof = true,
-                    Some(ChannelMsg::Close) | None => break None,
-                    Some(_) => {}
-                },
-            }
-        };
+        // Until exec/shell/subsystem arrives, what the client sends stays in the channel
+        // (within the window it was granted) for the program: nothing is read ahead of it. An
+        // error: the handler dropped its side (channel closed, program refused).
+        let spec = start.await.ok();
         let Some(spec) = spec else {
             conn.release_session_workload(&workload).await;
             return;
@@ -102,10 +165,11 @@ impl ChannelTask {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the program");
-                conn.audit(
+                conn.audit_now(
                     "backend-error",
                     serde_json::json!({"session": session, "stage": "process_start", "error": format!("{e:#}")}),
-                );
+                )
+                .await;
                 conn.gateway.metrics.backend_error("process_start");
                 let _ = writer
                     .extended_data_bytes(
@@ -124,13 +188,18 @@ impl ChannelTask {
             }
         };
         tracing::info!(connection_id = %cid, session, program = ?argv, "program started");
-        conn.audit(
+        conn.audit_now(
             "program",
             serde_json::json!({"session": session, "argv": argv}),
-        );
+        )
+        .await;
         // Terminal sessions are recorded (when auditing is on).
         let recording = match (&conn.audit, &tty) {
-            (Some(audit), Some(tty)) => audit.recording(session, tty.columns, tty.rows, &tty.term),
+            (Some(audit), Some(tty)) => {
+                audit
+                    .recording(session, tty.columns, tty.rows, &tty.term)
+                    .await
+            }
             _ => None,
         };
         if conn.audit_failed() {
@@ -140,34 +209,24 @@ impl ChannelTask {
         }
         let is_tty = tty.is_some();
         let recorder = recording.as_ref().map(|r| r.sender());
-        let input_recorder = recorder.clone();
 
-        // stdin: early bytes first, then everything the client sends, then EOF.
-        let (closed_tx, closed_rx) = oneshot::channel::<()>();
-        let stdin_pump = tokio::spawn(async move {
+        // stdin: everything the client sends, then EOF. One message is taken from the channel
+        // only once the previous one is written, so the client's window opens only as fast as
+        // the program reads. Ends when the client closes the channel.
+        let stdin_pump = async {
             let mut stdin_open = true;
-            for chunk in early {
-                if stdin.write_all(&chunk).await.is_err() {
-                    stdin_open = false;
-                    break;
-                }
-            }
-            // A terminal has no half-close: like sshd, EOF from the client is ignored there
-            // (closing Docker's terminal stream would cut the program's output instead).
-            if early_eof && stdin_open && !is_tty {
-                let _ = stdin.shutdown().await;
-                stdin_open = false;
-            }
             loop {
                 match reader.wait().await {
                     Some(ChannelMsg::Data { data }) if stdin_open => {
-                        if let Some(r) = &input_recorder {
+                        if let Some(r) = &recorder {
                             r.input(&data).await;
                         }
                         if stdin.write_all(&data).await.is_err() {
                             stdin_open = false;
                         }
                     }
+                    // A terminal has no half-close: like sshd, EOF from the client is ignored
+                    // there (closing Docker's terminal stream would cut the program's output).
                     Some(ChannelMsg::Eof) if stdin_open && !is_tty => {
                         let _ = stdin.shutdown().await;
                         stdin_open = false;
@@ -176,32 +235,42 @@ impl ChannelTask {
                     Some(_) => {}
                 }
             }
-            let _ = closed_tx.send(());
-        });
+        };
 
-        // Resize and signal requests arrive while output flows.
-        let control_for_cmds = control.clone();
-        let cid_cmds = cid.clone();
-        let commands_task = tokio::spawn(async move {
-            while let Some(cmd) = commands.recv().await {
-                let result = match cmd {
-                    ChannelCommand::Resize { columns, rows } => {
+        // Resize and signal requests arrive while output flows. Never ends by itself.
+        let requests = async {
+            let (mut sizes_open, mut signals_open) = (true, true);
+            loop {
+                tokio::select! {
+                    changed = sizes.changed(), if sizes_open => {
+                        if changed.is_err() {
+                            sizes_open = false;
+                            continue;
+                        }
+                        // Whatever arrived while the last resize was applied collapses here.
+                        let latest = *sizes.borrow_and_update();
+                        let Some((columns, rows)) = latest else { continue };
                         if let Some(r) = &recorder {
                             r.resize(columns, rows).await;
                         }
-                        control_for_cmds.resize(columns, rows).await
+                        if let Err(e) = control.resize(columns, rows).await {
+                            tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "resize failed");
+                        }
                     }
-                    ChannelCommand::Signal(name) => {
-                        tracing::info!(connection_id = %cid_cmds, signal = %name, "delivering signal");
-                        control_for_cmds.signal(&name).await
+                    name = signal_queue.recv(), if signals_open => {
+                        let Some(name) = name else {
+                            signals_open = false;
+                            continue;
+                        };
+                        tracing::info!(connection_id = %cid, signal = %name, "delivering signal");
+                        if let Err(e) = control.signal(&name).await {
+                            tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "signal delivery failed");
+                        }
                     }
-                    ChannelCommand::Start(_) => Ok(()),
-                };
-                if let Err(e) = result {
-                    tracing::warn!(connection_id = %cid_cmds, error = format!("{e:#}"), "channel request failed");
+                    else => std::future::pending::<()>().await,
                 }
             }
-        });
+        };
 
         let pump = async {
             while let Some(item) = output.next().await {
@@ -228,26 +297,30 @@ impl ChannelTask {
             }
             true
         };
+        // All three run in this task; the first of output's end and the client's close wins.
         let finished = tokio::select! {
             finished = pump => finished,
-            _ = closed_rx => false,
+            _ = stdin_pump => false,
+            _ = requests => false,
         };
         if finished {
             match control.exit_reason().await {
                 Ok(ExitReason::Status(code)) => {
                     tracing::info!(connection_id = %cid, session, exit_status = code, "program exited");
-                    conn.audit(
+                    conn.audit_now(
                         "exit",
                         serde_json::json!({"session": session, "status": code}),
-                    );
+                    )
+                    .await;
                     let _ = writer.exit_status(code).await;
                 }
                 Ok(ExitReason::Signal(name)) => {
                     tracing::info!(connection_id = %cid, session, signal = %name, "program killed by signal");
-                    conn.audit(
+                    conn.audit_now(
                         "exit",
                         serde_json::json!({"session": session, "signal": name}),
-                    );
+                    )
+                    .await;
                     let _ = handle
                         .exit_signal_request(
                             channel_id,
@@ -260,10 +333,11 @@ impl ChannelTask {
                 }
                 Err(e) => {
                     tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "exit status unknown");
-                    conn.audit(
+                    conn.audit_now(
                         "exit",
                         serde_json::json!({"session": session, "unknown": format!("{e:#}")}),
-                    );
+                    )
+                    .await;
                 }
             }
             let _ = writer.eof().await;
@@ -271,20 +345,22 @@ impl ChannelTask {
         } else {
             // The client went away first: hang the program up like sshd does.
             tracing::info!(connection_id = %cid, session, "channel closed by the client");
-            conn.audit(
+            conn.audit_now(
                 "exit",
                 serde_json::json!({"session": session, "unknown": "the client closed the channel first"}),
-            );
+            )
+            .await;
             if let Err(e) = control.signal("HUP").await {
                 tracing::debug!(connection_id = %cid, error = format!("{e:#}"), "hang-up signal failed");
             }
         }
-        stdin_pump.abort();
-        commands_task.abort();
         if let Some(r) = recording {
             r.finish().await;
         }
         conn.release_session_workload(&workload).await;
+        // The controls' receivers live until here, so the handler sees the channel as
+        // finished only now.
+        drop((sizes, signal_queue));
     }
 }
 
@@ -321,5 +397,62 @@ pub fn sig_to_name(sig: &Sig) -> String {
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
         Sig::Custom(c) => c.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ProcessSpec {
+        ProcessSpec {
+            argv: vec!["/bin/sh".into()],
+            env: Vec::new(),
+            tty: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_window_changes_becomes_the_latest_size() {
+        let (controls, mut rx) = controls();
+        for i in 0..2000u32 {
+            controls.resize(80 + i % 50, 24 + i % 20);
+        }
+        rx.size.changed().await.unwrap();
+        assert_eq!(
+            *rx.size.borrow_and_update(),
+            Some((80 + 1999 % 50, 24 + 1999 % 20))
+        );
+        // Nothing else is pending: one resize for the whole storm.
+        assert!(!rx.size.has_changed().unwrap());
+        controls.resize(100, 30);
+        rx.size.changed().await.unwrap();
+        assert_eq!(*rx.size.borrow_and_update(), Some((100, 30)));
+    }
+
+    #[tokio::test]
+    async fn signals_beyond_the_queue_are_dropped_without_blocking() {
+        let (controls, mut rx) = controls();
+        for _ in 0..SIGNAL_QUEUE {
+            assert_eq!(controls.signal("INT".into()), Ok(()));
+        }
+        assert_eq!(
+            controls.signal("TERM".into()),
+            Err(SignalDropped::QueueFull)
+        );
+        assert_eq!(rx.signals.recv().await.as_deref(), Some("INT"));
+        assert_eq!(controls.signal("TERM".into()), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn the_program_is_handed_over_once_and_the_end_is_seen() {
+        let (mut controls, rx) = controls();
+        assert!(controls.start(spec()));
+        assert!(!controls.start(spec()), "a second program is refused");
+        assert!(rx.start.await.is_ok());
+        assert!(!controls.finished());
+        drop(rx.signals);
+        assert!(controls.finished());
+        assert_eq!(controls.signal("INT".into()), Err(SignalDropped::Finished));
     }
 }

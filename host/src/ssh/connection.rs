@@ -1,9 +1,17 @@
 //! State shared by everything that belongs to one SSH connection, and its cleanup.
+//!
+//! A connection owns every task it starts: they run on its `TaskTracker` and stop when its
+//! `CancellationToken` is cancelled, which happens when the connection ends (however it ends)
+//! and at gateway shutdown. The same token cuts the client's TCP stream (see `server.rs`).
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::ConnectionAudit;
 use crate::backend::{Workload, WorkloadOwner, WorkloadSettings};
@@ -37,7 +45,22 @@ pub struct Connection {
     /// `closed` is set (under the same lock) once the connection ended: a workload whose
     /// creation finishes after that is removed at once instead of being leaked.
     workloads: Mutex<Workloads>,
+    /// Cancelled when the connection ends or the gateway shuts down.
+    pub cancel: CancellationToken,
+    /// Every task this connection started.
+    tasks: TaskTracker,
+    /// Set once the cleanup was started (it runs once).
+    closing: AtomicBool,
+    /// Set once the connection is being ended for a failed audit log.
+    audit_disconnect: AtomicBool,
 }
+
+/// How long a disconnect message may take to reach russh's queue (a connection whose loop is
+/// parked, e.g. by a client that reads nothing, never takes it).
+pub const DISCONNECT_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection's cleanup waits for its tasks to stop after the cancellation (they
+/// stop at their next await; only a backend request that must not be abandoned takes longer).
+const TASKS_GRACE: Duration = Duration::from_secs(10);
 
 /// The parts of the configuration a connection may have of its own.
 #[derive(Debug, Clone)]
@@ -94,7 +117,23 @@ impl Connection {
             handle: OnceLock::new(),
             shared_workload: OnceCell::new(),
             workloads: Mutex::new(Workloads::default()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            audit_disconnect: AtomicBool::new(false),
         }
+    }
+
+    /// Runs `task` as one of this connection's tasks: tracked, and dropped at its next await
+    /// once the connection ends.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = task => {}
+            }
+        });
     }
 
     pub fn info(&self, username: &str) -> ConnectionInfo {
@@ -106,11 +145,27 @@ impl Connection {
         }
     }
 
-    /// Appends an event to the audit log (if auditing is on). A log that cannot be written
-    /// ends the connection: it must not go on unaudited.
+    /// Appends an event to the audit log (if auditing is on) without waiting for the write;
+    /// `audit_written` waits for it. A log that cannot be written ends the connection: it must
+    /// not go on unaudited.
     pub fn audit(&self, event: &str, fields: serde_json::Value) {
         let Some(audit) = &self.audit else { return };
         audit.record(event, fields);
+        self.audit_failed();
+    }
+
+    /// Waits until every audit event recorded so far is written (the gateway acts on a request
+    /// only once its event is in the log), then ends the connection if the log failed.
+    pub async fn audit_written(&self) {
+        let Some(audit) = &self.audit else { return };
+        audit.written().await;
+        self.audit_failed();
+    }
+
+    /// Appends an event to the audit log and waits until it is written.
+    pub async fn audit_now(&self, event: &str, fields: serde_json::Value) {
+        let Some(audit) = &self.audit else { return };
+        audit.record_written(event, fields).await;
         self.audit_failed();
     }
 
@@ -118,7 +173,8 @@ impl Connection {
     /// written: a session must not go on unaudited.
     pub fn audit_failed(&self) -> bool {
         let failed = self.audit.as_ref().is_some_and(|a| a.failed());
-        if failed {
+        // One disconnect is enough, however many events follow.
+        if failed && !self.audit_disconnect.swap(true, Ordering::AcqRel) {
             self.disconnect(
                 russh::Disconnect::ByApplication,
                 "containerssh: the audit log cannot be written; closing the connection",
@@ -163,14 +219,24 @@ impl Connection {
     pub fn disconnect(&self, reason: russh::Disconnect, message: &str) {
         if let Some(handle) = self.handle.get().cloned() {
             let message = message.to_string();
-            tokio::spawn(async move {
-                let _ = handle.disconnect(reason, message, String::new()).await;
+            let id = self.id.clone();
+            self.spawn(async move {
+                let sent = handle.disconnect(reason, message, String::new());
+                if tokio::time::timeout(DISCONNECT_SEND_TIMEOUT, sent)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(connection_id = %id, "the disconnect message could not be queued in time");
+                }
             });
         }
     }
 
     /// The workload a session runs in: the connection's container, or a new one per session.
-    pub async fn workload_for_session(&self, session: u32) -> anyhow::Result<Arc<dyn Workload>> {
+    pub async fn workload_for_session(
+        self: &Arc<Self>,
+        session: u32,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
         match self.workload_settings().mode() {
             ExecutionMode::Connection => self
                 .shared_workload
@@ -181,7 +247,23 @@ impl Connection {
         }
     }
 
-    async fn create_workload(&self, session: Option<u32>) -> anyhow::Result<Arc<dyn Workload>> {
+    /// Creates a workload in a task of its own: the caller may be dropped (its channel closed,
+    /// the connection ended) without abandoning a creation half-way. The creation stops early
+    /// when the connection ends, and whatever it created is then removed, never leaked.
+    async fn create_workload(
+        self: &Arc<Self>,
+        session: Option<u32>,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        let conn = self.clone();
+        let creation = self
+            .tasks
+            .spawn(async move { conn.create_workload_now(session).await });
+        creation
+            .await
+            .map_err(|e| anyhow::anyhow!("container creation failed: {e}"))?
+    }
+
+    async fn create_workload_now(&self, session: Option<u32>) -> anyhow::Result<Arc<dyn Workload>> {
         let owner = WorkloadOwner {
             connection_id: self.id.clone(),
             username: self.username(),
@@ -210,10 +292,16 @@ impl Connection {
         let workload = match self
             .gateway
             .backends
-            .create_workload(self.workload_settings(), &owner)
+            .create_workload(self.workload_settings(), &owner, &self.cancel)
             .await
         {
             Ok(w) => w,
+            Err(e) if self.cancel.is_cancelled() => {
+                // Nobody waits for this answer any more; say what became of the creation.
+                tracing::info!(connection_id = %self.id, reason = format!("{e:#}"),
+                    "container creation abandoned: the connection ended");
+                return Err(e);
+            }
             Err(e) => {
                 self.gateway.metrics.backend_error("container_start");
                 return Err(e);
@@ -245,22 +333,44 @@ impl Connection {
         }
     }
 
-    /// Removes every workload still alive; runs when the connection ends, however it ends.
-    pub fn cleanup(&self) {
-        let workloads: Vec<_> = self
-            .workloads
-            .lock()
-            .map(|mut w| {
-                w.closed = true;
-                std::mem::take(&mut w.live)
-            })
-            .unwrap_or_default();
-        let id = self.id.clone();
+    /// Ends everything of this connection; runs when the connection ends, however it ends
+    /// (and at shutdown for a connection that would not end), once. Its tasks are cancelled;
+    /// then, in a cleanup task the gateway's shutdown waits for, every workload still alive
+    /// is removed and the audit log written, synced and closed. The cleanup counts as done
+    /// only when both are.
+    pub fn close(self: &Arc<Self>) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        if let Ok(mut w) = self.workloads.lock() {
+            w.closed = true;
+        }
+        let conn = self.clone();
         self.gateway.cleanup.spawn(async move {
-            for w in workloads {
-                w.remove().await;
+            if tokio::time::timeout(TASKS_GRACE, conn.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(connection_id = %conn.id, tasks = conn.tasks.len(),
+                    "tasks of the connection still running; cleaning up without them");
             }
-            tracing::debug!(connection_id = %id, "connection cleaned up");
+            let workloads: Vec<_> = conn
+                .workloads
+                .lock()
+                .map(|mut w| std::mem::take(&mut w.live))
+                .unwrap_or_default();
+            let removals = futures::future::join_all(workloads.iter().map(|w| w.remove()));
+            let audit = async {
+                if let Some(audit) = &conn.audit {
+                    // The last event: every task of the connection has stopped.
+                    audit.record("disconnect", serde_json::json!({}));
+                    audit.close().await;
+                }
+            };
+            tokio::join!(removals, audit);
+            tracing::debug!(connection_id = %conn.id, "connection cleaned up");
         });
     }
 }

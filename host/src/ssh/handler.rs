@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Pty, Sig};
-use tokio::sync::mpsc;
 
 use crate::backend::{ProcessSpec, TtySpec};
 use crate::config::MAX_AUTH_ATTEMPTS;
 use crate::plugin::{ChannelRequest, Verdict};
-use crate::ssh::channel::{sig_to_name, ChannelCommand, ChannelTask};
+use crate::ssh::channel::{self, sig_to_name, ChannelControls, ChannelTask, SignalDropped};
 use crate::ssh::connection::Connection;
 
 mod login;
@@ -38,7 +37,8 @@ struct ChannelState {
     env: Vec<String>,
     tty: Option<TtySpec>,
     started: bool,
-    commands: mpsc::UnboundedSender<ChannelCommand>,
+    /// The channel task's controls; never block a callback.
+    controls: ChannelControls,
 }
 
 impl SshHandler {
@@ -90,10 +90,35 @@ impl SshHandler {
             env,
             tty: state.tty.clone(),
         };
-        if state.commands.send(ChannelCommand::Start(spec)).is_err() {
+        if !state.controls.start(spec) {
             return session.channel_failure(channel);
         }
         session.channel_success(channel)
+    }
+
+    /// The filter's verdict on a request of an open session channel, once its audit event is
+    /// written (the gateway acts on a request only after the log has it).
+    async fn audited_verdict(
+        &self,
+        channel: ChannelId,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> Verdict {
+        let verdict = self.program_verdict(channel, request, session).await;
+        self.conn.audit_written().await;
+        verdict
+    }
+
+    /// Whether the filter allows a request, once its audit event is written.
+    async fn audited_allowed(
+        &self,
+        channel: ChannelId,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> bool {
+        let allowed = self.allowed(channel, request, session).await;
+        self.conn.audit_written().await;
+        allowed
     }
 }
 
@@ -117,19 +142,32 @@ impl SshHandler {
     /// Forgets channels whose task has ended. russh reports no close for a channel the
     /// gateway closed itself, so this is how finished sessions stop counting.
     fn forget_finished_channels(&mut self) {
-        self.channels.retain(|_, state| !state.commands.is_closed());
+        self.channels.retain(|_, state| !state.controls.finished());
+    }
+}
+
+/// A failed password or key leaves every method on offer, as sshd does: `Auth::reject()` would
+/// make russh withdraw the method, so OpenSSH could not retry a mistyped password. The attempt
+/// cap (`MAX_AUTH_ATTEMPTS`) still ends the connection.
+fn keep_methods_on_offer(auth: Auth) -> Auth {
+    match auth {
+        Auth::Reject {
+            proceed_with_methods: None,
+            partial_success,
+        } => Auth::Reject {
+            proceed_with_methods: Some(crate::ssh::algorithms::auth_methods()),
+            partial_success,
+        },
+        other => other,
     }
 }
 
 impl Drop for SshHandler {
     fn drop(&mut self) {
-        // Runs when russh ends the connection, whichever way it ended.
+        // Runs when russh ends the connection, whichever way it ended. The cleanup (tasks
+        // cancelled, workloads removed, audit log synced) runs off this thread.
         tracing::info!(connection_id = %self.conn.id, "connection closed");
-        self.conn.audit("disconnect", serde_json::json!({}));
-        if let Some(audit) = &self.conn.audit {
-            audit.sync();
-        }
-        self.conn.cleanup();
+        self.conn.close();
     }
 }
 
@@ -146,8 +184,12 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        self.authenticate(user, "password", AuthCheck::Password(password.as_bytes()))
-            .await
+        let answer = self
+            .authenticate(user, "password", AuthCheck::Password(password.as_bytes()))
+            .await;
+        // The attempt is in the audit log before the client hears the answer.
+        self.conn.audit_written().await;
+        answer.map(keep_methods_on_offer)
     }
 
     async fn auth_publickey_offered(
@@ -170,8 +212,11 @@ impl russh::server::Handler for SshHandler {
         let Ok(text) = key.public_key.to_openssh() else {
             return Ok(Auth::reject());
         };
-        self.authenticate(user, "publickey", AuthCheck::PublicKey(text))
-            .await
+        let answer = self
+            .authenticate(user, "publickey", AuthCheck::PublicKey(text))
+            .await;
+        self.conn.audit_written().await;
+        answer.map(keep_methods_on_offer)
     }
 
     async fn channel_open_session(
@@ -186,7 +231,7 @@ impl russh::server::Handler for SshHandler {
             // configuration was unavailable). A refusal could overtake that disconnect and
             // OpenSSH would exit silently, so the open request stays unanswered until then.
             tracing::info!(connection_id = %self.cid(), "session channel left unanswered: the connection is closing");
-            tokio::spawn(async move {
+            self.conn.spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 drop(reply);
             });
@@ -201,10 +246,11 @@ impl russh::server::Handler for SshHandler {
         }
         let session_no = self.next_session;
         let open = u32::try_from(self.channels.len()).unwrap_or(u32::MAX);
-        if let Verdict::Deny(_) = self
+        let verdict = self
             .judge(None, session_no, ChannelRequest::OpenSession(open), session)
-            .await
-        {
+            .await;
+        self.conn.audit_written().await;
+        if let Verdict::Deny(_) = verdict {
             // russh sends no description with the refusal; the reason is in the log.
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
@@ -212,7 +258,7 @@ impl russh::server::Handler for SshHandler {
             return Ok(());
         }
         self.next_session += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (controls, receivers) = channel::controls();
         self.channels.insert(
             channel.id(),
             ChannelState {
@@ -220,18 +266,18 @@ impl russh::server::Handler for SshHandler {
                 env: Vec::new(),
                 tty: None,
                 started: false,
-                commands: tx,
+                controls,
             },
         );
         let task = ChannelTask {
             conn: self.conn.clone(),
             channel,
             reply,
-            commands: rx,
+            controls: receivers,
             handle: session.handle(),
             session: session_no,
         };
-        tokio::spawn(task.run());
+        self.conn.spawn(task.run());
         Ok(())
     }
 
@@ -270,7 +316,7 @@ impl russh::server::Handler for SshHandler {
             rows: row_height,
         };
         let fresh = matches!(self.channels.get(&channel), Some(s) if !s.started && s.tty.is_none());
-        if !fresh || !self.allowed(channel, request, session).await {
+        if !fresh || !self.audited_allowed(channel, request, session).await {
             return Ok(session.channel_failure(channel)?);
         }
         if let Some(state) = self.channels.get_mut(&channel) {
@@ -294,7 +340,7 @@ impl russh::server::Handler for SshHandler {
         let acceptable = matches!(self.channels.get(&channel),
             Some(s) if !s.started && valid_name && s.env.len() < MAX_ENV);
         let request = ChannelRequest::Env(name.to_string(), value.to_string());
-        if !acceptable || !self.allowed(channel, request, session).await {
+        if !acceptable || !self.audited_allowed(channel, request, session).await {
             return Ok(session.channel_failure(channel)?);
         }
         if let Some(state) = self.channels.get_mut(&channel) {
@@ -310,7 +356,7 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let argv = match self
-            .program_verdict(channel, ChannelRequest::Shell, session)
+            .audited_verdict(channel, ChannelRequest::Shell, session)
             .await
         {
             Verdict::Allow => self.conn.workload_settings().shell_command().to_vec(),
@@ -334,7 +380,7 @@ impl russh::server::Handler for SshHandler {
         }
         let command = String::from_utf8_lossy(data).into_owned();
         let request = ChannelRequest::Exec(command.clone());
-        match self.program_verdict(channel, request, session).await {
+        match self.audited_verdict(channel, request, session).await {
             Verdict::Allow => {
                 let argv = self.shell_argv(command);
                 self.start(channel, argv, None, session)?;
@@ -365,7 +411,7 @@ impl russh::server::Handler for SshHandler {
             }
             Some(program) => {
                 let request = ChannelRequest::Subsystem(name.to_string());
-                match self.program_verdict(channel, request, session).await {
+                match self.audited_verdict(channel, request, session).await {
                     Verdict::Allow => self.start(channel, vec![program], None, session)?,
                     Verdict::RewriteCommand(forced) => {
                         let argv = self.shell_argv(forced);
@@ -396,7 +442,9 @@ impl russh::server::Handler for SshHandler {
             columns: col_width,
             rows: row_height,
         };
-        if !self.channels.contains_key(&channel) || !self.allowed(channel, request, session).await {
+        if !self.channels.contains_key(&channel)
+            || !self.audited_allowed(channel, request, session).await
+        {
             return Ok(());
         }
         if let Some(state) = self.channels.get_mut(&channel) {
@@ -405,10 +453,8 @@ impl russh::server::Handler for SshHandler {
                 tty.rows = row_height;
             }
             if state.started {
-                let _ = state.commands.send(ChannelCommand::Resize {
-                    columns: col_width,
-                    rows: row_height,
-                });
+                // Coalesced: a flood of window changes costs one resize, of the latest size.
+                state.controls.resize(col_width, row_height);
             }
         }
         Ok(())
@@ -424,11 +470,14 @@ impl russh::server::Handler for SshHandler {
         let started = self.channels.get(&channel).is_some_and(|s| s.started);
         if started
             && self
-                .allowed(channel, ChannelRequest::Signal(name.clone()), session)
+                .audited_allowed(channel, ChannelRequest::Signal(name.clone()), session)
                 .await
         {
             if let Some(state) = self.channels.get(&channel) {
-                let _ = state.commands.send(ChannelCommand::Signal(name));
+                if let Err(SignalDropped::QueueFull) = state.controls.signal(name.clone()) {
+                    tracing::warn!(connection_id = %self.cid(), signal = %name,
+                        "signal dropped: too many signals waiting for delivery");
+                }
             }
         }
         Ok(())
@@ -444,7 +493,10 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The policy is asked (and logs a denial), but X11 forwarding is not offered at all.
-        if self.allowed(channel, ChannelRequest::X11, session).await {
+        if self
+            .audited_allowed(channel, ChannelRequest::X11, session)
+            .await
+        {
             tracing::info!(connection_id = %self.cid(), "X11 forwarding is not supported");
         }
         session.channel_failure(channel)?;
@@ -457,7 +509,7 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         if self
-            .allowed(channel, ChannelRequest::AgentForwarding, session)
+            .audited_allowed(channel, ChannelRequest::AgentForwarding, session)
             .await
         {
             tracing::info!(connection_id = %self.cid(), "agent forwarding is not supported");

@@ -1,13 +1,18 @@
 //! Listener, per-connection tasks, limits, and graceful shutdown.
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
 use russh::Disconnect;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Auditor;
@@ -15,7 +20,7 @@ use crate::backend::Backends;
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::plugin::Plugins;
-use crate::ssh::connection::{Connection, ConnectionSettings};
+use crate::ssh::connection::{Connection, ConnectionSettings, DISCONNECT_SEND_TIMEOUT};
 use crate::ssh::handler::SshHandler;
 use crate::ssh::limits::Guards;
 use crate::ssh::sniff::ClientStream;
@@ -31,15 +36,25 @@ pub struct Gateway {
     pub backends: Backends,
     /// The file configuration's per-connection settings (before any config server answer).
     pub file_settings: ConnectionSettings,
-    /// Container removals in flight; shutdown waits for them.
+    /// Connections' cleanups (container removals, audit logs synced); shutdown waits for them.
     pub cleanup: TaskTracker,
     /// Pre-authentication limits.
     pub guards: Guards,
     pub metrics: Arc<Metrics>,
     /// False once shutdown began (the health check then answers 503).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
-    connections: Mutex<HashMap<String, (russh::server::Handle, CancellationToken)>>,
+    /// Every connection being served, from accept (handshake included) to its end.
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
+
+/// After the shutdown timeout: how long the remaining clients get to take the disconnect
+/// message and leave before they are cut off.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
+/// After cutting connections off: how long their russh loops may take to end.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+/// How long the connections' cleanups may take at shutdown, and then again the final sweep
+/// for anything left carrying this instance's label.
+const REMOVAL_GRACE: Duration = Duration::from_secs(10);
 
 impl Gateway {
     pub fn new(
@@ -69,7 +84,7 @@ impl Gateway {
         self.connections.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn handles(&self) -> Vec<(russh::server::Handle, CancellationToken)> {
+    fn open_connections(&self) -> Vec<Arc<Connection>> {
         self.connections
             .lock()
             .map(|c| c.values().cloned().collect())
@@ -135,20 +150,26 @@ async fn serve_connection(
     peer: SocketAddr,
 ) {
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let Some(pending) = gateway.guards.admit_unauthenticated() else {
+    let Some(pending) = gateway
+        .guards
+        .admit_unauthenticated(peer, &gateway.config.ssh)
+    else {
         tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated,
             "connection refused: too many unauthenticated connections (ssh.maxUnauthenticated)");
         gateway.metrics.connection_refused("max_unauthenticated");
         return;
     };
     // An audited gateway serves no connection it cannot audit.
-    let audit = match gateway.auditor.as_ref().map(|a| a.open(&id)).transpose() {
-        Ok(audit) => audit.map(Arc::new),
-        Err(e) => {
-            tracing::error!(connection_id = %id, %peer, error = format!("{e:#}"), "connection refused: no audit log");
-            gateway.metrics.connection_refused("audit");
-            return;
-        }
+    let audit = match &gateway.auditor {
+        None => None,
+        Some(auditor) => match auditor.open(&id).await {
+            Ok(audit) => Some(Arc::new(audit)),
+            Err(e) => {
+                tracing::error!(connection_id = %id, %peer, error = format!("{e:#}"), "connection refused: no audit log");
+                gateway.metrics.connection_refused("audit");
+                return;
+            }
+        },
     };
     if let Some(audit) = &audit {
         audit.record(
@@ -168,18 +189,41 @@ async fn serve_connection(
         pending,
         audit,
     ));
+    // Known from the start, so shutdown reaches connections still in their handshake too.
+    if let Ok(mut c) = gateway.connections.lock() {
+        c.insert(id.clone(), conn.clone());
+    }
+    run_connection(&conn, server_config, stream, version).await;
+    // However it ended: its tasks stop, its workloads go, its audit log is synced.
+    conn.close();
+    if let Ok(mut c) = gateway.connections.lock() {
+        c.remove(&id);
+    }
+}
+
+/// Serves one connection until russh ends it, or until its token cuts the client off.
+async fn run_connection(
+    conn: &Arc<Connection>,
+    server_config: Arc<russh::server::Config>,
+    stream: TcpStream,
+    version: Arc<OnceLock<String>>,
+) {
+    let id = &conn.id;
     let handler = SshHandler::new(conn.clone());
-    let grace = gateway.config.ssh.login_grace_time;
+    let grace = conn.gateway.config.ssh.login_grace_time;
     // One deadline for the whole login, version exchange included.
     let deadline = tokio::time::Instant::now() + grace;
-    // The identification exchange is bounded too: a client that never sends its version
-    // line must not hold a slot forever.
-    let kill = CancellationToken::new();
-    let started = russh::server::run_stream(
-        server_config,
-        ClientStream::new(stream, version, kill.clone()),
-        handler,
+    // The connection's token is the client stream's kill switch: once cancelled, reads and
+    // stalled writes fail, so russh ends the connection even when a polite disconnect is not
+    // getting through (a client stalled in the key exchange, or one that reads nothing).
+    let stream = ClientStream::new(
+        CutOff::new(stream, conn.cancel.clone()),
+        version,
+        conn.cancel.clone(),
     );
+    let started = russh::server::run_stream(server_config, stream, handler);
+    // The identification exchange is bounded too: a client that never sends its version line
+    // must not hold a slot forever.
     let session = match tokio::time::timeout_at(deadline, started).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -193,36 +237,34 @@ async fn serve_connection(
     };
     let handle = session.handle();
     let _ = conn.handle.set(handle.clone());
-    if let Ok(mut c) = gateway.connections.lock() {
-        c.insert(id.clone(), (handle.clone(), kill.clone()));
-    }
     let grace_conn = conn.clone();
-    let grace_kill = kill.clone();
-    let grace_timer = tokio::spawn(async move {
+    conn.spawn(async move {
         tokio::time::sleep_until(deadline).await;
         if !grace_conn.is_authenticated() {
             tracing::info!(connection_id = %grace_conn.id, "login grace time over; disconnecting");
-            let _ = handle
-                .disconnect(
+            let _ = tokio::time::timeout(
+                DISCONNECT_SEND_TIMEOUT,
+                handle.disconnect(
                     Disconnect::ByApplication,
                     "login grace time exceeded".into(),
                     String::new(),
-                )
-                .await;
+                ),
+            )
+            .await;
             // A client stuck mid-handshake never processes the disconnect: cut it off.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            grace_kill.cancel();
+            grace_conn.cancel.cancel();
         }
     });
     if let Err(e) = session.await {
         tracing::debug!(connection_id = %id, error = format!("{e:#}"), "connection ended with an error");
     }
-    grace_timer.abort();
-    if let Ok(mut c) = gateway.connections.lock() {
-        c.remove(&id);
-    }
 }
 
+/// Every step bounded, whatever clients do: running sessions get `ssh.shutdownTimeout`; the
+/// rest get a disconnect message and `DISCONNECT_GRACE` to leave; then they are cut off
+/// (`CUT_GRACE`); connections' cleanups get `REMOVAL_GRACE`, and the final sweep for
+/// containers with this instance's label another `REMOVAL_GRACE`.
 async fn drain(gateway: &Gateway, connections: &TaskTracker) {
     let timeout = gateway.config.ssh.shutdown_timeout;
     let active = gateway.active_connections();
@@ -236,44 +278,153 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
         .await
         .is_err()
     {
-        let handles = gateway.handles();
+        let remaining = gateway.open_connections();
         tracing::info!(
-            remaining = handles.len(),
+            remaining = remaining.len(),
             "disconnecting remaining connections"
         );
-        for (h, _) in &handles {
-            let _ = h
-                .disconnect(
+        // All at once, each bounded: a connection whose loop is parked (its client reads
+        // nothing) cannot hold up the others' messages.
+        let sends = remaining
+            .iter()
+            .filter_map(|c| c.handle.get().cloned())
+            .map(|h| async move {
+                let message = h.disconnect(
                     Disconnect::ByApplication,
                     "the server is shutting down".into(),
                     String::new(),
-                )
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+                );
+                let _ = tokio::time::timeout(DISCONNECT_SEND_TIMEOUT, message).await;
+            });
+        let polite = async {
+            futures::future::join_all(sends).await;
+            connections.wait().await;
+        };
+        if tokio::time::timeout(DISCONNECT_GRACE, polite)
             .await
             .is_err()
         {
-            tracing::warn!("some connections ignored the disconnect; cutting them off");
-            for (_, kill) in &handles {
-                kill.cancel();
+            let left = gateway.open_connections();
+            tracing::warn!(
+                left = left.len(),
+                "some connections ignored the disconnect; cutting them off"
+            );
+            for c in &left {
+                c.cancel.cancel();
             }
-            if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+            if tokio::time::timeout(CUT_GRACE, connections.wait())
                 .await
                 .is_err()
             {
-                tracing::warn!("some connections did not close in time");
+                // Their russh loops did not end: clean up after them all the same.
+                let stuck = gateway.open_connections();
+                tracing::warn!(
+                    stuck = stuck.len(),
+                    "some connections did not close in time; cleaning up after them"
+                );
+                for c in &stuck {
+                    c.close();
+                }
             }
         }
     }
     gateway.cleanup.close();
-    gateway.cleanup.wait().await;
+    if tokio::time::timeout(REMOVAL_GRACE, gateway.cleanup.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            cleanups = gateway.cleanup.len(),
+            live = gateway.backends.live_count(),
+            "connection cleanups unfinished after {REMOVAL_GRACE:?}; removing what is left"
+        );
+    }
     // Anything a failed removal left behind, then anything carrying this instance's label.
-    let left = gateway.backends.remove_everything().await;
-    if left > 0 {
-        tracing::error!(left, "containers could not be removed at shutdown");
-    } else {
-        tracing::info!("shutdown complete; no containers left");
+    match tokio::time::timeout(REMOVAL_GRACE, gateway.backends.remove_everything()).await {
+        Ok(0) => tracing::info!("shutdown complete; no containers left"),
+        Ok(left) => tracing::error!(left, "containers could not be removed at shutdown"),
+        Err(_) => tracing::error!(
+            left = gateway.backends.live_count(),
+            "removing containers at shutdown took longer than {REMOVAL_GRACE:?}; giving up"
+        ),
+    }
+}
+
+/// The client's TCP stream with a kill switch on writes (`ClientStream` has one on reads):
+/// once the token is cancelled, a write waiting for a client that reads nothing fails, so the
+/// russh loop parked in it ends.
+struct CutOff<S> {
+    inner: S,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> CutOff<S> {
+    fn new(inner: S, cut: CancellationToken) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(cut.cancelled_owned()),
+        }
+    }
+
+    /// Turns a write that would wait into an error once the connection is cut off. The token
+    /// is only looked at when the write would wait, so the data path pays nothing for it.
+    fn or_cut<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Pending if self.cut.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "connection cut off by the gateway",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CutOff<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CutOff<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.or_cut(cx, result)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.or_cut(cx, result)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.or_cut(cx, result)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.or_cut(cx, result)
     }
 }
 
@@ -286,4 +437,31 @@ fn scopeguard(metrics: &Arc<Metrics>) -> impl Drop + '_ {
         }
     }
     Closed(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_write_stalled_on_a_client_that_reads_nothing_fails_once_cut_off() {
+        // The client's end is kept but never read: 64 bytes fit, then writes wait.
+        let (ours, _client) = tokio::io::duplex(64);
+        let cut = CancellationToken::new();
+        let mut stream = CutOff::new(ours, cut.clone());
+        stream.write_all(&[0; 64]).await.unwrap();
+        let stalled = tokio::spawn(async move { stream.write_all(&[0; 64]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stalled.is_finished(), "the write waits for the client");
+        cut.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), stalled)
+            .await
+            .expect("the cut ends the write")
+            .unwrap();
+        assert_eq!(
+            result.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::BrokenPipe)
+        );
+    }
 }

@@ -5,12 +5,16 @@ mod container;
 mod files;
 mod process;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use async_trait::async_trait;
 use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 pub use container::host_config;
 
@@ -45,104 +49,149 @@ impl DockerBackend {
     }
 
     /// Removes containers of this instance left behind by an earlier run. Returns how many.
+    /// Containers this process created are left to their own removal (shared, not repeated,
+    /// if it is already running).
     pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
         let ids = container::list_owned(&self.docker, &self.instance).await?;
         let live = self.live.snapshot();
-        let mut removed = 0;
-        for id in ids.into_iter().filter(|id| !live.contains(id)) {
-            if remove_container(&self.docker, &id, &self.timeouts, "").await {
-                tracing::info!(container = %short(&id), "removed orphaned container");
-                removed += 1;
-            }
-        }
+        let removed = futures::stream::iter(ids.into_iter().filter(|id| !live.contains(id)))
+            .map(|id| async move {
+                let gone = self.live.remove_once(&id, self.removal(&id, "")).await;
+                if gone {
+                    tracing::info!(container = %short(&id), "removed orphaned container");
+                }
+                gone
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .filter(|gone| std::future::ready(*gone))
+            .count()
+            .await;
         Ok(removed)
     }
 
-    /// Removes every container this process still has (shutdown path).
+    /// Removes every container this process still has (shutdown path), joining removals
+    /// already in flight instead of repeating them.
     pub async fn remove_all(&self) {
-        for id in self.live.snapshot() {
-            if remove_container(&self.docker, &id, &self.timeouts, "").await {
-                self.live.remove(&id);
-            }
-        }
+        futures::stream::iter(self.live.snapshot())
+            .map(|id| async move { self.live.remove_once(&id, self.removal(&id, "")).await })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .for_each(|_| std::future::ready(()))
+            .await;
     }
 
     pub fn live_count(&self) -> usize {
         self.live.count()
     }
 
+    /// Waits for the removals in flight (shutdown).
+    pub async fn removals_finished(&self) {
+        self.live.removals_finished().await;
+    }
+
+    /// The removal of container `id` (or a container name), to run once.
+    fn removal(
+        &self,
+        id: &str,
+        connection_id: &str,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let docker = self.docker.clone();
+        let timeout = self.timeouts.container_stop;
+        let id = id.to_string();
+        let connection_id = connection_id.to_string();
+        async move {
+            let gone = remove_container(&docker, &id, timeout, &connection_id).await;
+            if gone && !connection_id.is_empty() {
+                tracing::info!(connection_id = %connection_id, container = %short(&id), "container removed");
+            }
+            gone
+        }
+    }
+
     /// Creates and starts a container for `owner`, honouring the pull policy and timeouts.
+    /// Cancelling `cancel` (the connection ended) stops an image pull at once; a container
+    /// already created is removed before this returns, so nothing is left behind.
     pub async fn create_workload(
         &self,
         exec: &Execution,
         owner: &WorkloadOwner,
+        cancel: &CancellationToken,
     ) -> anyhow::Result<Arc<dyn Workload>> {
         let started = std::time::Instant::now();
-        let work = async {
-            container::ensure_image(
-                &self.docker,
-                &exec.container.image,
-                exec.image_pull_policy,
-                &owner.connection_id,
+        let limit = self.timeouts.container_start;
+        let deadline = tokio::time::Instant::now() + limit;
+        let too_slow = || {
+            anyhow::anyhow!(
+                "container did not start within {limit:?} (docker.timeouts.containerStart)"
             )
-            .await?;
-            let body = container::container_body(exec, owner, &self.instance);
-            let name = match owner.session {
-                Some(s) => format!("containerssh-{}-{s}", owner.connection_id),
-                None => format!("containerssh-{}", owner.connection_id),
-            };
-            let created = self
-                .docker
-                .create_container(
-                    Some(bollard::query_parameters::CreateContainerOptions {
-                        name: Some(name),
-                        ..Default::default()
-                    }),
-                    body,
-                )
-                .await
-                .with_context(|| {
-                    format!("cannot create a container from {}", exec.container.image)
-                })?;
-            self.live.insert(&created.id);
-            let workload = Arc::new(DockerWorkload {
-                backend: self.clone(),
-                id: created.id.clone(),
-                user: exec.container.user.clone(),
-                connection_id: owner.connection_id.clone(),
-            });
-            if let Err(e) = files::place(
+        };
+        // Nothing exists yet: the image check and pull may simply be abandoned.
+        let image = container::ensure_image(
+            &self.docker,
+            &exec.container.image,
+            exec.image_pull_policy,
+            &owner.connection_id,
+        );
+        tokio::select! {
+            ready = tokio::time::timeout_at(deadline, image) => ready.map_err(|_| too_slow())??,
+            _ = cancel.cancelled() => bail!("the connection ended while the image was being pulled"),
+        }
+        let body = container::container_body(exec, owner, &self.instance);
+        let name = match owner.session {
+            Some(s) => format!("containerssh-{}-{s}", owner.connection_id),
+            None => format!("containerssh-{}", owner.connection_id),
+        };
+        // The create request is not abandoned for a cancellation (the engine would carry it
+        // out anyway, unseen); past the deadline, the container it may have made is removed by
+        // its name.
+        let create = self.docker.create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        );
+        let created = match tokio::time::timeout_at(deadline, create).await {
+            Ok(created) => created.with_context(|| {
+                format!("cannot create a container from {}", exec.container.image)
+            })?,
+            Err(_) => {
+                self.live
+                    .begin_removal(&name, self.removal(&name, &owner.connection_id));
+                return Err(too_slow());
+            }
+        };
+        self.live.insert(&created.id);
+        let workload = Arc::new(DockerWorkload {
+            backend: self.clone(),
+            id: created.id.clone(),
+            user: exec.container.user.clone(),
+            connection_id: owner.connection_id.clone(),
+            gone: AtomicBool::new(false),
+        });
+        let start = async {
+            files::place(
                 &self.docker,
                 &created.id,
                 &exec.container.user,
                 &owner.files,
             )
-            .await
-            {
-                workload.remove().await;
-                return Err(e);
-            }
-            if let Err(e) = self
-                .docker
+            .await?;
+            self.docker
                 .start_container(
                     &created.id,
                     None::<bollard::query_parameters::StartContainerOptions>,
                 )
                 .await
-            {
-                workload.remove().await;
-                return Err(e).context("cannot start the container");
-            }
-            Ok::<_, anyhow::Error>(workload)
+                .context("cannot start the container")
         };
-        let workload = tokio::time::timeout(self.timeouts.container_start, work)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "container did not start within {:?} (docker.timeouts.containerStart)",
-                    self.timeouts.container_start
-                )
-            })??;
+        let outcome = tokio::select! {
+            done = tokio::time::timeout_at(deadline, start) => done.map_err(|_| too_slow()).and_then(|r| r),
+            _ = cancel.cancelled() => Err(anyhow::anyhow!("the connection ended while its container was starting")),
+        };
+        if let Err(e) = outcome {
+            workload.remove().await;
+            return Err(e);
+        }
         tracing::info!(
             connection_id = %owner.connection_id,
             container = %short(&workload.id),
@@ -153,12 +202,15 @@ impl DockerBackend {
     }
 }
 
-/// Removes a container by force; true if it is gone (or was already). `connection_id` is for
-/// the log ("" for containers of no live connection).
+/// Containers removed at once at shutdown and when reaping.
+const PARALLEL_REMOVALS: usize = 16;
+
+/// Removes a container by force; true if it is gone (or was already, or another removal of it
+/// is under way). `connection_id` is for the log ("" for containers of no live connection).
 async fn remove_container(
     docker: &Docker,
     id: &str,
-    timeouts: &DockerTimeouts,
+    timeout: std::time::Duration,
     connection_id: &str,
 ) -> bool {
     let options = RemoveContainerOptions {
@@ -166,16 +218,20 @@ async fn remove_container(
         v: true,
         ..Default::default()
     };
-    match tokio::time::timeout(
-        timeouts.container_stop,
-        docker.remove_container(id, Some(options)),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, docker.remove_container(id, Some(options))).await {
         Ok(Ok(())) => true,
         Ok(Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         })) => true,
+        // Someone else (another gateway process sharing the instance id, or a request this one
+        // abandoned) is removing it: it will be gone.
+        Ok(Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        })) if message.contains("already in progress") => {
+            tracing::debug!(connection_id, container = %short(id), "container removal already under way");
+            true
+        }
         Ok(Err(e)) => {
             tracing::error!(connection_id, container = %short(id), error = %e, "cannot remove container");
             false
@@ -197,6 +253,8 @@ pub struct DockerWorkload {
     id: String,
     user: String,
     connection_id: String,
+    /// Set once the container is known to be gone: later removals return at once.
+    gone: AtomicBool,
 }
 
 #[async_trait]
@@ -223,16 +281,12 @@ impl Workload for DockerWorkload {
     }
 
     async fn remove(&self) {
-        if remove_container(
-            &self.backend.docker,
-            &self.id,
-            &self.backend.timeouts,
-            &self.connection_id,
-        )
-        .await
-        {
-            self.backend.live.remove(&self.id);
-            tracing::info!(connection_id = %self.connection_id, container = %short(&self.id), "container removed");
+        if self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        let removal = self.backend.removal(&self.id, &self.connection_id);
+        if self.backend.live.remove_once(&self.id, removal).await {
+            self.gone.store(true, Ordering::Release);
         }
     }
 }
