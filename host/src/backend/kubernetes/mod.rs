@@ -6,15 +6,19 @@ pub mod exec;
 mod files;
 mod lifecycle;
 pub mod pod;
+mod spdy;
 mod throttle;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
     signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl, ProcessSpec,
@@ -28,6 +32,8 @@ use throttle::Throttle;
 #[derive(Clone)]
 pub struct KubernetesBackend {
     client: Client,
+    /// The exec protocol the API server speaks, learnt once for all pods.
+    exec_protocol: exec::ExecProtocol,
     instance: Arc<str>,
     timeouts: KubernetesTimeouts,
     throttle: Arc<Throttle>,
@@ -44,9 +50,11 @@ impl KubernetesBackend {
             .await
             .context("kubernetes: the API server did not answer in time")?
             .context("kubernetes: cannot reach the API server")?;
-        tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
+        let exec_protocol = exec::ExecProtocol::for_version(&version.major, &version.minor);
+        tracing::info!(version = %version.git_version, exec = exec_protocol.describe(), "connected to the Kubernetes API server");
         Ok(Self {
             client,
+            exec_protocol,
             instance: pod::instance_label(instance).into(),
             timeouts: config.timeouts.clone(),
             throttle: Arc::new(Throttle::new(
@@ -63,70 +71,108 @@ impl KubernetesBackend {
     }
 
     /// Deletes pods of this instance left behind by an earlier run. Returns how many.
+    /// Pods this process created are left to their own removal.
     pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
         let selector = format!("{LABEL_MANAGED}=true,{LABEL_INSTANCE}={}", self.instance);
         let api = self.api(&self.namespace);
         let names =
             lifecycle::list_names(&api, &self.throttle, &selector, self.timeouts.http).await?;
         let live = self.live.snapshot();
-        let mut removed = 0;
-        for name in names {
-            if live.contains(&format!("{}/{name}", self.namespace)) {
-                continue;
-            }
-            if self.delete(&self.namespace, &name, "").await {
-                tracing::info!(pod = %name, "removed orphaned pod");
-                removed += 1;
-            }
-        }
+        let namespace = self.namespace.clone();
+        let orphans = names
+            .into_iter()
+            .filter(|name| !live.contains(&format!("{namespace}/{name}")));
+        let removed = futures::stream::iter(orphans)
+            .map(|name| async move {
+                let gone = self.delete(&self.namespace, &name, "").await;
+                if gone {
+                    tracing::info!(pod = %name, "removed orphaned pod");
+                }
+                gone
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .filter(|gone| std::future::ready(*gone))
+            .count()
+            .await;
         Ok(removed)
     }
 
-    /// Deletes every pod this process still has (shutdown path).
+    /// Deletes every pod this process still has (shutdown path), joining deletions already in
+    /// flight instead of repeating them.
     pub async fn remove_all(&self) {
-        for key in self.live.snapshot() {
-            if let Some((namespace, name)) = key.split_once('/') {
-                self.delete(namespace, name, "").await;
-            }
-        }
+        futures::stream::iter(self.live.snapshot())
+            .map(|key| async move {
+                if let Some((namespace, name)) = key.split_once('/') {
+                    self.delete(namespace, name, "").await;
+                }
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .for_each(|_| std::future::ready(()))
+            .await;
     }
 
     pub fn live_count(&self) -> usize {
         self.live.count()
     }
 
-    /// Deletes a pod and waits until it is gone; true if it is. `connection_id` is for the log
-    /// ("" for pods of no live connection).
+    /// Waits for the deletions in flight (shutdown).
+    pub async fn removals_finished(&self) {
+        self.live.removals_finished().await;
+    }
+
+    /// Deletes a pod and waits until it is gone; true if it is. One deletion per pod at a
+    /// time (see `LiveSet`). `connection_id` is for the log ("" for pods of no live connection).
     async fn delete(&self, namespace: &str, name: &str, connection_id: &str) -> bool {
+        let key = format!("{namespace}/{name}");
+        self.live
+            .remove_once(&key, self.deletion(namespace, name, connection_id))
+            .await
+    }
+
+    /// The deletion of one pod, to run once.
+    fn deletion(
+        &self,
+        namespace: &str,
+        name: &str,
+        connection_id: &str,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let api = self.api(namespace);
-        match lifecycle::delete_and_wait(
-            &api,
-            &self.throttle,
-            name,
-            self.timeouts.http,
-            self.timeouts.pod_stop,
-            connection_id,
-        )
-        .await
-        {
-            Ok(gone) => {
-                if gone {
-                    self.live.remove(&format!("{namespace}/{name}"));
+        let throttle = self.throttle.clone();
+        let timeouts = self.timeouts.clone();
+        let name = name.to_string();
+        let connection_id = connection_id.to_string();
+        async move {
+            let deleted = lifecycle::delete_and_wait(
+                &api,
+                &throttle,
+                &name,
+                timeouts.http,
+                timeouts.pod_stop,
+                &connection_id,
+            )
+            .await;
+            match deleted {
+                Ok(gone) => {
+                    if gone && !connection_id.is_empty() {
+                        tracing::info!(connection_id = %connection_id, pod = %name, "pod removed");
+                    }
+                    gone
                 }
-                gone
-            }
-            Err(e) => {
-                tracing::error!(connection_id, pod = %name, error = format!("{e:#}"), "cannot delete pod");
-                false
+                Err(e) => {
+                    tracing::error!(connection_id = %connection_id, pod = %name, error = format!("{e:#}"), "cannot delete pod");
+                    false
+                }
             }
         }
     }
 
-    /// Creates the pod for `owner` and waits until its console container runs.
+    /// Creates the pod for `owner` and waits until its console container runs. Cancelling
+    /// `cancel` (the connection ended) stops the wait; a pod already created is then deleted.
     pub async fn create_workload(
         &self,
         config: &KubernetesPod,
         owner: &WorkloadOwner,
+        cancel: &CancellationToken,
     ) -> anyhow::Result<Arc<dyn Workload>> {
         let started = std::time::Instant::now();
         let spec = pod::build(config, owner, &self.instance);
@@ -134,24 +180,36 @@ impl KubernetesBackend {
         let name = pod::pod_name(config, owner);
         let api = self.api(&namespace);
         self.throttle.acquire().await;
-        let created = tokio::time::timeout(
+        let created = match tokio::time::timeout(
             self.timeouts.http,
             api.create(&PostParams::default(), &spec),
         )
         .await
-        .context("creating the pod timed out")?
-        .with_context(|| format!("cannot create pod {name} in namespace {namespace}"))?;
+        {
+            Ok(created) => created
+                .with_context(|| format!("cannot create pod {name} in namespace {namespace}"))?,
+            Err(_) => {
+                // The API server may have created it all the same: its name is known.
+                self.live.begin_removal(
+                    &format!("{namespace}/{name}"),
+                    self.deletion(&namespace, &name, &owner.connection_id),
+                );
+                bail!("creating the pod timed out");
+            }
+        };
         self.live.insert(&format!("{namespace}/{name}"));
         let workload = Arc::new(PodWorkload {
             backend: self.clone(),
             target: Target {
                 client: self.client.clone(),
+                protocol: self.exec_protocol.clone(),
                 connection_id: owner.connection_id.clone(),
                 namespace: namespace.clone(),
                 pod: name.clone(),
                 container: pod::console_container(config),
             },
             id: format!("{namespace}/{name}"),
+            gone: AtomicBool::new(false),
         });
         let ready = async {
             lifecycle::wait_running(
@@ -164,11 +222,17 @@ impl KubernetesBackend {
             .await?;
             files::place(&workload.target, &owner.files).await
         };
-        if let Err(e) = ready.await {
+        let ready = tokio::select! {
+            ready = ready => ready,
+            _ = cancel.cancelled() => Err(anyhow::anyhow!("the connection ended")),
+        };
+        if let Err(e) = ready {
             // The client hears why at once; deleting a pod that never ran can take the kubelet
-            // a while. It stays in the live set until it is gone, so shutdown still waits.
-            let doomed = workload.clone();
-            tokio::spawn(async move { doomed.remove().await });
+            // a while. The deletion runs on (tracked, and in the live set until the pod is
+            // gone, so shutdown still waits).
+            let key = workload.id.clone();
+            self.live
+                .begin_removal(&key, self.deletion(&namespace, &name, &owner.connection_id));
             return Err(e.context(format!("pod {name} did not start")));
         }
         tracing::info!(
@@ -182,11 +246,16 @@ impl KubernetesBackend {
     }
 }
 
+/// Pods deleted at once at shutdown and when reaping.
+const PARALLEL_REMOVALS: usize = 16;
+
 /// One pod.
 pub struct PodWorkload {
     backend: KubernetesBackend,
     target: Target,
     id: String,
+    /// Set once the pod is known to be gone: later removals return at once.
+    gone: AtomicBool,
 }
 
 #[async_trait]
@@ -223,16 +292,19 @@ impl Workload for PodWorkload {
     }
 
     async fn remove(&self) {
-        if self
+        if self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        let gone = self
             .backend
             .delete(
                 &self.target.namespace,
                 &self.target.pod,
                 &self.target.connection_id,
             )
-            .await
-        {
-            tracing::info!(connection_id = %self.target.connection_id, pod = %self.target.pod, "pod removed");
+            .await;
+        if gone {
+            self.gone.store(true, Ordering::Release);
         }
     }
 }
