@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use crate::backend::Backends;
 use crate::config::{self, Config};
 use crate::observe::{self, Metrics, Routes};
-use crate::plugin::{PluginRuntime, PluginSettings, Plugins};
+use crate::plugin::{
+    AuthenticatorPlugin, ConfigPlugin, FilterPlugin, PluginRuntime, PluginSettings, Plugins,
+};
 use crate::ssh::{self, Gateway};
 
 #[derive(Parser)]
@@ -121,21 +123,51 @@ fn validate(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(load_plugins(&config, None)) {
-        Ok(_) => {
-            println!("{}: configuration is valid", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("invalid configuration (1 problem(s)):\n  - {e:#}");
-            ExitCode::FAILURE
-        }
+    let problems: Vec<String> = match runtime.block_on(plugins(&config, None)) {
+        Ok(loaded) => loaded
+            .errors()
+            .into_iter()
+            .map(|e| format!("{e:#}"))
+            .collect(),
+        Err(e) => vec![format!("{e:#}")],
+    };
+    if problems.is_empty() {
+        println!("{}: configuration is valid", path.display());
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{}", config::ConfigError { problems });
+        ExitCode::FAILURE
+    }
+}
+
+/// Each plugin loaded on its own, so that `validate` reports every one that fails.
+struct Loaded {
+    auth: anyhow::Result<AuthenticatorPlugin>,
+    config: anyhow::Result<Option<ConfigPlugin>>,
+    filter: anyhow::Result<FilterPlugin>,
+}
+
+impl Loaded {
+    fn errors(self) -> Vec<anyhow::Error> {
+        [self.auth.err(), self.config.err(), self.filter.err()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
 /// Loads every plugin as at start-up: compiled, imports and exports checked, and the
 /// security settings tried once so that a bad `security` section stops the start.
 async fn load_plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Plugins> {
+    let loaded = plugins(config, metrics).await?;
+    Ok(Plugins {
+        auth: loaded.auth?,
+        config: loaded.config?,
+        filter: loaded.filter?,
+    })
+}
+
+async fn plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Loaded> {
     let cache_dir = match config.plugin_cache_dir.as_deref() {
         Some("") => None,
         Some(dir) => Some(PathBuf::from(dir)),
@@ -148,30 +180,35 @@ async fn load_plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow:
     let auth = config
         .auth
         .as_ref()
-        .context("auth: an authentication plugin is required")?;
-    let auth = runtime
-        .load_authenticator("auth", auth)
-        .context("auth plugin")?;
-    let config_plugin = match &config.configserver {
-        Some(settings) => Some(
+        .context("auth: an authentication plugin is required")
+        .and_then(|auth| {
             runtime
-                .load_config_provider("configserver", settings)
-                .context("configserver plugin")?,
-        ),
-        None => None,
+                .load_authenticator("auth", auth)
+                .context("auth plugin")
+        });
+    let config_plugin = match &config.configserver {
+        Some(settings) => runtime
+            .load_config_provider("configserver", settings)
+            .context("configserver plugin")
+            .map(Some),
+        None => Ok(None),
     };
     let filter_settings = config
         .filter
         .clone()
         .unwrap_or_else(|| PluginSettings::builtin("security-policy"));
-    let filter = runtime
+    let filter = match runtime
         .load_filter("security", &filter_settings)
-        .context("request filter plugin")?;
-    filter
-        .check_policy(&config.security.to_string())
-        .await
-        .context("security")?;
-    Ok(Plugins {
+        .context("request filter plugin")
+    {
+        Ok(filter) => filter
+            .check_policy(&config.security.to_string())
+            .await
+            .context("security")
+            .map(|()| filter),
+        Err(e) => Err(e),
+    };
+    Ok(Loaded {
         auth,
         config: config_plugin,
         filter,

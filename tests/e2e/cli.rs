@@ -64,3 +64,33 @@ fn validate_accepts_the_kubernetes_example_config() {
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));
 }
+
+/// Several mistakes of different kinds in one file: every one is listed, each with the key
+/// path as written (a ContainerSSH `auth.cacert` is not named by its internal place).
+#[test]
+fn validate_lists_every_mistake_with_the_users_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "ssh: {bogus1: 1, maxConnections: lots, macs: [hmac-sha1], kex: [curve25519-sha256, sntrup761x25519-sha512]}\n\
+         docker: {execution: {mode: sometimes}}\n\
+         auth:\n  url: https://auth.example:8443\n  cacert: \"insert your expected CA certificate here\"\n",
+    )
+    .unwrap();
+    let out = validate(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for expected in [
+        "ssh.bogus1: unknown key",
+        "ssh.maxConnections: invalid type",
+        "docker.execution.mode: unknown variant `sometimes`",
+        "ssh.macs[0]: \"hmac-sha1\" is not offered by this gateway",
+        "ssh.kex[1]: \"sntrup761x25519-sha512\" is not offered",
+        "auth.cacert: cannot read insert your expected CA certificate here",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing:\n{err}");
+    }
+    assert!(err.contains("(6 problem(s))"), "{err}");
+    assert!(!err.contains("egress"), "{err}");
+}

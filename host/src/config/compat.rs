@@ -42,6 +42,9 @@ struct WebhookClient {
     curves: Option<Value>,
     #[serde(default)]
     cipher: Option<Value>,
+    /// The TLS keys this webhook took from its section (for problems' paths).
+    #[serde(skip)]
+    inherited: Vec<&'static str>,
 }
 
 impl WebhookClient {
@@ -50,22 +53,61 @@ impl WebhookClient {
         self.timeout = self.timeout.or(section.timeout);
         self.auth_timeout = self.auth_timeout.or(section.auth_timeout);
         self.allow_redirects |= section.allow_redirects;
-        let inherit = |own: &mut Option<String>, theirs: &Option<String>| {
-            if own.is_none() {
+        let mut inherited = Vec::new();
+        let mut inherit = |key: &'static str, own: &mut Option<String>, theirs: &Option<String>| {
+            if own.is_none() && theirs.is_some() {
                 own.clone_from(theirs);
+                inherited.push(key);
             }
         };
-        inherit(&mut self.cacert, &section.cacert);
-        inherit(&mut self.cert, &section.cert);
-        inherit(&mut self.key, &section.key);
-        inherit(&mut self.tls_version, &section.tls_version);
-        if self.curves.is_none() {
+        inherit("cacert", &mut self.cacert, &section.cacert);
+        inherit("cert", &mut self.cert, &section.cert);
+        inherit("key", &mut self.key, &section.key);
+        inherit("tlsVersion", &mut self.tls_version, &section.tls_version);
+        if self.curves.is_none() && section.curves.is_some() {
             self.curves.clone_from(&section.curves);
+            inherited.push("curves");
         }
-        if self.cipher.is_none() {
+        if self.cipher.is_none() && section.cipher.is_some() {
             self.cipher.clone_from(&section.cipher);
+            inherited.push("cipher");
+        }
+        self.inherited = inherited;
+    }
+}
+
+/// A webhook and where the user wrote it (`auth`, `auth.password.webhook`, `configserver`).
+struct Located<'a> {
+    path: String,
+    client: &'a WebhookClient,
+}
+
+impl Located<'_> {
+    /// Where the user wrote `key` of this webhook: its own block, or the section it inherited
+    /// the key from.
+    fn key_path(&self, section: &str, key: &str) -> String {
+        if self.client.inherited.contains(&key) {
+            format!("{section}.{key}")
+        } else {
+            format!("{}.{key}", self.path)
         }
     }
+}
+
+/// Our own plugin keys that may stand in a ContainerSSH-form section too; they are passed on
+/// as they are.
+const PLUGIN_LIMIT_KEYS: &[&str] = &["maxConcurrency", "maxQueued", "queueTimeout"];
+
+fn take_plugin_limits(section: &mut Value) -> Map<String, Value> {
+    let mut limits = Map::new();
+    if let Some(map) = section.as_object_mut() {
+        for key in PLUGIN_LIMIT_KEYS {
+            if let Some(v) = map.remove(*key) {
+                limits.insert((*key).to_string(), v);
+            }
+        }
+    }
+    limits
 }
 
 /// A duration as ContainerSSH writes it: "2s", "1m30s", or integer nanoseconds (Go's JSON).
@@ -160,14 +202,19 @@ const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the config server is retried (ContainerSSH retries until the connection ends).
 const DEFAULT_CONFIG_RETRY: Duration = Duration::from_secs(30);
 
-/// Rewrites `auth` and `configserver` in ContainerSSH's form into plugin settings.
-pub fn translate(root: &mut Value, problems: &mut Vec<String>) {
+/// Rewrites `auth` and `configserver` in ContainerSSH's form into plugin settings; `renames`
+/// gets (path in the plugin settings, path the user wrote) for the keys that moved.
+pub fn translate(
+    root: &mut Value,
+    problems: &mut Vec<String>,
+    renames: &mut Vec<(String, String)>,
+) {
     let Some(root) = root.as_object_mut() else {
         return;
     };
     if let Some(auth) = root.get_mut("auth") {
         if is_containerssh_form(auth) {
-            match translate_auth(auth.take()) {
+            match translate_auth(auth.take(), renames) {
                 Ok(settings) => *auth = settings,
                 Err(mut p) => {
                     problems.append(&mut p);
@@ -178,7 +225,7 @@ pub fn translate(root: &mut Value, problems: &mut Vec<String>) {
     }
     if let Some(server) = root.get_mut("configserver") {
         if is_containerssh_form(server) {
-            match translate_config_server(server.take()) {
+            match translate_config_server(server.take(), renames) {
                 Ok(Some(settings)) => *server = settings,
                 Ok(None) => {
                     root.remove("configserver");
@@ -211,10 +258,15 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value, prefix: &str) -> Result<T
     }
 }
 
-fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
+fn translate_auth(
+    mut section: Value,
+    renames: &mut Vec<(String, String)>,
+) -> Result<Value, Vec<String>> {
+    let limits = take_plugin_limits(&mut section);
     let auth = ContainerSshAuth::parse(section)?;
     let mut problems = Vec::new();
-    let mut endpoints: Vec<(&str, WebhookClient)> = Vec::new();
+    // (name in the plugin's config, where the user wrote it, the webhook)
+    let mut endpoints: Vec<(&str, String, WebhookClient)> = Vec::new();
     if auth.legacy.url.is_some() {
         // Legacy form: one server for everything, `password`/`pubkey` switch methods.
         let password = match &auth.password {
@@ -228,10 +280,10 @@ fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
             }
         };
         if password {
-            endpoints.push(("password", auth.legacy.clone()));
+            endpoints.push(("password", "auth".into(), auth.legacy.clone()));
         }
         if auth.pubkey.unwrap_or(true) {
-            endpoints.push(("pubkey", auth.legacy.clone()));
+            endpoints.push(("pubkey", "auth".into(), auth.legacy.clone()));
         }
     } else {
         let password = match auth.password {
@@ -264,7 +316,7 @@ fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
                         // Section-level settings (authTimeout, timeout, TLS) apply where the
                         // webhook sets none, rather than being ignored.
                         w.inherit(&auth.legacy);
-                        endpoints.push((name, w));
+                        endpoints.push((name, format!("auth.{path}.webhook"), w));
                     }
                     _ => problems.push(format!(
                         "auth.{path}.webhook.url: required for method webhook"
@@ -276,7 +328,7 @@ fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
                 )),
             }
         }
-        endpoints.retain(|(name, _)| {
+        endpoints.retain(|(name, _, _)| {
             let supported = matches!(*name, "password" | "pubkey" | "authz");
             if !supported {
                 problems.push(format!(
@@ -294,28 +346,40 @@ fn translate_auth(section: Value) -> Result<Value, Vec<String>> {
     }
     let mut config = Map::new();
     let mut deadline = Duration::ZERO;
-    for (name, w) in &endpoints {
+    for (name, _, w) in &endpoints {
         let timeout = w.timeout.map_or(DEFAULT_HTTP_TIMEOUT, |d| d.0);
         let retry_for = w.auth_timeout.map_or(DEFAULT_AUTH_TIMEOUT, |d| d.0);
         deadline = deadline.max(retry_for + timeout);
         config.insert((*name).to_string(), endpoint_json(w, timeout, retry_for));
     }
     // The authz call follows the login call, so both may take their full time.
-    if endpoints.iter().any(|(n, _)| *n == "authz") {
+    if endpoints.iter().any(|(n, _, _)| *n == "authz") {
         deadline = deadline.saturating_mul(2);
     }
-    let clients: Vec<&WebhookClient> = endpoints.iter().map(|(_, w)| w).collect();
+    let clients: Vec<Located> = endpoints
+        .iter()
+        .map(|(_, path, client)| Located {
+            path: path.clone(),
+            client,
+        })
+        .collect();
     plugin_settings(
         "builtin:webhook-auth",
         Value::Object(config),
         &clients,
         deadline,
         "auth",
+        limits,
+        renames,
     )
 }
 
-fn translate_config_server(section: Value) -> Result<Option<Value>, Vec<String>> {
+fn translate_config_server(
+    section: Value,
+    renames: &mut Vec<(String, String)>,
+) -> Result<Option<Value>, Vec<String>> {
     let mut section = section;
+    let limits = take_plugin_limits(&mut section);
     let transmit = section
         .as_object_mut()
         .and_then(|m| m.remove("transmitSensitiveMetadata"));
@@ -335,9 +399,14 @@ fn translate_config_server(section: Value) -> Result<Option<Value>, Vec<String>>
     plugin_settings(
         "builtin:webhook-config",
         config,
-        &[&client],
+        &[Located {
+            path: "configserver".into(),
+            client: &client,
+        }],
         retry_for + timeout,
         "configserver",
+        limits,
+        renames,
     )
     .map(Some)
 }
@@ -352,26 +421,28 @@ fn endpoint_json(w: &WebhookClient, timeout: Duration, retry_for: Duration) -> V
 }
 
 /// Plugin settings for a built-in webhook plugin: its config, an allow-list of the URLs'
-/// destinations, the TLS settings (which must be the same for every URL of one plugin) and a
-/// call deadline long enough for all retries.
+/// destinations, the TLS settings (which must be the same for every URL of one plugin), a
+/// call deadline long enough for all retries, and `limits` (our own keys) as given.
 fn plugin_settings(
     plugin: &str,
     config: Value,
-    clients: &[&WebhookClient],
+    clients: &[Located],
     deadline: Duration,
     section: &str,
+    limits: Map<String, Value>,
+    renames: &mut Vec<(String, String)>,
 ) -> Result<Value, Vec<String>> {
     let mut problems = Vec::new();
     let mut allow = Vec::new();
-    for c in clients {
-        match c.url.as_deref().map(destination) {
+    for located in clients {
+        match located.client.url.as_deref().map(destination) {
             Some(Ok(d)) if allow.contains(&d) => {}
             Some(Ok(d)) => allow.push(d),
-            Some(Err(e)) => problems.push(format!("{section}: url: {e}")),
+            Some(Err(e)) => problems.push(format!("{}.url: {e}", located.path)),
             None => {}
         }
     }
-    let tls = |c: &WebhookClient| -> Result<TlsSettings, String> {
+    let tls = |c: &WebhookClient| -> Result<TlsSettings, (&'static str, String)> {
         let list = |v: &Option<Value>| -> Result<Vec<String>, String> {
             match v {
                 None | Some(Value::Null) => Ok(Vec::new()),
@@ -396,13 +467,13 @@ fn plugin_settings(
             cert: c.cert.clone().filter(|s| !s.trim().is_empty()),
             key: c.key.clone().filter(|s| !s.trim().is_empty()),
             tls_version: c.tls_version.clone().filter(|s| !s.is_empty()),
-            curves: list(&c.curves).map_err(|e| format!("curves: {e}"))?,
-            cipher: list(&c.cipher).map_err(|e| format!("cipher: {e}"))?,
+            curves: list(&c.curves).map_err(|e| ("curves", e))?,
+            cipher: list(&c.cipher).map_err(|e| ("cipher", e))?,
         })
     };
     let mut settings: Option<TlsSettings> = None;
-    for c in clients {
-        match tls(c) {
+    for located in clients {
+        match tls(located.client) {
             Ok(t) => match &settings {
                 Some(first) if *first != t => problems.push(format!(
                     "{section}: every webhook of one section must use the same cacert, cert, key, tlsVersion, curves and cipher"
@@ -410,10 +481,25 @@ fn plugin_settings(
                 Some(_) => {}
                 None => settings = Some(t),
             },
-            Err(e) => problems.push(format!("{section}.{e}")),
+            Err((key, e)) => problems.push(format!("{}: {e}", located.key_path(section, key))),
         }
     }
-    for c in clients {
+    // Problems found later in the plugin settings name the keys the user wrote.
+    if let Some(first) = clients.first() {
+        for key in ["cacert", "cert", "key", "tlsVersion", "curves", "cipher"] {
+            renames.push((
+                format!("{section}.egress.tls.{key}"),
+                first.key_path(section, key),
+            ));
+        }
+        renames.push((
+            format!("{section}.egress.allow"),
+            format!("{}.url", first.path),
+        ));
+        renames.push((format!("{section}.egress.tls"), section.to_string()));
+    }
+    for located in clients {
+        let c = located.client;
         if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) {
             tracing::warn!(section, "webhook over plain HTTP: credentials and metadata cross the network unencrypted; use https");
         }
@@ -422,7 +508,7 @@ fn plugin_settings(
         return Err(problems);
     }
     let deadline = deadline + Duration::from_secs(1);
-    Ok(json!({
+    let mut settings = json!({
         "plugin": plugin,
         "config": config,
         "timeout": format!("{}ms", deadline.as_millis()),
@@ -430,7 +516,11 @@ fn plugin_settings(
             "allow": allow,
             "tls": settings.unwrap_or_default(),
         },
-    }))
+    });
+    if let Some(map) = settings.as_object_mut() {
+        map.extend(limits);
+    }
+    Ok(settings)
 }
 
 /// "host:port" of an http(s) URL, the form egress.allow takes.
@@ -453,7 +543,7 @@ mod tests {
     fn translated(v: Value) -> Result<Value, Vec<String>> {
         let mut root = v;
         let mut problems = Vec::new();
-        translate(&mut root, &mut problems);
+        translate(&mut root, &mut problems, &mut Vec::new());
         if problems.is_empty() {
             Ok(root)
         } else {
@@ -544,6 +634,18 @@ mod tests {
         );
         let v = translated(json!({"configserver": {"url": ""}})).unwrap();
         assert!(v.get("configserver").is_none());
+    }
+
+    #[test]
+    fn our_plugin_limits_pass_through_a_containerssh_section() {
+        let v = translated(json!({
+            "auth": {"url": "https://a:1", "queueTimeout": "90s", "maxConcurrency": 8},
+            "configserver": {"url": "https://c:2/config", "maxQueued": 5},
+        }))
+        .unwrap();
+        assert_eq!(v["auth"]["queueTimeout"], "90s");
+        assert_eq!(v["auth"]["maxConcurrency"], 8);
+        assert_eq!(v["configserver"]["maxQueued"], 5);
     }
 
     #[test]

@@ -81,41 +81,143 @@ pub fn from_connection_value(value: Value) -> Result<Config, ConfigError> {
 }
 
 fn checked(mut value: Value, validate: fn(&Config) -> Vec<String>) -> Result<Config, ConfigError> {
-    let mut problems = normalise(&mut value);
-    let config: Option<Config> = deserialize_strict(value, &mut problems);
+    let mut renames = Vec::new();
+    let mut problems = normalise(&mut value, &mut renames);
+    let mut removed = Vec::new();
+    let config: Option<Config> = deserialize_collecting(value, &mut problems, &mut removed);
+    if let Some(config) = &config {
+        // The semantic checks run on what could be read; a value already reported as
+        // unreadable is not reported again as missing or defaulted.
+        problems.extend(
+            validate(config)
+                .into_iter()
+                .filter(|p| !removed.iter().any(|r| is_under(p, r))),
+        );
+    }
+    for p in &mut problems {
+        *p = users_path(p, &renames);
+    }
     match config {
-        Some(config) => {
-            problems.extend(validate(&config));
-            if problems.is_empty() {
-                Ok(config)
-            } else {
-                Err(ConfigError { problems })
-            }
-        }
-        None => Err(ConfigError { problems }),
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError { problems }),
     }
 }
 
-/// Deserializes `value`, recording unknown keys (with their paths) and a type error.
+/// Most values of the wrong type reported from one file; then the checking stops.
+const MAX_TYPE_ERRORS: usize = 100;
+
+/// Deserializes `value`, recording unknown keys (with their paths) and values of the wrong
+/// type. Any problem makes the result `None`; use [`deserialize_collecting`] to go on.
 pub fn deserialize_strict<T: DeserializeOwned>(
     value: Value,
     problems: &mut Vec<String>,
 ) -> Option<T> {
-    let mut unknown = Vec::new();
-    let result: Result<T, _> = {
-        let mut record = |path: serde_ignored::Path| unknown.push(readable_path(&path.to_string()));
-        let de = serde_ignored::Deserializer::new(value, &mut record);
-        serde_path_to_error::deserialize(de)
-    };
-    problems.extend(unknown.into_iter().map(|p| format!("{p}: unknown key")));
-    match result {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            problems.push(format!("{path}: {}", e.into_inner()));
-            None
+    let before = problems.len();
+    let parsed = deserialize_collecting(value, problems, &mut Vec::new());
+    parsed.filter(|_| problems.len() == before)
+}
+
+/// Deserializes `value`, recording every unknown key and every value of the wrong type with
+/// its path. A wrong value is left out (so its default applies) and the rest read again, so
+/// that one run finds every problem; `removed` gets the paths left out. The result is what
+/// could be read, or `None` if even that failed.
+fn deserialize_collecting<T: DeserializeOwned>(
+    mut value: Value,
+    problems: &mut Vec<String>,
+    removed: &mut Vec<String>,
+) -> Option<T> {
+    let mut unknown: Vec<String> = Vec::new();
+    let mut wrong: Vec<String> = Vec::new();
+    let mut parsed = None;
+    for _ in 0..MAX_TYPE_ERRORS {
+        let mut seen = Vec::new();
+        let result: Result<T, _> = {
+            let mut record =
+                |path: serde_ignored::Path| seen.push(readable_path(&path.to_string()));
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut record);
+            serde_path_to_error::deserialize(de)
+        };
+        for p in seen {
+            if !unknown.contains(&p) {
+                unknown.push(p);
+            }
+        }
+        match result {
+            Ok(v) => {
+                parsed = Some(v);
+                break;
+            }
+            Err(e) => {
+                let path = e.path().clone();
+                let shown = path.to_string();
+                let at = if shown.is_empty() {
+                    "the configuration"
+                } else {
+                    &shown
+                };
+                wrong.push(format!("{at}: {}", e.into_inner()));
+                if !remove_at(&mut value, &path) {
+                    break;
+                }
+                removed.push(shown);
+            }
         }
     }
+    problems.extend(unknown.into_iter().map(|p| format!("{p}: unknown key")));
+    problems.extend(wrong);
+    parsed
+}
+
+/// Removes the value at `path` from `value`; false if there is nothing to remove there.
+fn remove_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
+            // Null rather than a shift, so that later indexes still name what the user wrote.
+            items[*index] = Value::Null;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether `problem` ("path: text") is about `path` or something inside it.
+fn is_under(problem: &str, path: &str) -> bool {
+    problem
+        .strip_prefix(path)
+        .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// `problem` with an internal key path (of a translated ContainerSSH section) replaced by the
+/// path the user wrote.
+fn users_path(problem: &str, renames: &[(String, String)]) -> String {
+    renames
+        .iter()
+        .filter(|(internal, _)| is_under(problem, internal))
+        .max_by_key(|(internal, _)| internal.len())
+        .map_or_else(
+            || problem.to_string(),
+            |(internal, theirs)| format!("{theirs}{}", &problem[internal.len()..]),
+        )
 }
 
 /// `a.?.1.b` (serde_ignored's form) as `a[1].b`: no marks for optional values, indexes in brackets.
@@ -134,10 +236,11 @@ fn readable_path(path: &str) -> String {
     out
 }
 
-/// Rewrites accepted alternative spellings into the canonical shape before typed parsing.
-fn normalise(value: &mut Value) -> Vec<String> {
+/// Rewrites accepted alternative spellings into the canonical shape before typed parsing;
+/// `renames` gets the translated keys' paths as the user wrote them.
+fn normalise(value: &mut Value, renames: &mut Vec<(String, String)>) -> Vec<String> {
     let mut problems = Vec::new();
-    super::compat::translate(value, &mut problems);
+    super::compat::translate(value, &mut problems, renames);
     // The hardening guide nests resource limits under `docker.execution.host.resources`;
     // Docker's API (and this schema) has them directly in `host`.
     if let Some(host) = value
@@ -219,6 +322,90 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ssh.listen, "127.0.0.1:2022");
+    }
+
+    #[test]
+    fn every_wrong_value_is_reported_in_one_run() {
+        let text = "auth:\n  plugin: builtin:static-users\nssh:\n  bogus1: 1\n  maxConnections: lots\n  listen: nowhere\ndocker:\n  execution:\n    mode: sometimes\n";
+        let e = parse_str(text, false).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(all.contains("ssh.bogus1: unknown key"), "{all}");
+        assert!(all.contains("ssh.maxConnections: invalid type"), "{all}");
+        assert!(
+            all.contains("docker.execution.mode: unknown variant"),
+            "{all}"
+        );
+        // Semantic checks still run on the rest, and a wrong value is not reported twice.
+        assert!(all.contains("ssh.listen:"), "{all}");
+        assert_eq!(e.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn wrong_items_of_lists_keep_their_index() {
+        let text =
+            "auth:\n  plugin: builtin:static-users\nssh:\n  ciphers: [aes128-ctr, {a: 1}, rot13]\n";
+        let e = parse_str(text, false).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(all.contains("ssh.ciphers[1]: invalid type"), "{all}");
+    }
+
+    #[test]
+    fn translated_containerssh_keys_are_reported_as_the_user_wrote_them() {
+        let text = "auth:\n  url: https://auth.example:8443\n  cacert: \"insert your expected CA certificate here\"\n  cert: /nonexistent/client.pem\n  key: /nonexistent/client.key\n";
+        let e = parse_str(text, false).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(
+            all.contains("auth.cacert: cannot read insert your"),
+            "{all}"
+        );
+        assert!(all.contains("auth.cert: cannot read /nonexistent"), "{all}");
+        assert!(!all.contains("egress"), "{all}");
+        let text = "auth:\n  password:\n    method: webhook\n    webhook:\n      url: https://a:1\n      cacert: /nonexistent/ca.pem\nconfigserver:\n  url: https://c:2/config\n  tlsVersion: \"1.0\"\n";
+        let e = parse_str(text, false).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(
+            all.contains("auth.password.webhook.cacert: cannot read /nonexistent/ca.pem"),
+            "{all}"
+        );
+        assert!(
+            all.contains("configserver.tlsVersion: \"1.0\" is not supported"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn algorithm_lists_are_checked_by_name() {
+        let text = "auth:\n  plugin: builtin:static-users\nssh:\n  kex: [mlkem768x25519-sha256, diffie-hellman-group1-sha1]\n  macs: [hmac-sha2-256-etm@openssh.com, umac-128-etm@openssh.com]\n  hostKeyAlgos: [ssh-rsa]\n  ciphers: []\n";
+        let e = parse_str(text, false).unwrap_err();
+        let all = e.problems.join("\n");
+        assert!(all.contains("ssh.kex[1]: \"diffie-hellman-group1-sha1\" is not offered by this gateway: it relies on SHA-1"), "{all}");
+        assert!(
+            all.contains("ssh.macs[1]: unknown MAC \"umac-128-etm@openssh.com\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("ssh.hostKeyAlgos[0]: \"ssh-rsa\" is not offered"),
+            "{all}"
+        );
+        assert!(all.contains("ssh.ciphers: at least one cipher"), "{all}");
+        let ok = "auth:\n  plugin: builtin:static-users\nssh:\n  kex: [mlkem768x25519-sha256]\n  macs: [hmac-sha2-256]\n  hostKeyAlgos: [ssh-ed25519]\n";
+        let c = parse_str(ok, false).unwrap();
+        assert_eq!(c.ssh.kex, Some(vec!["mlkem768x25519-sha256".to_string()]));
+    }
+
+    #[test]
+    fn host_key_algorithms_must_fit_a_host_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("new_key"); // missing: will be a new ed25519 key
+        let text = format!("auth:\n  plugin: builtin:static-users\nssh:\n  hostkeys: [{}]\n  hostKeyAlgos: [rsa-sha2-512]\n", key.display());
+        let e = parse_str(&text, false).unwrap_err();
+        assert!(
+            e.problems[0].contains(
+                "ssh.hostKeyAlgos: no algorithm fits a host key (ssh.hostkeys are ssh-ed25519)"
+            ),
+            "{:?}",
+            e.problems
+        );
     }
 
     #[test]

@@ -185,25 +185,18 @@ impl Config {
             None => {
                 problems.push("auth: an authentication plugin is required (auth.plugin)".into())
             }
-            Some(auth) => {
-                problems.extend(auth.validate().into_iter().map(|p| format!("auth: {p}")))
-            }
+            Some(auth) => problems.extend(auth.validate().into_iter().map(|p| format!("auth.{p}"))),
         }
         if let Some(server) = &self.configserver {
             problems.extend(
                 server
                     .validate()
                     .into_iter()
-                    .map(|p| format!("configserver: {p}")),
+                    .map(|p| format!("configserver.{p}")),
             );
         }
         if let Some(filter) = &self.filter {
-            problems.extend(
-                filter
-                    .validate()
-                    .into_iter()
-                    .map(|p| format!("filter: {p}")),
-            );
+            problems.extend(filter.validate().into_iter().map(|p| format!("filter.{p}")));
         }
         if !matches!(
             self.log.level.as_str(),

@@ -15,6 +15,8 @@ pub enum AuthResult {
     Unsupported,
     Error,
     RateLimited,
+    /// The auth plugin had no free slot: nothing was checked, nothing counted as a failure.
+    Overloaded,
 }
 
 impl AuthResult {
@@ -26,6 +28,7 @@ impl AuthResult {
             AuthResult::Unsupported => "unsupported",
             AuthResult::Error => "error",
             AuthResult::RateLimited => "rate_limited",
+            AuthResult::Overloaded => "overloaded",
         }
     }
 }
@@ -48,6 +51,13 @@ struct PluginHttpLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginOverloadLabels {
+    plugin: String,
+    /// `queue_full` (maxQueued calls already waiting) or `queue_timeout` (no slot in time).
+    reason: String,
+}
+
 fn plugin_http_histogram() -> Histogram {
     // 100 µs .. ~30 s
     Histogram::new(exponential_buckets(0.0001, 2.5, 14))
@@ -68,6 +78,8 @@ pub struct Metrics {
     config_call: Histogram,
     /// Each HTTP request a plugin makes (webhook calls, retries counted one by one).
     plugin_http: Family<PluginHttpLabels, Histogram, fn() -> Histogram>,
+    /// Plugin calls refused for want of a free slot.
+    plugin_overload: Family<PluginOverloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,7 +144,7 @@ impl Metrics {
         let plugin_call = Histogram::new(exponential_buckets(0.00001, 2.7, 15));
         registry.register(
             "plugin_call_seconds",
-            "Duration of plugin calls, including any webhook requests they make",
+            "Duration of auth plugin logins: the wait for a slot, the check and authorization, webhook requests included",
             plugin_call.clone(),
         );
         let config_call = Histogram::new(exponential_buckets(0.00001, 2.7, 15));
@@ -150,9 +162,16 @@ impl Metrics {
             "Duration of each HTTP request a plugin makes (webhook calls), by plugin and outcome",
             plugin_http.clone(),
         );
+        let plugin_overload = Family::<PluginOverloadLabels, Counter>::default();
+        registry.register(
+            "plugin_overload",
+            "Plugin calls refused because no slot came free (maxQueued, queueTimeout), by plugin and reason",
+            plugin_overload.clone(),
+        );
         Self {
             registry,
             plugin_http,
+            plugin_overload,
             connections,
             active_connections,
             refused_connections,
@@ -173,6 +192,15 @@ impl Metrics {
                 outcome: if answered { "answered" } else { "failed" }.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn plugin_overloaded(&self, plugin: &str, reason: &str) {
+        self.plugin_overload
+            .get_or_create(&PluginOverloadLabels {
+                plugin: plugin.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn connection_opened(&self) {
@@ -223,7 +251,7 @@ impl Metrics {
         self.first_byte.observe(elapsed.as_secs_f64());
     }
 
-    /// An auth plugin call (password or key check, and authorization).
+    /// An auth plugin login: the wait for a slot, the password or key check, and authorization.
     pub fn plugin_call(&self, elapsed: Duration) {
         self.plugin_call.observe(elapsed.as_secs_f64());
     }
@@ -252,7 +280,14 @@ mod tests {
         m.connection_opened();
         m.auth_attempt("password", AuthResult::Failure);
         m.container_started(Duration::from_millis(300));
+        m.plugin_overloaded("auth", "queue_timeout");
         let text = m.render();
+        assert!(
+            text.contains(
+                r#"containerssh_plugin_overload_total{plugin="auth",reason="queue_timeout"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("containerssh_connections_total 1"), "{text}");
         assert!(text.contains("containerssh_active_connections 1"), "{text}");
         assert!(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use crate::plugin::bindings::authenticator::AuthenticatorPluginPre;
 use crate::plugin::bindings::types_api as wit;
 use crate::plugin::engine::PluginRuntime;
-use crate::plugin::instance::PluginCore;
+use crate::plugin::instance::{Overloaded, PluginCore};
 use crate::plugin::settings::PluginSettings;
 use crate::plugin::state::CallState;
 
@@ -42,6 +42,8 @@ pub enum AuthOutcome {
     /// Wrong credentials; the reason is for the log only.
     Failure(String),
     Unsupported,
+    /// The plugin had no free slot for this call: nothing was checked.
+    Overloaded(Overloaded),
     /// The plugin trapped, timed out, ran out of memory or answered nonsense.
     Error(anyhow::Error),
 }
@@ -74,6 +76,14 @@ impl PluginRuntime {
     }
 }
 
+/// What a client offers to log in with.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    Password(&'a [u8]),
+    /// In authorized_keys form.
+    PublicKey(&'a str),
+}
+
 enum Call<'a> {
     Password(&'a [u8]),
     PublicKey(&'a str),
@@ -82,6 +92,37 @@ enum Call<'a> {
 }
 
 impl AuthenticatorPlugin {
+    /// A whole login: the credentials checked and, if right, authorization asked, both calls
+    /// in one slot. A login waits in line once: were authorization queued again, behind every
+    /// check that arrived meanwhile, no login would finish before all checks had run.
+    pub async fn login(&self, conn: &ConnectionInfo, credentials: Credentials<'_>) -> AuthOutcome {
+        let core = &self.inner.core;
+        let _slot = match core.slot("auth").await {
+            Ok(slot) => slot,
+            Err(e) => return failed(e),
+        };
+        let call = match credentials {
+            Credentials::Password(p) => Call::Password(p),
+            Credentials::PublicKey(k) => Call::PublicKey(k),
+        };
+        let outcome = self.in_slot(conn, call).await;
+        match outcome {
+            AuthOutcome::Success(grant) => self.in_slot(conn, Call::Authorize(&grant)).await,
+            other => other,
+        }
+    }
+
+    async fn in_slot(&self, conn: &ConnectionInfo, call: Call<'_>) -> AuthOutcome {
+        let core = &self.inner.core;
+        match core
+            .within_deadline("auth", self.call_inner(conn, call))
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => failed(e),
+        }
+    }
+
     pub async fn password(&self, conn: &ConnectionInfo, password: &[u8]) -> AuthOutcome {
         self.call(conn, Call::Password(password)).await
     }
@@ -110,7 +151,7 @@ impl AuthenticatorPlugin {
             .await
         {
             Ok(outcome) => outcome,
-            Err(e) => AuthOutcome::Error(e),
+            Err(e) => failed(e),
         }
     }
 
@@ -143,6 +184,14 @@ impl AuthenticatorPlugin {
         .map_err(anyhow::Error::from)
         .context("the plugin failed")?;
         from_wit_result(result)
+    }
+}
+
+/// The outcome of a call that failed: overloaded (no slot) or an error of the plugin.
+fn failed(e: anyhow::Error) -> AuthOutcome {
+    match e.downcast::<Overloaded>() {
+        Ok(overloaded) => AuthOutcome::Overloaded(overloaded),
+        Err(e) => AuthOutcome::Error(e),
     }
 }
 

@@ -1,11 +1,12 @@
 //! What every plugin role shares: loading (compile or cache, import/export check, linking),
 //! and per call a fresh sandboxed store with a deadline, a memory cap and a concurrency slot.
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
@@ -23,6 +24,59 @@ pub(crate) struct PluginCore {
     config_json: String,
     egress: Arc<Egress>,
     slots: Semaphore,
+    /// Calls waiting for a slot now (at most `maxQueued`).
+    queued: AtomicUsize,
+}
+
+/// A call refused because the plugin has no slot for it: not the caller's fault and not a
+/// verdict of the plugin (an auth plugin's overload is no failed login).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{role} plugin {plugin} is overloaded: {why}")]
+pub struct Overloaded {
+    pub role: String,
+    pub plugin: String,
+    pub why: OverloadReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverloadReason {
+    /// `maxQueued` calls were already waiting for one of `slots` slots.
+    QueueFull { queued: usize, slots: u32 },
+    /// No slot came free within `queueTimeout`.
+    QueueTimeout(Duration),
+}
+
+impl OverloadReason {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OverloadReason::QueueFull { .. } => "queue_full",
+            OverloadReason::QueueTimeout(_) => "queue_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for OverloadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverloadReason::QueueFull { queued, slots } => write!(
+                f,
+                "{queued} calls already wait for one of its {slots} slots (maxQueued)"
+            ),
+            OverloadReason::QueueTimeout(waited) => {
+                write!(f, "no free slot within {waited:?} (queueTimeout)")
+            }
+        }
+    }
+}
+
+/// Counts a call among the waiting ones while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PluginRuntime {
@@ -60,7 +114,8 @@ impl PluginRuntime {
                 settings: settings.clone(),
                 config_json: settings.config.to_string(),
                 egress,
-                slots: Semaphore::new(settings.max_concurrency as usize),
+                slots: Semaphore::new(settings.concurrency() as usize),
+                queued: AtomicUsize::new(0),
             },
             pre,
         ))
@@ -100,28 +155,63 @@ impl PluginCore {
         store
     }
 
-    /// Runs one call within the plugin's concurrency cap and deadline. The deadline also
-    /// covers time spent waiting in host calls (HTTP, sleeps), which the epoch does not see.
+    /// Runs one call once a slot is free (waiting at most `queueTimeout`, behind at most
+    /// `maxQueued` others), then within its deadline. A call that gets no slot fails with
+    /// [`Overloaded`].
     pub async fn run<T>(
         &self,
         role: &str,
         call: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
+        let _slot = self.slot(role).await?;
+        self.within_deadline(role, call).await
+    }
+
+    /// Runs one call, in a slot the caller holds, within the deadline `timeout`. The deadline
+    /// also covers time spent waiting in host calls (HTTP, sleeps), which the epoch does not see.
+    pub async fn within_deadline<T>(
+        &self,
+        role: &str,
+        call: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
         let timeout = self.settings.timeout;
-        let guarded = async {
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .context("plugin is shutting down")?;
-            call.await
-        };
-        match tokio::time::timeout(timeout, guarded).await {
+        match tokio::time::timeout(timeout, call).await {
             Ok(result) => result.with_context(|| format!("{role} plugin {}", self.name)),
             Err(_) => Err(anyhow!(
                 "{role} plugin {} did not answer within {timeout:?}",
                 self.name
             )),
         }
+    }
+
+    /// A slot for calls of this plugin: at once if one is free, else after waiting in line
+    /// (first come, first served) for at most `queueTimeout` behind at most `maxQueued` others.
+    pub async fn slot(&self, role: &str) -> anyhow::Result<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.queued);
+        let why = if ahead >= self.settings.max_queued as usize {
+            OverloadReason::QueueFull {
+                queued: ahead,
+                slots: self.settings.concurrency(),
+            }
+        } else {
+            let wait = self.settings.queue_timeout;
+            match tokio::time::timeout(wait, self.slots.acquire()).await {
+                Ok(permit) => return permit.context("plugin is shutting down"),
+                Err(_) => OverloadReason::QueueTimeout(wait),
+            }
+        };
+        if let Some(metrics) = self.runtime.metrics() {
+            metrics.plugin_overloaded(&self.name, why.label());
+        }
+        Err(Overloaded {
+            role: role.to_string(),
+            plugin: self.name.clone(),
+            why,
+        }
+        .into())
     }
 }

@@ -13,10 +13,11 @@ mod settings;
 mod state;
 pub mod tls;
 
-pub use auth::{AuthGrant, AuthOutcome, AuthenticatorPlugin, ConnectionInfo};
+pub use auth::{AuthGrant, AuthOutcome, AuthenticatorPlugin, ConnectionInfo, Credentials};
 pub use config::{ConfigAnswer, ConfigPlugin};
 pub use engine::{default_cache_dir, PluginRuntime};
 pub use filter::{ChannelRequest, FilterPlugin, Verdict};
+pub use instance::{OverloadReason, Overloaded};
 pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
 
 /// Every plugin the gateway runs; cheap to clone.

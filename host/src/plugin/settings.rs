@@ -17,12 +17,20 @@ pub struct PluginSettings {
     /// Linear memory cap per call, in bytes.
     #[serde(default = "default_memory_limit")]
     pub memory_limit: u64,
-    /// Deadline for one call, including any HTTP requests it makes.
+    /// Deadline for one call, including any HTTP requests it makes; the wait for a slot
+    /// (`queueTimeout`) is not part of it.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Calls of this plugin running at once; more wait (up to `timeout`).
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: u32,
+    /// Calls of this plugin running at once; more wait for a slot. Unset: see
+    /// [`PluginSettings::concurrency`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Longest wait for a free slot; a call that gets none in time is refused as overloaded.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Calls that may wait for a slot at once; more are refused at once as overloaded.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u32,
     /// Outbound HTTP the plugin may make through wasi:http.
     #[serde(default)]
     pub egress: EgressSettings,
@@ -53,9 +61,15 @@ fn default_memory_limit() -> u64 {
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
-fn default_max_concurrency() -> u32 {
-    32
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(60)
 }
+fn default_max_queued() -> u32 {
+    1000
+}
+
+/// Slots of a plugin that makes HTTP requests: its calls mostly wait for answers.
+const NETWORK_CONCURRENCY: u32 = 32;
 
 impl PluginSettings {
     /// A plugin with default limits and no config, egress or TLS.
@@ -65,9 +79,25 @@ impl PluginSettings {
             config: serde_json::Value::Object(Default::default()),
             memory_limit: default_memory_limit(),
             timeout: default_timeout(),
-            max_concurrency: default_max_concurrency(),
+            max_concurrency: None,
+            queue_timeout: default_queue_timeout(),
+            max_queued: default_max_queued(),
             egress: EgressSettings::default(),
         }
+    }
+
+    /// Calls running at once: `maxConcurrency`, or by default, for a plugin allowed no egress
+    /// (which can only compute) one per core and at least 2, since more calls than cores only
+    /// make every call late; for one that makes HTTP requests (and mostly waits), 32.
+    pub fn concurrency(&self) -> u32 {
+        self.max_concurrency.unwrap_or_else(|| {
+            if self.egress.allow.is_empty() {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                u32::try_from(cores).unwrap_or(u32::MAX).max(2)
+            } else {
+                NETWORK_CONCURRENCY
+            }
+        })
     }
 
     /// Every problem with these settings (an empty list means fine).
@@ -94,8 +124,11 @@ impl PluginSettings {
         if self.timeout.is_zero() {
             problems.push("timeout: must be above zero".into());
         }
-        if self.max_concurrency == 0 {
+        if self.max_concurrency == Some(0) {
             problems.push("maxConcurrency: must be at least 1".into());
+        }
+        if self.queue_timeout.is_zero() {
+            problems.push("queueTimeout: must be above zero".into());
         }
         for dest in &self.egress.allow {
             if crate::plugin::egress::Destination::parse(dest).is_none() {

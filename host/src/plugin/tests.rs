@@ -201,10 +201,114 @@ async fn compiled_plugins_are_cached_and_a_corrupt_entry_is_recompiled() {
 fn settings_are_validated() {
     let mut s = settings(json!({}));
     s.memory_limit = 10;
-    s.max_concurrency = 0;
+    s.max_concurrency = Some(0);
     s.egress.allow = vec!["https://x".into()];
     let problems = s.validate().join("\n");
     assert!(problems.contains("memoryLimit"), "{problems}");
     assert!(problems.contains("maxConcurrency"), "{problems}");
     assert!(problems.contains("egress.allow"), "{problems}");
+}
+
+/// A plugin core with `slots` slots, `queued` places in the queue, the given queue timeout
+/// and call deadline (static-users: the calls below never enter it, they only hold slots).
+fn core(slots: u32, queued: u32, queue_timeout_ms: u64, timeout_ms: u64) -> instance::PluginCore {
+    let s: PluginSettings = serde_json::from_value(json!({
+        "plugin": "builtin:static-users",
+        "maxConcurrency": slots,
+        "maxQueued": queued,
+        "queueTimeout": format!("{queue_timeout_ms}ms"),
+        "timeout": format!("{timeout_ms}ms"),
+    }))
+    .expect("settings");
+    runtime()
+        .prepare("auth", &s, "containerssh:plugin/authenticator@0.1.0")
+        .expect("loads")
+        .0
+}
+
+async fn hold(ms: u64) -> anyhow::Result<()> {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Ok(())
+}
+
+fn overload(r: anyhow::Result<()>) -> Option<OverloadReason> {
+    r.err()?.downcast_ref::<Overloaded>().map(|o| o.why)
+}
+
+/// The deadline covers the call, not the wait for a slot; the wait has its own bound; more
+/// waiting calls than `maxQueued` are refused at once.
+#[tokio::test]
+async fn the_wait_for_a_slot_is_bounded_apart_from_the_call() {
+    let core = core(1, 1, 2000, 500);
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(core.run("auth", hold(400)), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Waits about 350 ms, then runs 400 ms: 750 ms in all, over the 500 ms deadline.
+        core.run("auth", hold(400)).await
+    });
+    first.expect("first call");
+    second.expect("the wait for a slot does not count against the deadline");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(750));
+
+    // A call that takes longer than the deadline still fails.
+    let late = core.run("auth", hold(700)).await.expect_err("late");
+    assert!(
+        format!("{late:#}").contains("did not answer within 500ms"),
+        "{late:#}"
+    );
+    assert_eq!(overload(Err(late)), None);
+
+    let (_, queued, refused) = tokio::join!(
+        core.run("auth", hold(450)),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            core.run("auth", hold(10)).await
+        },
+        async {
+            // The one queue place is taken: refused at once.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let t = std::time::Instant::now();
+            let r = core.run("auth", hold(10)).await;
+            (r, t.elapsed())
+        },
+    );
+    assert!(queued.is_ok());
+    let (refused, took) = refused;
+    assert_eq!(
+        overload(refused),
+        Some(OverloadReason::QueueFull {
+            queued: 1,
+            slots: 1
+        })
+    );
+    assert!(took < std::time::Duration::from_millis(50), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_call_that_gets_no_slot_in_time_is_overloaded_not_failed() {
+    let core = core(1, 10, 100, 5000);
+    let (_, waited) = tokio::join!(core.run("auth", hold(400)), async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        core.run("auth", hold(10)).await
+    });
+    assert_eq!(
+        overload(waited),
+        Some(OverloadReason::QueueTimeout(
+            std::time::Duration::from_millis(100)
+        ))
+    );
+}
+
+/// Without `maxConcurrency`, a plugin that cannot reach the network gets one slot per core
+/// (at least 2), one that makes HTTP requests 32.
+#[test]
+fn default_concurrency_follows_what_the_plugin_can_do() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    let s = settings(json!({}));
+    assert_eq!(s.concurrency(), cores.max(2));
+    let mut s = s;
+    s.egress.allow = vec!["auth.example:443".into()];
+    assert_eq!(s.concurrency(), 32);
+    s.max_concurrency = Some(5);
+    assert_eq!(s.concurrency(), 5);
 }

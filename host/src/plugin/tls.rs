@@ -117,29 +117,62 @@ fn group_by_name(name: &str) -> Option<Option<&'static dyn SupportedKxGroup>> {
 }
 
 impl TlsSettings {
-    /// Every problem with these settings, including unreadable or mismatched files.
+    /// Every problem with these settings, including unreadable or mismatched files; each
+    /// setting is checked on its own, so that one run reports them all.
     pub fn validate(&self) -> Vec<String> {
-        match self.client_config() {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![format!("{e:#}")],
+        let parts = [
+            self.provider().err(),
+            self.versions().err(),
+            self.roots().err(),
+            self.identity().err(),
+        ];
+        let mut problems: Vec<String> = parts
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{e:#}"))
+            .collect();
+        if problems.is_empty() {
+            // What only the whole shows: suites for the versions, a key that fits its certificate.
+            if let Err(e) = self.client_config() {
+                problems.push(format!("{e:#}"));
+            }
         }
+        problems
     }
 
     /// The rustls client configuration these settings describe.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let provider = self.provider()?;
-        let versions: &[&rustls::SupportedProtocolVersion] =
-            match self.tls_version.as_deref().unwrap_or("1.3") {
-                "1.3" => &[&rustls::version::TLS13],
-                "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
-                other => bail!("tlsVersion: {other:?} is not supported (1.2 or 1.3)"),
-            };
-        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(versions)
+        let builder = ClientConfig::builder_with_provider(Arc::new(self.provider()?))
+            .with_protocol_versions(self.versions()?)
             .context("tlsVersion/cipher: no cipher suite left for the allowed TLS versions")?
             .with_root_certificates(self.roots()?);
-        let config = match (&self.cert, &self.key) {
-            (None, None) => builder.with_no_client_auth(),
+        let config = match self.identity()? {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .context("cert/key: the key does not fit the certificate")?,
+        };
+        Ok(config)
+    }
+
+    fn versions(&self) -> anyhow::Result<&'static [&'static rustls::SupportedProtocolVersion]> {
+        const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        const TLS12: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS13, &rustls::version::TLS12];
+        Ok(match self.tls_version.as_deref().unwrap_or("1.3") {
+            "1.3" => TLS13,
+            "1.2" => TLS12,
+            other => bail!("tlsVersion: {other:?} is not supported (1.2 or 1.3)"),
+        })
+    }
+
+    /// The client certificate chain and key for mutual TLS, if configured.
+    #[allow(clippy::type_complexity)]
+    fn identity(
+        &self,
+    ) -> anyhow::Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
+        match (&self.cert, &self.key) {
+            (None, None) => Ok(None),
             (Some(_), None) => bail!("cert: a client certificate needs its key (key)"),
             (None, Some(_)) => bail!("key: a client key needs its certificate (cert)"),
             (Some(cert), Some(key)) => {
@@ -152,12 +185,9 @@ impl TlsSettings {
                 }
                 let key = PrivateKeyDer::from_pem_slice(&load_pem("key", key)?)
                     .context("key: not a PEM private key")?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .context("cert/key: the key does not fit the certificate")?
+                Ok(Some((chain, key)))
             }
-        };
-        Ok(config)
+        }
     }
 
     fn provider(&self) -> anyhow::Result<CryptoProvider> {

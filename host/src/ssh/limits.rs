@@ -1,13 +1,46 @@
-//! Pre-authentication guards: a cap on connections that have not authenticated yet
-//! (like OpenSSH's MaxStartups) and failed-login rate limits per source IP and per user name.
+//! Pre-authentication guards: caps on connections that have not authenticated yet, in all
+//! and per source (like OpenSSH's MaxStartups and PerSourceMaxStartups), and failed-login
+//! rate limits per source and per user name from one source.
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::AuthRateLimit;
+use crate::config::{AuthRateLimit, SshConfig};
+
+/// Where a connection comes from, for per-source limits: an IPv4 address, or the /64 network
+/// of an IPv6 address (one host usually holds a whole /64, so counting its addresses one by
+/// one would let it take every slot; OpenSSH's PerSourceNetBlockSize groups them likewise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Source(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let s = v6.segments();
+                    Source(IpAddr::V6(Ipv6Addr::new(
+                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                    )))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "{a}/64"),
+        }
+    }
+}
 
 /// Counts failures per key in a sliding window; a key at its limit is blocked until old
 /// failures age out.
@@ -82,46 +115,81 @@ fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
 
 /// All pre-auth guards of one gateway.
 pub struct Guards {
-    pub per_ip: FailureWindow<IpAddr>,
-    pub per_user: FailureWindow<String>,
-    unauthenticated: Arc<AtomicUsize>,
+    /// Failed logins per source (`authRateLimit.maxFailuresPerIp`).
+    pub per_source: FailureWindow<Source>,
+    /// Failed logins per user name *and* source (`authRateLimit.maxFailuresPerUser`): wrong
+    /// passwords from one place must not lock the user out everywhere else.
+    pub per_user: FailureWindow<(String, Source)>,
+    pending: Arc<Mutex<Pending>>,
     max_unauthenticated: usize,
+}
+
+/// Connections not authenticated yet, in all and per source.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    /// Only sources with at least one pending connection, so at most `total` entries.
+    by_source: HashMap<Source, usize>,
 }
 
 impl Guards {
     pub fn new(limits: &AuthRateLimit, max_unauthenticated: usize) -> Self {
         Self {
-            per_ip: FailureWindow::new(limits.max_failures_per_ip, limits.window),
+            per_source: FailureWindow::new(limits.max_failures_per_ip, limits.window),
             per_user: FailureWindow::new(limits.max_failures_per_user, limits.window),
-            unauthenticated: Arc::new(AtomicUsize::new(0)),
+            pending: Arc::new(Mutex::new(Pending::default())),
             max_unauthenticated,
         }
     }
 
-    /// Admits a new, not yet authenticated connection; `None` if too many are pending.
-    pub fn admit_unauthenticated(&self) -> Option<PendingSlot> {
-        let previous = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
-        let slot = PendingSlot {
-            counter: self.unauthenticated.clone(),
-            released: std::sync::atomic::AtomicBool::new(false),
+    /// Admits a new, not yet authenticated connection from `peer`; `None` (and a log line
+    /// saying which limit) if too many are pending, in all or from its source.
+    pub fn admit_unauthenticated(&self, peer: SocketAddr, ssh: &SshConfig) -> Option<PendingSlot> {
+        let source = Source::of(peer.ip());
+        let per_source = ssh.max_unauthenticated_per_source;
+        let Ok(mut pending) = self.pending.lock() else {
+            return None;
         };
-        if previous >= self.max_unauthenticated {
-            return None; // dropping `slot` gives the count back
+        if pending.total >= self.max_unauthenticated {
+            return None;
         }
-        Some(slot)
+        let from_source = pending.by_source.get(&source).copied().unwrap_or(0);
+        if per_source > 0 && from_source >= per_source {
+            tracing::warn!(%peer, %source, pending = from_source, max = per_source,
+                "too many unauthenticated connections from this source (ssh.maxUnauthenticatedPerSource)");
+            return None;
+        }
+        pending.total += 1;
+        *pending.by_source.entry(source).or_insert(0) += 1;
+        Some(PendingSlot {
+            pending: self.pending.clone(),
+            source,
+            released: AtomicBool::new(false),
+        })
     }
 }
 
 /// Holds one place among the unauthenticated connections until authentication or close.
 pub struct PendingSlot {
-    counter: Arc<AtomicUsize>,
-    released: std::sync::atomic::AtomicBool,
+    pending: Arc<Mutex<Pending>>,
+    source: Source,
+    released: AtomicBool,
 }
 
 impl PendingSlot {
     pub fn release(&self) {
-        if !self.released.swap(true, Ordering::AcqRel) {
-            self.counter.fetch_sub(1, Ordering::AcqRel);
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.total = pending.total.saturating_sub(1);
+        if let Some(n) = pending.by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.by_source.remove(&self.source);
+            }
         }
     }
 }
@@ -135,6 +203,17 @@ impl Drop for PendingSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    fn ssh(per_source: usize) -> SshConfig {
+        SshConfig {
+            max_unauthenticated_per_source: per_source,
+            ..SshConfig::default()
+        }
+    }
 
     #[test]
     fn blocks_after_max_failures_and_forgets_after_the_window() {
@@ -162,14 +241,82 @@ mod tests {
     #[test]
     fn unauthenticated_slots_are_capped_and_returned() {
         let g = Guards::new(&AuthRateLimit::default(), 2);
-        let a = g.admit_unauthenticated().unwrap();
-        let b = g.admit_unauthenticated().unwrap();
-        assert!(g.admit_unauthenticated().is_none());
+        let a = g.admit_unauthenticated(peer("10.0.0.1"), &ssh(0)).unwrap();
+        let b = g.admit_unauthenticated(peer("10.0.0.2"), &ssh(0)).unwrap();
+        assert!(g.admit_unauthenticated(peer("10.0.0.3"), &ssh(0)).is_none());
         a.release();
         a.release(); // idempotent
-        let c = g.admit_unauthenticated().unwrap();
+        let c = g.admit_unauthenticated(peer("10.0.0.3"), &ssh(0)).unwrap();
         drop(b);
         drop(c);
-        assert!(g.admit_unauthenticated().is_some());
+        assert!(g.admit_unauthenticated(peer("10.0.0.4"), &ssh(0)).is_some());
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_slot() {
+        let g = Guards::new(&AuthRateLimit::default(), 100);
+        let limits = ssh(3);
+        let held: Vec<_> = (0..3)
+            .map(|_| g.admit_unauthenticated(peer("192.0.2.7"), &limits).unwrap())
+            .collect();
+        assert!(g
+            .admit_unauthenticated(peer("192.0.2.7"), &limits)
+            .is_none());
+        // Another address is still admitted, and a refused attempt took no slot.
+        let other = g.admit_unauthenticated(peer("192.0.2.8"), &limits).unwrap();
+        assert_eq!(g.pending.lock().unwrap().total, 4);
+        drop(held);
+        assert!(g
+            .admit_unauthenticated(peer("192.0.2.7"), &limits)
+            .is_some());
+        drop(other);
+        assert!(g.pending.lock().unwrap().by_source.is_empty());
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_count_as_one_source() {
+        let g = Guards::new(&AuthRateLimit::default(), 100);
+        let limits = ssh(2);
+        let _a = g
+            .admit_unauthenticated(peer("2001:db8:1:2::1"), &limits)
+            .unwrap();
+        let _b = g
+            .admit_unauthenticated(peer("2001:db8:1:2:ffff::9"), &limits)
+            .unwrap();
+        assert!(g
+            .admit_unauthenticated(peer("2001:db8:1:2::3"), &limits)
+            .is_none());
+        assert!(g
+            .admit_unauthenticated(peer("2001:db8:1:3::1"), &limits)
+            .is_some());
+        assert_eq!(
+            Source::of("2001:db8:1:2::1".parse().unwrap()).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        // An IPv4 client on a dual-stack socket is its IPv4 address.
+        assert_eq!(
+            Source::of("::ffff:192.0.2.1".parse().unwrap()),
+            Source::of("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn failures_of_a_user_from_one_source_do_not_block_it_elsewhere() {
+        let g = Guards::new(
+            &AuthRateLimit {
+                max_failures_per_ip: 0,
+                max_failures_per_user: 2,
+                window: Duration::from_secs(60),
+            },
+            100,
+        );
+        let attacker = Source::of("198.51.100.1".parse().unwrap());
+        let home = Source::of("203.0.113.5".parse().unwrap());
+        let alice = |s| ("alice".to_string(), s);
+        g.per_user.record_failure(&alice(attacker));
+        g.per_user.record_failure(&alice(attacker));
+        assert!(!g.per_user.allows(&alice(attacker)));
+        assert!(g.per_user.allows(&alice(home)));
+        assert!(g.per_user.allows(&("bob".to_string(), attacker)));
     }
 }

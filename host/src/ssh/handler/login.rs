@@ -5,8 +5,9 @@ use russh::server::Auth;
 use super::SshHandler;
 use crate::config::{merge_answer, MAX_AUTH_ATTEMPTS};
 use crate::observe::AuthResult;
-use crate::plugin::{AuthGrant, AuthOutcome, ConnectionInfo};
+use crate::plugin::{AuthGrant, AuthOutcome, ConnectionInfo, Credentials};
 use crate::ssh::connection::ConnectionSettings;
+use crate::ssh::limits::Source;
 
 pub(super) enum AuthCheck<'a> {
     Password(&'a [u8]),
@@ -28,10 +29,12 @@ impl SshHandler {
         }
         self.attempts += 1;
         let guards = &self.conn.gateway.guards;
-        let ip = self.conn.peer.ip();
-        let user_key = user.to_string();
-        if !guards.per_ip.allows(&ip) || !guards.per_user.allows(&user_key) {
-            tracing::warn!(connection_id = %self.cid(), user, method, %ip,
+        let source = Source::of(self.conn.peer.ip());
+        // Per user *and* source: someone guessing alice's password elsewhere must not lock
+        // alice out.
+        let user_key = (user.to_string(), source);
+        if !guards.per_source.allows(&source) || !guards.per_user.allows(&user_key) {
+            tracing::warn!(connection_id = %self.cid(), user, method, %source,
                 "authentication refused: too many recent failures (ssh.authRateLimit)");
             self.conn
                 .gateway
@@ -47,19 +50,17 @@ impl SshHandler {
         let plugin = &self.conn.gateway.plugins.auth;
         let info = self.conn.info(user);
         let started = std::time::Instant::now();
-        let outcome = match check {
-            AuthCheck::Password(pw) => plugin.password(&info, pw).await,
-            AuthCheck::PublicKey(key) => plugin.public_key(&info, &key).await,
+        let credentials = match &check {
+            AuthCheck::Password(pw) => Credentials::Password(pw),
+            AuthCheck::PublicKey(key) => Credentials::PublicKey(key),
         };
-        let outcome = match outcome {
-            AuthOutcome::Success(grant) => plugin.authorize(&info, &grant).await,
-            other => other,
-        };
+        let outcome = plugin.login(&info, credentials).await;
         self.conn.gateway.metrics.plugin_call(started.elapsed());
         let metric = match &outcome {
             AuthOutcome::Success(_) => AuthResult::Success,
             AuthOutcome::Failure(_) => AuthResult::Failure,
             AuthOutcome::Unsupported => AuthResult::Unsupported,
+            AuthOutcome::Overloaded(_) => AuthResult::Overloaded,
             AuthOutcome::Error(_) => AuthResult::Error,
         };
         self.conn.gateway.metrics.auth_attempt(method, metric);
@@ -77,8 +78,9 @@ impl SshHandler {
             }),
         );
         // Only wrong credentials count against the rate limits: a key offered to a plugin
-        // that takes passwords only, or an auth server that is down, says nothing about
-        // guessing, and counting them would lock out users who then type the right password.
+        // that takes passwords only, an auth server that is down or a plugin without a free
+        // slot says nothing about guessing, and counting them would lock out users who then
+        // type the right password.
         let guessed = matches!(outcome, AuthOutcome::Failure(_));
         let result = match outcome {
             AuthOutcome::Success(grant) => {
@@ -111,6 +113,11 @@ impl SshHandler {
                 tracing::info!(connection_id = %self.cid(), user, method, "authentication method not supported by the auth plugin");
                 Auth::reject()
             }
+            AuthOutcome::Overloaded(e) => {
+                tracing::warn!(connection_id = %self.cid(), user, method, reason = e.why.label(), error = %e,
+                    "authentication not checked: the auth plugin is overloaded; this attempt fails but does not count as a failed login");
+                Auth::reject()
+            }
             AuthOutcome::Error(e) => {
                 tracing::error!(connection_id = %self.cid(), user, method, error = format!("{e:#}"), "auth plugin failed; denying");
                 Auth::reject()
@@ -118,7 +125,7 @@ impl SshHandler {
         };
         if result != Auth::Accept {
             if guessed {
-                guards.per_ip.record_failure(&ip);
+                guards.per_source.record_failure(&source);
                 guards.per_user.record_failure(&user_key);
             }
             self.after_failure();
