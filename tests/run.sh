@@ -10,9 +10,12 @@ command -v sshpass >/dev/null 2>&1 || need_pkgs="$need_pkgs sshpass"
 command -v busybox >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
 [ -x /usr/lib/openssh/sftp-server ] || need_pkgs="$need_pkgs openssh-sftp-server"
 command -v ssh >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
+command -v rsync >/dev/null 2>&1 || need_pkgs="$need_pkgs rsync"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
 command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+# OpenSSH's sshd: the reference that russh's own tests (vendor/russh) and the benchmarks compare with.
+[ -x /usr/sbin/sshd ] || need_pkgs="$need_pkgs openssh-server"
 if [ -n "$need_pkgs" ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -24,12 +27,22 @@ if [ -n "$need_pkgs" ]; then
 fi
 # asciinema (PyPI) checks that session recordings play in the real player.
 python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet "asciinema==2.4.0"
+# asyncssh drives many logins at once (paramiko too); ssh-audit judges the algorithms offered
+# (pinned: its verdicts change between releases).
+python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
+python3 -m pip show ssh-audit 2>/dev/null | grep -qx "Version: 3.9.0" || python3 -m pip install --quiet "ssh-audit==3.9.0"
+# asyncssh and paramiko (PyPI) send what OpenSSH cannot on demand (e.g. a storm of window changes).
+python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
+# sshd needs its privilege separation directory (russh's own tests start it with -i).
+[ "$(id -u)" != 0 ] || mkdir -p /run/sshd
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-docker image inspect containerssh-test/guest:1 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:1
+docker image inspect containerssh-test/guest:2 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:2
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --exclude russh -- -D warnings
+# The patched russh (vendor/russh): its library as strictly as ours; its tests are upstream's.
+cargo clippy -p russh -- -D warnings
 cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p webhook-config -p security-policy -p misbehave -- -D warnings
 log=$(mktemp)
 cleanup() { rm -f "$log"; [ -z "${CONTAINERSSH_K8S_ENV:-}" ] || tests/k8s/cluster.sh stop || true; }

@@ -5,6 +5,10 @@
               vs `docker run --rm --network none IMAGE true` on the same engine
   throughput: `ssh gw 'head -c 1G /dev/zero' > /dev/null`
               vs `docker exec CONTAINER head -c 1G /dev/zero > /dev/null`
+  streams:    the same random file (--stream-bytes) through `ssh gw cat` and back, and uploaded
+              with `ssh gw 'cat > /dev/null'`, vs `docker exec -i CONTAINER` doing the same
+  memory:     gateway RSS per idle authenticated connection with an open shell (--conns of them,
+              each `ssh -tt gw` holding a shell), from /proc/PID/status before and after
   audit:      a terminal session (`ssh -tt`) printing --audit-bytes through a gateway that
               records it (audit log + asciicast) vs the same through a gateway that does not
   kubernetes: (with --kubernetes ENV, the env file of tests/k8s/cluster.sh) `ssh gw true` on the
@@ -13,14 +17,15 @@
               vs `kubectl exec POD head -c N` into a pod of the same spec
 
 usage: tests/bench/bench.py [--runs N] [--bytes N] [--kubernetes ENV]   (after `cargo build --release`)
-Targets: latency ratio <= 1.2, throughput ratio >= 0.7, audit on/off throughput ratio >= 0.9;
+Targets: latency ratio <= 1.2, output throughput ratio >= 0.95, round trip and upload >= 0.8,
+RSS per idle connection <= 128 KiB, audit on/off throughput ratio >= 0.9;
 Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("CONTAINERSSH_BIN", os.path.join(ROOT, "target/release/containerssh"))
-IMAGE = "containerssh-test/guest:1"
+IMAGE = "containerssh-test/guest:2"
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -35,6 +40,8 @@ def main():
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--bytes", type=int, default=1 << 30)
     ap.add_argument("--audit-bytes", type=int, default=200 << 20)
+    ap.add_argument("--stream-bytes", type=int, default=512 << 20)
+    ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--kubernetes", metavar="ENV", help="also measure the Kubernetes backend")
     ap.add_argument("--only-kubernetes", action="store_true")
     args = ap.parse_args()
@@ -48,6 +55,13 @@ def main():
         gw, port = start_gateway(d, pub, {})
         try:
             latency_and_throughput(args, d, key, port)
+            streams(args, d, key, port)
+        finally:
+            gw.terminate(); gw.wait(60)
+        # A fresh gateway: memory freed by the streams above would hide what connections cost.
+        gw, port = start_gateway(d, pub, {})
+        try:
+            idle_memory(args, d, key, gw.pid, port)
         finally:
             gw.terminate(); gw.wait(60)
         audit_overhead(args, d, key, pub)
@@ -108,7 +122,76 @@ def latency_and_throughput(args, d, key, port):
     tg, td = min(gw_b), min(dk_b)
     print(f"throughput ssh gw:          {n/tg/1e6:7.1f} MB/s")
     print(f"throughput docker exec:     {n/td/1e6:7.1f} MB/s")
-    print(f"throughput ratio gateway/docker = {td/tg:.2f}   (target >= 0.7)")
+    print(f"throughput ratio gateway/docker = {td/tg:.2f}   (target >= 0.95)")
+
+def streams(args, d, key, port):
+    ssh = ssh_cmd(key, port)
+    n = args.stream_bytes
+    data = os.path.join(d, "stream.bin")
+    with open(data, "wb") as f:
+        left = n
+        while left:
+            k = min(left, 1 << 24); f.write(os.urandom(k)); left -= k
+    cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "sleep", "3600"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    dexec = ["docker", "exec", "-i", cid]
+    # Both sides into a running container: the gateway's container is held by a master
+    # connection, and each run is a new session on it (a new exec, as `docker exec -i` is).
+    control = os.path.join(d, "cm.sock")
+    subprocess.run(ssh[:-1] + ["-o", "ControlMaster=yes", "-o", f"ControlPath={control}", "-N", "-f", ssh[-1]],
+                   check=True)
+    ssh = ssh[:-1] + ["-o", f"ControlPath={control}", ssh[-1]]
+    cases = [("round trip (cat)", ["cat"], ["cat"]),
+             ("upload (cat > /dev/null)", ["sh", "-c", "cat > /dev/null"], ["sh", "-c", "'cat > /dev/null'"])]
+    try:
+        for name, dk_cmd, gw_cmd in cases:
+            gw_t, dk_t = [], []
+            for _ in range(3):
+                with open(data, "rb") as f:
+                    gw_t.append(timed(ssh + [" ".join(gw_cmd)], stdin=f))
+                with open(data, "rb") as f:
+                    dk_t.append(timed(dexec + dk_cmd, stdin=f))
+            tg, td = min(gw_t), min(dk_t)
+            print(f"stream    {name:26s} gateway {n/tg/1e6:7.1f} MB/s, docker exec -i {n/td/1e6:7.1f} MB/s:"
+                  f" ratio {td/tg:.2f}   (target >= 0.8)")
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        subprocess.run(ssh[:-1] + ["-O", "exit", ssh[-1]], capture_output=True)
+        os.unlink(data)
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+def idle_memory(args, d, key, pid, port):
+    ssh = ssh_cmd(key, port)
+    subprocess.run(ssh + ["true"], check=True)
+    time.sleep(1)
+    before = rss_kib(pid)
+    clients = []
+    try:
+        for _ in range(args.conns):
+            # -tt: a terminal and a shell per connection; stdin a pipe kept open, so it stays idle.
+            clients.append(subprocess.Popen(["ssh", "-tt"] + ssh[1:], stdin=subprocess.PIPE,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            instance = f"{socket.gethostname()}_127.0.0.1:{port}"
+            running = subprocess.run(["docker", "ps", "-q", "--filter", f"label=containerssh.instance={instance}"],
+                                     capture_output=True, text=True).stdout.split()
+            if len(running) >= args.conns:
+                break
+            time.sleep(1)
+        time.sleep(3)
+        after = rss_kib(pid)
+    finally:
+        for c in clients:
+            c.kill(); c.wait()
+    per = (after - before) / args.conns
+    print(f"memory    gateway RSS {before} KiB idle, {after} KiB with {args.conns} open shells:"
+          f" {per:.0f} KiB per connection   (target <= 128)")
 
 def audit_overhead(args, d, key, pub):
     audit_dir = os.path.join(d, "audit")

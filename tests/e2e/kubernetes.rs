@@ -4,8 +4,9 @@
 //! authenticates as the service account of `examples/kubernetes/rbac.yaml`, which may only
 //! touch pods and pods/exec in one namespace.
 //!
-//! 1.20 speaks only the v4 exec protocol, which cannot pass end of input on; what v5 does
-//! with it is tested against a local v5 server in `host/tests/kubernetes_v5.rs`.
+//! 1.20 has no v5 WebSocket exec protocol, so programs run over SPDY/3.1 there (as with
+//! `kubectl exec`), with an exact end of input and exit status; the v5 WebSocket path is tested
+//! against a local server in `host/tests/kubernetes_v5.rs`.
 //!
 //! These tests need `CONTAINERSSH_K8S_ENV` (the cluster's env file; `tests/run.sh` sets it).
 //! Without it they print that they were skipped and pass.
@@ -13,8 +14,13 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use containerssh::backend::kubernetes::exec::{self, ExecProtocol, Protocol, Target};
+use containerssh::backend::{ExitReason, Output};
+use futures::StreamExt;
 use russh::Sig;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::harness::*;
 
@@ -264,40 +270,156 @@ fn sftp_and_scp_carry_files_through_the_pod() {
     let c = cluster_or_skip!();
     let gw = Gateway::start(kubernetes(c, json!({})));
     crate::transfer::assert_sftp_round_trip(&gw);
-
-    // Every file arrives whole. scp itself judges by the exit status, which a v4 stream
-    // cannot give once the gateway closed it after end of input: then it exits 1 (on v5 it
-    // succeeds); any other failure is a real one.
+    // Every file arrives whole, and scp, which judges by the exit status, succeeds: end of
+    // input and the exit status are exact over SPDY.
     for (name, upload, download) in crate::transfer::scp_round_trips(&gw) {
         for (what, out) in [("upload", &upload), ("download", &download)] {
             assert!(
-                out.status.success() || out.status.code() == Some(1) && out.stderr.is_empty(),
-                "scp {name} {what}: {out:?}"
+                out.status.success(),
+                "scp {name} {what}: {out:?}\n{}",
+                gw.log_text()
             );
         }
     }
-    assert!(gw.log_text().contains("cannot pass end of input"));
     assert_no_pods(c, &gw);
 }
 
-/// v4 (all that 1.20 speaks) cannot pass end of input on: the gateway closes the stream once
-/// the program has printed everything, so the session ends instead of hanging, without an
-/// exit status. v5 servers get the exact half-close (host/tests/kubernetes_v5.rs).
+/// `printf 'b\na\n' | ssh gw sort`: sort prints only after end of input, which must reach it.
 #[test]
-fn on_a_v4_cluster_end_of_input_ends_the_session_once_output_stops() {
+fn end_of_input_reaches_the_program_exactly() {
     let c = cluster_or_skip!();
     let gw = Gateway::start(kubernetes(c, json!({})));
     let mut ssh = gw.ssh();
+    ssh.arg("sort");
+    let out = run(ssh, b"b\na\n");
+    assert_eq!(text(&out.stdout), "a\nb\n", "{out:?}\n{}", gw.log_text());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A 1.20 API server is known to lack v5: SPDY from the first exec on.
+    let log = gw.log_text();
+    assert!(log.contains("SPDY/3.1"), "{log}");
+    assert_no_pods(c, &gw);
+}
+
+/// `ssh -n gw 'sleep 2; echo late; exit 7'`: output long after the (empty) input ended, and
+/// the exit status, both arrive.
+#[test]
+fn output_and_exit_status_after_the_end_of_input_arrive() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let mut ssh = gw.ssh();
+    ssh.args(["-n", "sleep 2; echo late; exit 7"]);
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "late\n", "{out:?}\n{}", gw.log_text());
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_no_pods(c, &gw);
+}
+
+/// 64 MiB up into `sha256sum` (which answers only after end of input), and 64 MiB up and back
+/// down through `cat` at the same time: every byte, in order.
+#[test]
+fn large_streams_pass_whole_through_the_pod() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let data: Vec<u8> = (0..64usize << 20)
+        .map(|i| (i.wrapping_mul(7919) % 251) as u8)
+        .collect();
+    let expected = hex::encode(Sha256::digest(&data));
+    let mut ssh = gw.ssh();
+    ssh.arg("sha256sum");
+    let started = Instant::now();
+    let out = run(ssh, &data);
+    let up = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", gw.log_text());
+    assert_eq!(
+        text(&out.stdout).split_whitespace().next(),
+        Some(expected.as_str())
+    );
+    let mut ssh = gw.ssh();
     ssh.arg("cat");
     let started = Instant::now();
-    let out = run(ssh, b"line one\nline two\n");
-    assert_eq!(text(&out.stdout), "line one\nline two\n", "{out:?}");
-    assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(
-        gw.log_text().contains("cannot pass end of input"),
-        "{}",
-        gw.log_text()
+    let out = run(ssh, &data);
+    let both = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", gw.log_text());
+    assert_eq!(out.stdout.len(), data.len());
+    assert_eq!(hex::encode(Sha256::digest(&out.stdout)), expected);
+    eprintln!("64 MiB: up into sha256sum {up:?}, up and back through cat {both:?}");
+    assert_no_pods(c, &gw);
+}
+
+/// 1 GiB of pseudo-random data through `cat` in the pod and back, both directions at once,
+/// SHA-256 compared (the Docker backend's tests do the same).
+#[test]
+fn a_gigabyte_round_trips_through_cat_in_a_pod() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    crate::flow::round_trip_through_cat(gw.ssh(), crate::flow::GIB);
+    assert_no_pods(c, &gw);
+}
+
+/// A client of its own for the backend's exec, with the gateway's rights.
+fn api_client(c: &Cluster) -> kube::Client {
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = kube::Config::new(c.api.parse().expect("K8S_API is a URL"));
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&c.ca)
+        .expect("CA file")
+        .map(|cert| cert.expect("PEM").to_vec())
+        .collect();
+    config.root_cert = Some(certs);
+    config.auth_info.token_file = Some(c.token_file.clone());
+    kube::Client::try_from(config).expect("client")
+}
+
+/// What the gateway does before it knows the server (1.30 or later, or a version that says
+/// nothing): it asks for v5 alone. The 1.20 API server refuses that before the program runs,
+/// and the exec is made again over SPDY: the program runs once, reads its input to the end,
+/// and its exit status arrives.
+#[tokio::test]
+async fn a_refused_v5_request_runs_nothing_and_spdy_takes_over() {
+    let c = cluster_or_skip!();
+    let gw = Gateway::start(kubernetes(c, json!({})));
+    let mut session = gw.spawn_ssh("sleep 300", false);
+    let pod = wait_for_pod(c, &gw);
+    let ready = kubectl(
+        c,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=90s",
+        ],
     );
+    assert!(ready.status.success(), "{ready:?}");
+    let target = Target {
+        client: api_client(c),
+        protocol: ExecProtocol::default(),
+        connection_id: "probe".into(),
+        namespace: c.namespace.clone(),
+        pod,
+        container: "shell".into(),
+    };
+    let argv = ["/bin/sh", "-c", "echo ran >> /tmp/probe; sort; exit 5"].map(String::from);
+    let mut stream = exec::open(&target, &argv, true, None).await.expect("exec");
+    assert_eq!(stream.protocol, Protocol::Spdy);
+    assert_eq!(target.protocol.known(), Some(Protocol::Spdy));
+    stream.stdin.write_all(b"pear\napple\n").await.unwrap();
+    stream.stdin.shutdown().await.unwrap();
+    let mut printed = Vec::new();
+    while let Some(item) = stream.output.next().await {
+        match item.expect("output") {
+            Output::Stdout(b) | Output::Stderr(b) => printed.extend_from_slice(&b),
+        }
+    }
+    assert_eq!(text(&printed), "apple\npear\n");
+    assert_eq!(
+        exec::wait_exit(&mut stream.exit).await.expect("exit"),
+        ExitReason::Status(5)
+    );
+    let argv = ["cat", "/tmp/probe"].map(String::from);
+    let (exit, printed) = exec::run(&target, &argv).await.expect("helper");
+    assert_eq!((exit, printed.as_str()), (ExitReason::Status(0), "ran\n"));
+    let _ = session.kill();
+    let _ = session.wait();
     assert_no_pods(c, &gw);
 }
 
