@@ -27,12 +27,13 @@ if [ -n "$need_pkgs" ]; then
 fi
 # asciinema (PyPI) checks that session recordings play in the real player.
 python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet "asciinema==2.4.0"
-# asyncssh drives many logins at once (paramiko too); ssh-audit judges the algorithms offered
+# asyncssh and paramiko drive many logins at once, streams both ways, key-then-password
+# fallbacks and window-change storms; ssh-audit judges the algorithms offered
 # (pinned: its verdicts change between releases).
 python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
 python3 -m pip show ssh-audit 2>/dev/null | grep -qx "Version: 3.9.0" || python3 -m pip install --quiet "ssh-audit==3.9.0"
-# asyncssh and paramiko (PyPI) send what OpenSSH cannot on demand (e.g. a storm of window changes).
-python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
+# Console scripts installed by pip (ssh-audit) need a shim where Python is managed by pyenv.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 # sshd needs its privilege separation directory (russh's own tests start it with -i).
 [ "$(id -u)" != 0 ] || mkdir -p /run/sshd
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
