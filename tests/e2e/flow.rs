@@ -183,11 +183,7 @@ fn rsync_copies_a_tree_there_and_back() {
 #[test]
 fn a_session_that_does_not_read_stalls_only_itself() {
     let gw = Gateway::start(json!({}));
-    let control = gw.dir.path().join("cm.sock");
-    let cp = format!("ControlPath={}", control.display());
-    let mut master = gw.ssh();
-    master.args(["-o", "ControlMaster=yes", "-o", &cp, "-N", "-f"]);
-    assert!(run(master, b"").status.success());
+    let cp = control_master(&gw);
 
     let mut stalled = gw.ssh();
     stalled

@@ -447,13 +447,20 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs two commands, one after the other, over one multiplexed OpenSSH connection.
-pub fn two_sessions(gw: &Gateway, first: &str, second: &str) -> (String, String) {
+/// Starts an OpenSSH master connection in the background and returns the `ControlPath=...`
+/// option that multiplexes sessions over it (end it with `-O exit`).
+pub fn control_master(gw: &Gateway) -> String {
     let control = gw.dir.path().join("cm.sock");
     let cp = format!("ControlPath={}", control.display());
     let mut master = gw.ssh();
     master.args(["-o", "ControlMaster=yes", "-o", &cp, "-N", "-f"]);
     assert!(run(master, b"").status.success());
+    cp
+}
+
+/// Runs two commands, one after the other, over one multiplexed OpenSSH connection.
+pub fn two_sessions(gw: &Gateway, first: &str, second: &str) -> (String, String) {
+    let cp = control_master(gw);
     let mut one = gw.ssh();
     one.args(["-o", &cp, first]);
     let mut two = gw.ssh();

@@ -53,10 +53,7 @@ fn scp_works_with_both_protocols() {
 /// upload and download runs.
 pub fn scp_round_trips(gw: &Gateway) -> Vec<(&'static str, Output, Output)> {
     let up = random_file(gw.dir.path(), "scp.bin", 300_000);
-    let control = format!("ControlPath={}", gw.dir.path().join("cm.sock").display());
-    let mut master = gw.ssh();
-    master.args(["-o", "ControlMaster=yes", "-o", &control, "-N", "-f"]);
-    assert!(run(master, b"").status.success());
+    let control = control_master(gw);
     let mut runs = Vec::new();
     for (flag, name) in [(None, "sftp-protocol"), (Some("-O"), "legacy-protocol")] {
         let back = gw.dir.path().join(format!("back-{name}.bin"));
