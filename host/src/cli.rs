@@ -95,7 +95,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(&cli.config)) {
+            let result = runtime.block_on(run(&cli.config));
+            // Blocking work still running (an fsync on a hung disk) must not hold the exit:
+            // like every other shutdown step, dropping the runtime has a deadline.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "containerssh stopped");
