@@ -394,6 +394,10 @@ mod tests {
                     ))
                 };
                 got.push(answer.await.map_err(|e: reqwest::Error| format!("{e:?}")));
+                // hyper hands a connection back to its pool from the connection's own task just
+                // after the body ends; on a busy machine a request sent at once can find the
+                // pool empty and open a second connection.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             got
         })
