@@ -352,20 +352,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn ssh_option_words(gw: &Gateway) -> String {
-    let key = shared().key.display().to_string();
-    let mut words = gw.common_ssh_options();
-    words.extend(
-        [
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-            &key,
-        ]
-        .map(String::from),
-    );
-    words.join(" ")
+    gw.ssh_key_options().join(" ")
 }
 
 fn run_shell(script: &str) -> std::process::Output {

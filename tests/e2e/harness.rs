@@ -257,10 +257,21 @@ impl Gateway {
 
     /// The options `sftp` and `scp` need for public-key auth (their port flag is `-P`).
     pub fn transfer_options(&self) -> Vec<String> {
+        self.key_options("-P")
+    }
+
+    /// The same for `ssh` itself, e.g. inside an `rsync -e` or a shell pipeline.
+    pub fn ssh_key_options(&self) -> Vec<String> {
+        self.key_options("-p")
+    }
+
+    fn key_options(&self, port_flag: &str) -> Vec<String> {
         let key = shared().key.to_string_lossy().into_owned();
         self.client_options(
-            "-P",
+            port_flag,
             &[
+                "-o",
+                "ConnectTimeout=60",
                 "-o",
                 "BatchMode=yes",
                 "-o",
