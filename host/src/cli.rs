@@ -229,7 +229,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
     let instance = instance_id(&config);
-    let backends = Backends::connect(config.clone(), instance).await?;
+    let backends = Backends::connect(config.clone(), instance, Some(metrics.clone())).await?;
     let auditor = crate::audit::Auditor::new(&config.audit)?;
     let gateway = Gateway::new(config.clone(), plugins, auditor, backends, metrics.clone());
     start_observability(&config, metrics, gateway.ready.clone()).await?;

@@ -24,7 +24,7 @@
 /// Authentication plugins (`authenticator-plugin` world).
 pub mod auth {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "authenticator-plugin",
         pub_export_macro: true,
         export_macro_name: "export_authenticator_bindings",
@@ -79,7 +79,7 @@ pub mod auth {
 /// Configuration plugins (`config-plugin` world).
 pub mod config {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "config-plugin",
         pub_export_macro: true,
         export_macro_name: "export_config_bindings",
@@ -115,7 +115,7 @@ pub mod config {
 /// Request-filter plugins (`filter-plugin` world).
 pub mod filter {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "filter-plugin",
         pub_export_macro: true,
         export_macro_name: "export_filter_bindings",

@@ -11,15 +11,20 @@
               each `ssh -tt gw` holding a shell), from /proc/PID/status before and after
   audit:      a terminal session (`ssh -tt`) printing --audit-bytes through a gateway that
               records it (audit log + asciicast) vs the same through a gateway that does not
+  pool:       `ssh gw true` through a gateway with a warm pool (docker.execution.pool) vs
+              `docker run --rm IMAGE true` and vs the same gateway without a pool; then
+              --pool-burst logins at once against a pool of --pool-size (latency distribution)
   kubernetes: (with --kubernetes ENV, the env file of tests/k8s/cluster.sh) `ssh gw true` on the
               Kubernetes backend vs the same steps by hand with kubectl (create the pod, wait
               until it runs, exec `true`, delete it without waiting), and `ssh gw head -c N`
-              vs `kubectl exec POD head -c N` into a pod of the same spec
+              vs `kubectl exec POD head -c N` into a pod of the same spec; `ssh gw true` with a
+              warm pool (kubernetes.pod.pool) vs the kubectl steps
 
 usage: tests/bench/bench.py [--runs N] [--bytes N] [--kubernetes ENV]   (after `cargo build --release`)
 Targets: latency ratio <= 1.2, output throughput ratio >= 0.95, round trip and upload >= 0.8,
 RSS per idle connection <= 128 KiB, audit on/off throughput ratio >= 0.9;
-Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7.
+warm pool vs docker run <= 0.3; Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7,
+warm pool vs kubectl steps <= 0.2.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
@@ -44,6 +49,9 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--kubernetes", metavar="ENV", help="also measure the Kubernetes backend")
     ap.add_argument("--only-kubernetes", action="store_true")
+    ap.add_argument("--only-pool", action="store_true")
+    ap.add_argument("--pool-size", type=int, default=10)
+    ap.add_argument("--pool-burst", type=int, default=20)
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release -p containerssh")
@@ -51,7 +59,9 @@ def main():
     key = os.path.join(d, "id")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     pub = open(key + ".pub").read().strip()
-    if not args.only_kubernetes:
+    if args.only_pool:
+        warm_pool(args, d, key, pub)
+    elif not args.only_kubernetes:
         gw, port = start_gateway(d, pub, {})
         try:
             latency_and_throughput(args, d, key, port)
@@ -67,6 +77,7 @@ def main():
         finally:
             gw.terminate(); gw.wait(60)
         audit_overhead(args, d, key, pub)
+        warm_pool(args, d, key, pub)
     if args.kubernetes:
         kubernetes(args, d, key, pub)
 
@@ -220,6 +231,62 @@ def audit_overhead(args, d, key, pub):
     print(f"audit     terminal session, recorded:     {n/ton/1e6:7.1f} MB/s  ({recorded/1e6:.0f} MB of recordings)")
     print(f"audit     throughput ratio on/off = {toff/ton:.2f}   (target >= 0.9)")
 
+def wait_for_log(d, port, needle, timeout=120):
+    log = os.path.join(d, f"gw-{port}.log")
+    end = time.time() + timeout
+    while time.time() < end:
+        if needle in open(log).read():
+            return
+        time.sleep(0.1)
+    sys.exit(f"the gateway never logged {needle!r}; see {log}")
+
+def warm_pool(args, d, key, pub):
+    pool = {"docker": {"execution": {"container": {"image": IMAGE, "user": "1000:1000"},
+                                     "host": {"networkMode": "none"}, "imagePullPolicy": "Never",
+                                     "pool": {"size": 2}}}}
+    pooled, pooled_port = start_gateway(d, pub, dict(pool, log={"level": "info"}))
+    cold, cold_port = start_gateway(d, pub, {})
+    docker_run = ["docker", "run", "--rm", "--network", "none", IMAGE, "true"]
+    try:
+        wait_for_log(d, pooled_port, "warm pool full")
+        warm, plain, dk = [], [], []
+        for _ in range(args.runs):
+            warm.append(timed(ssh_cmd(key, pooled_port) + ["true"]))
+            plain.append(timed(ssh_cmd(key, cold_port) + ["true"]))
+            dk.append(timed(docker_run))
+    finally:
+        for g in (pooled, cold):
+            g.terminate(); g.wait(60)
+    lw, lp, ld = (statistics.median(x) for x in (warm, plain, dk))
+    print(f"pool      ssh gw true, warm pool:     median {lw*1000:7.1f} ms  (min {min(warm)*1000:.1f})")
+    print(f"pool      ssh gw true, no pool:       median {lp*1000:7.1f} ms")
+    print(f"pool      docker run true:            median {ld*1000:7.1f} ms")
+    print(f"pool      ratio warm/docker run = {lw/ld:.2f}   (target <= 0.3);  warm/no pool = {lw/lp:.2f}")
+
+    burst = dict(pool)
+    burst["docker"] = json.loads(json.dumps(pool["docker"]))
+    burst["docker"]["execution"]["pool"] = {"size": args.pool_size, "refillConcurrency": 2}
+    gw, port = start_gateway(d, pub, dict(burst, ssh={"maxUnauthenticatedPerSource": 0}, log={"level": "info"}))
+    try:
+        wait_for_log(d, port, "warm pool full")
+        procs = []
+        for _ in range(args.pool_burst):
+            procs.append((time.perf_counter(), subprocess.Popen(ssh_cmd(key, port) + ["true"],
+                                                                 stdout=subprocess.DEVNULL)))
+        took = []
+        for started, p in procs:
+            p.wait(120)
+            took.append(time.perf_counter() - started)
+        log = open(os.path.join(d, f"gw-{port}.log")).read()
+    finally:
+        gw.terminate(); gw.wait(60)
+    hits = log.count("container taken from the warm pool")
+    took.sort()
+    q = lambda f: took[min(len(took) - 1, int(f * len(took)))] * 1000
+    print(f"pool      {args.pool_burst} logins at once, pool of {args.pool_size}: {hits} hits,"
+          f" {args.pool_burst - hits} cold; latency p10 {q(0.1):.0f} ms, p50 {q(0.5):.0f} ms,"
+          f" p90 {q(0.9):.0f} ms, max {took[-1]*1000:.0f} ms")
+
 def kubernetes(args, d, key, pub):
     env = dict(l.split("=", 1) for l in open(args.kubernetes).read().split())
     ns, image = env["K8S_NAMESPACE"], env["K8S_IMAGE"]
@@ -266,6 +333,22 @@ def kubernetes(args, d, key, pub):
         print(f"k8s throughput ssh gw:        {n/tg/1e6:7.1f} MB/s")
         print(f"k8s throughput kubectl exec:  {n/tk/1e6:7.1f} MB/s")
         print(f"k8s throughput ratio gateway/kubectl = {tk/tg:.2f}   (target >= 0.7)")
+        gw.terminate(); gw.wait(120)
+        gw, port = start_gateway(d, pub, {"backend": "kubernetes", "kubernetes": {
+            "connection": {"host": env["K8S_API"], "cacertFile": env["K8S_CA"],
+                           "bearerTokenFile": env["K8S_TOKEN_FILE"]},
+            "pod": {"metadata": {"namespace": ns}, "spec": spec, "pool": {"size": 2}}},
+            "log": {"level": "info"}})
+        wait_for_log(d, port, "warm pool full")
+        ssh = ssh_cmd(key, port)
+        warm_t, k_t = [], []
+        for i in range(args.runs):
+            warm_t.append(timed(ssh + ["true"]))
+            t = time.perf_counter(); by_hand(f"p{i}"); k_t.append(time.perf_counter() - t)
+        lw, lk = statistics.median(warm_t), statistics.median(k_t)
+        print(f"k8s pool      ssh gw true, warm pool:   median {lw*1000:7.1f} ms  (min {min(warm_t)*1000:.1f})")
+        print(f"k8s pool      kubectl create+wait+exec: median {lk*1000:7.1f} ms")
+        print(f"k8s pool      ratio warm/kubectl = {lw/lk:.2f}   (target <= 0.2)")
     finally:
         subprocess.run(kubectl + ["delete", "pod", "-l", "!containerssh.managed", "--wait=false"],
                        capture_output=True)

@@ -599,3 +599,52 @@ fn the_example_manifests_are_accepted_by_the_api_server() {
         "{said}"
     );
 }
+
+/// `kubernetes.pod.pool`: a login takes a running pod, which is relabelled for its connection;
+/// the next login gets another pod; SIGTERM leaves none of them.
+#[test]
+fn a_warm_pool_serves_logins_with_relabelled_pods_and_leaves_none() {
+    let c = cluster_or_skip!();
+    let mut config = kubernetes(c, json!({"pool": {"size": 1}}));
+    merge(&mut config, json!({"ssh": {"shutdownTimeout": "2s"}}));
+    let mut gw = Gateway::start(config);
+    gw.wait_for_log("warm pool full", Duration::from_secs(120));
+    let pooled = pods(c, &gw);
+    assert_eq!(pooled.len(), 1, "{pooled:?}");
+
+    // The pod's host name is its name: the login runs in the pooled pod.
+    let mut child = gw.spawn_ssh("hostname; sleep 30", true);
+    gw.wait_for_log("pod taken from the warm pool", Duration::from_secs(30));
+    let log = gw.log_text();
+    let connection = log
+        .lines()
+        .find(|l| l.contains("pod taken from the warm pool"))
+        .and_then(|l| l.split("connection_id=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the log names the connection")
+        .to_string();
+    let out = kubectl(
+        c,
+        &[
+            "get",
+            "pod",
+            &pooled[0],
+            "-o",
+            r"jsonpath={.metadata.labels.containerssh\.connection-id}",
+        ],
+    );
+    assert_eq!(text(&out.stdout), connection, "{out:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A second login gets a pod of its own (the refilled one), never the first again.
+    let mut ssh = gw.ssh();
+    ssh.arg("hostname");
+    let out = run(ssh, b"");
+    assert!(out.status.success(), "{out:?}\n{}", gw.log_text());
+    assert_ne!(text(&out.stdout).trim(), pooled[0]);
+
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}\n{}", gw.log_text());
+    assert!(pods(c, &gw).is_empty(), "{:?}", pods(c, &gw));
+}

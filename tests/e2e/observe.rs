@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         s,
@@ -23,7 +23,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name` (with its labels, as printed) in a metrics page.
-fn metric(page: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -10,6 +10,7 @@ use super::docker::DockerBackend;
 use super::kubernetes::KubernetesBackend;
 use super::{Workload, WorkloadOwner};
 use crate::config::{BackendKind, Config, Execution, ExecutionMode, KubernetesPod};
+use crate::observe::Metrics;
 
 /// The backend of one connection and its workload settings.
 #[derive(Debug, Clone)]
@@ -76,15 +77,24 @@ pub struct Backends {
     instance: String,
     docker: OnceCell<DockerBackend>,
     kubernetes: OnceCell<KubernetesBackend>,
+    metrics: Option<Arc<Metrics>>,
 }
 
+/// How long shutdown waits for a warm pool's refill to stop, and then for its members' removal.
+const POOL_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Backends {
-    pub async fn connect(config: Arc<Config>, instance: String) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: Arc<Config>,
+        instance: String,
+        metrics: Option<Arc<Metrics>>,
+    ) -> anyhow::Result<Self> {
         let backends = Self {
             config,
             instance,
             docker: OnceCell::new(),
             kubernetes: OnceCell::new(),
+            metrics,
         };
         match backends.config.backend {
             BackendKind::Docker => backends.docker().await.map(|_| ())?,
@@ -98,6 +108,7 @@ impl Backends {
             .get_or_try_init(|| async {
                 let backend = DockerBackend::connect(&self.config.docker, &self.instance).await?;
                 report_orphans(backend.reap_orphans().await, "containers");
+                backend.start_pool(&self.config.docker.execution, self.metrics.clone());
                 Ok(backend)
             })
             .await
@@ -109,6 +120,7 @@ impl Backends {
                 let backend =
                     KubernetesBackend::connect(&self.config.kubernetes, &self.instance).await?;
                 report_orphans(backend.reap_orphans().await, "pods");
+                backend.start_pool(&self.config.kubernetes.pod, self.metrics.clone());
                 Ok(backend)
             })
             .await
@@ -138,18 +150,30 @@ impl Backends {
         }
     }
 
+    /// Shutdown has begun: warm pools start no more members.
+    pub fn stop_refilling(&self) {
+        if let Some(docker) = self.docker.get() {
+            docker.stop_refilling();
+        }
+        if let Some(kubernetes) = self.kubernetes.get() {
+            kubernetes.stop_refilling();
+        }
+    }
+
     /// Shutdown: removes whatever is left (joining removals already under way rather than
     /// repeating them), then anything carrying this instance's label, and waits for every
     /// removal still running. Returns how many workloads could not be removed.
     pub async fn remove_everything(&self) -> usize {
         let mut left = 0;
         if let Some(docker) = self.docker.get() {
+            docker.stop_pool(POOL_SHUTDOWN_DEADLINE).await;
             docker.remove_all().await;
             report_orphans(docker.reap_orphans().await, "containers");
             docker.removals_finished().await;
             left += docker.live_count();
         }
         if let Some(kubernetes) = self.kubernetes.get() {
+            kubernetes.stop_pool(POOL_SHUTDOWN_DEADLINE).await;
             kubernetes.remove_all().await;
             report_orphans(kubernetes.reap_orphans().await, "pods");
             kubernetes.removals_finished().await;

@@ -73,6 +73,9 @@ pub struct Execution {
     pub disable_command: bool,
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
+    /// Containers started ahead of logins from this (the file's) configuration.
+    #[serde(default, skip_serializing_if = "super::PoolSettings::is_off")]
+    pub pool: super::PoolSettings,
 }
 
 impl Default for Execution {
@@ -86,6 +89,7 @@ impl Default for Execution {
             subsystems: default_subsystems(),
             disable_command: false,
             image_pull_policy: PullPolicy::default(),
+            pool: super::PoolSettings::default(),
         }
     }
 }

@@ -159,6 +159,9 @@ pub struct KubernetesPod {
     /// Authentication metadata name → pod annotation.
     #[serde(default)]
     pub expose_auth_metadata_as_annotations: BTreeMap<String, String>,
+    /// Pods started ahead of logins from this (the file's) configuration.
+    #[serde(default, skip_serializing_if = "super::PoolSettings::is_off")]
+    pub pool: super::PoolSettings,
 }
 
 impl Default for KubernetesPod {
@@ -177,6 +180,7 @@ impl Default for KubernetesPod {
             expose_auth_metadata_as_env: BTreeMap::new(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
             expose_auth_metadata_as_annotations: BTreeMap::new(),
+            pool: super::PoolSettings::default(),
         }
     }
 }

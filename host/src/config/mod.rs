@@ -7,6 +7,7 @@ mod docker;
 mod kubernetes;
 mod load;
 mod merge;
+mod pool;
 mod ssh;
 
 pub use audit::*;
@@ -16,6 +17,7 @@ pub use load::{
     deserialize_strict, from_connection_value, from_value, load_file, parse_str, ConfigError,
 };
 pub use merge::{merge_answer, Merged};
+pub use pool::{PoolSettings, MAX_POOL_SIZE};
 pub use ssh::*;
 
 use serde::{Deserialize, Serialize};

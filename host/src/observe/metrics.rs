@@ -80,6 +80,7 @@ pub struct Metrics {
     plugin_http: Family<PluginHttpLabels, Histogram, fn() -> Histogram>,
     /// Plugin calls refused for want of a free slot.
     plugin_overload: Family<PluginOverloadLabels, Counter>,
+    pub(super) pool: super::pool_metrics::PoolMetrics,
 }
 
 impl Default for Metrics {
@@ -168,8 +169,10 @@ impl Metrics {
             "Plugin calls refused because no slot came free (maxQueued, queueTimeout), by plugin and reason",
             plugin_overload.clone(),
         );
+        let pool = super::pool_metrics::PoolMetrics::register(&mut registry);
         Self {
             registry,
+            pool,
             plugin_http,
             plugin_overload,
             connections,

@@ -3,7 +3,7 @@
 //! that one `CallState` implements them for every role.
 pub mod authenticator {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "authenticator-plugin",
         exports: { default: async },
     });
@@ -11,7 +11,7 @@ pub mod authenticator {
 
 pub mod config {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "config-plugin",
         exports: { default: async },
         with: {
@@ -23,7 +23,7 @@ pub mod config {
 
 pub mod filter {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "filter-plugin",
         exports: { default: async },
         with: {

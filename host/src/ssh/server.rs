@@ -273,6 +273,8 @@ async fn drain(gateway: &Gateway, connections: &TaskTracker) {
         ?timeout,
         "shutting down: waiting for sessions to finish"
     );
+    // No new warm pool members while the gateway drains.
+    gateway.backends.stop_refilling();
     connections.close();
     if tokio::time::timeout(timeout, connections.wait())
         .await

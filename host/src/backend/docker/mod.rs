@@ -3,11 +3,12 @@
 mod client;
 mod container;
 mod files;
+mod pool;
 mod process;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -18,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use container::host_config;
 
+use crate::backend::pool::WarmPool;
 use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
+use crate::observe::Metrics;
 
 /// The Docker backend of one gateway process.
 #[derive(Clone)]
@@ -29,6 +32,8 @@ pub struct DockerBackend {
     timeouts: DockerTimeouts,
     /// Containers created and not yet removed, so shutdown can remove what is left.
     live: LiveSet,
+    /// The warm pool, if `docker.execution.pool` asks for one (set once, after the reaping).
+    pool: Arc<OnceLock<WarmPool<pool::DockerPoolMembers>>>,
     _tls_material: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -41,7 +46,56 @@ impl DockerBackend {
             instance: instance.into(),
             timeouts: config.timeouts.clone(),
             live: LiveSet::default(),
+            pool: Arc::default(),
         })
+    }
+
+    /// Starts the warm pool of `execution.pool` (the file's settings); nothing if it is off.
+    pub fn start_pool(&self, execution: &Execution, metrics: Option<Arc<Metrics>>) {
+        if execution.pool.is_off() || self.pool.get().is_some() {
+            return;
+        }
+        // Members are started by a backend without a pool, so they are never taken from one.
+        let mut cold = self.clone();
+        cold.pool = Arc::default();
+        let members = pool::DockerPoolMembers::new(cold, execution.clone());
+        let key = crate::backend::pool::settings_key(execution);
+        let _ = self.pool.set(WarmPool::start(
+            members,
+            execution.pool.clone(),
+            key,
+            metrics,
+        ));
+    }
+
+    pub fn stop_refilling(&self) {
+        if let Some(p) = self.pool.get() {
+            p.stop_refilling();
+        }
+    }
+
+    /// Stops refilling and removes the members nobody took (shutdown).
+    pub async fn stop_pool(&self, deadline: std::time::Duration) {
+        if let Some(p) = self.pool.get() {
+            p.shutdown(deadline).await;
+        }
+    }
+
+    /// A pooled container for these settings, if the pool has one that fits.
+    async fn take_pooled(
+        &self,
+        exec: &Execution,
+        owner: &WorkloadOwner,
+    ) -> Option<Arc<dyn Workload>> {
+        let key = crate::backend::pool::settings_key(exec);
+        let member = self.pool.get()?.take_matching(&key, pool::poolable)?;
+        match self.adopt(member, exec, owner).await {
+            Ok(workload) => Some(workload),
+            Err(e) => {
+                tracing::warn!(connection_id = %owner.connection_id, error = format!("{e:#}"), "pooled container unusable; starting one");
+                None
+            }
+        }
     }
 
     pub fn client(&self) -> &Docker {
@@ -116,6 +170,9 @@ impl DockerBackend {
         owner: &WorkloadOwner,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Arc<dyn Workload>> {
+        if let Some(workload) = self.take_pooled(exec, owner).await {
+            return Ok(workload);
+        }
         let started = std::time::Instant::now();
         let limit = self.timeouts.container_start;
         let deadline = tokio::time::Instant::now() + limit;

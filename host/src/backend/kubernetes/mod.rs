@@ -6,11 +6,12 @@ pub mod exec;
 mod files;
 mod lifecycle;
 pub mod pod;
+mod pool;
 mod spdy;
 mod throttle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -20,11 +21,13 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::pool::WarmPool;
 use crate::backend::{
     signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl, ProcessSpec,
     Workload, WorkloadOwner, LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
 };
 use crate::config::{is_env_name, KubernetesConfig, KubernetesPod, KubernetesTimeouts};
+use crate::observe::Metrics;
 use exec::Target;
 use throttle::Throttle;
 
@@ -41,6 +44,8 @@ pub struct KubernetesBackend {
     namespace: Arc<str>,
     /// Pods created and not yet deleted, as "namespace/name".
     live: LiveSet,
+    /// The warm pool, if `kubernetes.pod.pool` asks for one (set once, after the reaping).
+    pool: Arc<OnceLock<WarmPool<pool::PodPoolMembers>>>,
 }
 
 impl KubernetesBackend {
@@ -63,7 +68,36 @@ impl KubernetesBackend {
             )),
             namespace: config.pod.metadata.namespace.as_str().into(),
             live: LiveSet::default(),
+            pool: Arc::default(),
         })
+    }
+
+    /// Starts the warm pool of `config.pool` (the file's settings); nothing if it is off.
+    pub fn start_pool(&self, config: &KubernetesPod, metrics: Option<Arc<Metrics>>) {
+        if config.pool.is_off() || self.pool.get().is_some() {
+            return;
+        }
+        // Members are started by a backend without a pool, so they are never taken from one.
+        let mut cold = self.clone();
+        cold.pool = Arc::default();
+        let members = pool::PodPoolMembers::new(cold, config.clone());
+        let key = crate::backend::pool::settings_key(config);
+        let _ = self
+            .pool
+            .set(WarmPool::start(members, config.pool.clone(), key, metrics));
+    }
+
+    pub fn stop_refilling(&self) {
+        if let Some(p) = self.pool.get() {
+            p.stop_refilling();
+        }
+    }
+
+    /// Stops refilling and deletes the members nobody took (shutdown).
+    pub async fn stop_pool(&self, deadline: std::time::Duration) {
+        if let Some(p) = self.pool.get() {
+            p.shutdown(deadline).await;
+        }
     }
 
     fn api(&self, namespace: &str) -> Api<Pod> {
@@ -174,6 +208,19 @@ impl KubernetesBackend {
         owner: &WorkloadOwner,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Arc<dyn Workload>> {
+        let key = crate::backend::pool::settings_key(config);
+        if let Some(member) = self
+            .pool
+            .get()
+            .and_then(|p| p.take_matching(&key, pool::poolable))
+        {
+            match self.adopt(member, config, owner).await {
+                Ok(workload) => return Ok(workload),
+                Err(e) => {
+                    tracing::warn!(connection_id = %owner.connection_id, error = format!("{e:#}"), "pooled pod unusable; starting one");
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let spec = pod::build(config, owner, &self.instance);
         let namespace = config.metadata.namespace.clone();
