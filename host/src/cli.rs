@@ -1,4 +1,5 @@
-//! Command line: `containerssh [run] --config FILE`, `containerssh validate FILE`.
+//! Command line: `containerssh [run] --config FILE`, `containerssh validate FILE`,
+//! `--dump-config`, `--healthcheck`.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,6 +30,12 @@ struct Cli {
         default_value = "/etc/containerssh/config.yaml"
     )]
     config: PathBuf,
+    /// Print the effective configuration (defaults filled in) as YAML, secrets redacted, and exit.
+    #[arg(long)]
+    dump_config: bool,
+    /// Ask the health endpoint (`health.listen` of the configuration); exit 0 if healthy.
+    #[arg(long)]
+    healthcheck: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,6 +72,12 @@ enum AuditCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.dump_config {
+        return crate::operator::dump_config(&cli.config);
+    }
+    if cli.healthcheck {
+        return crate::operator::healthcheck(&cli.config);
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate { file } => validate(file.as_deref().unwrap_or(&cli.config)),
         Command::Audit {
@@ -298,13 +311,17 @@ async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
+    // SIGHUP would end the process by default (log rotation tools send it). The configuration
+    // is read once at start, as ContainerSSH does; HUP is logged and otherwise ignored.
+    let hup = signal(SignalKind::hangup());
+    match (term, int, hup) {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); return; }
+                _ = hup.recv() => tracing::warn!("SIGHUP received: the configuration is read only at start; restart the gateway to apply changes (connections drain on SIGTERM)"),
             }
-        }
+        },
         _ => {
             tracing::error!("cannot install signal handlers; stop with SIGKILL only");
             std::future::pending::<()>().await

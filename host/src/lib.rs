@@ -5,5 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod observe;
+mod operator;
 pub mod plugin;
 pub mod ssh;

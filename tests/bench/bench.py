@@ -250,10 +250,13 @@ def warm_pool(args, d, key, pub):
     try:
         wait_for_log(d, pooled_port, "warm pool full")
         warm, plain, dk = [], [], []
+        # Each measurement starts from a quiet engine: the refill after a take and the removal
+        # after a login would otherwise land on whichever command runs next.
         for _ in range(args.runs):
-            warm.append(timed(ssh_cmd(key, pooled_port) + ["true"]))
-            plain.append(timed(ssh_cmd(key, cold_port) + ["true"]))
-            dk.append(timed(docker_run))
+            for series, cmd in ((warm, ssh_cmd(key, pooled_port) + ["true"]),
+                                (plain, ssh_cmd(key, cold_port) + ["true"]), (dk, docker_run)):
+                time.sleep(1.0)
+                series.append(timed(cmd))
     finally:
         for g in (pooled, cold):
             g.terminate(); g.wait(60)

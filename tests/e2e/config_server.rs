@@ -43,7 +43,9 @@ fn config_server_answer_applies_to_that_connection_only() {
             "timeout": "2s",
             "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
         },
-        "docker": {"execution": {"host": {"readonlyRootfs": true}}}
+        "docker": {"execution": {"host": {"readonlyRootfs": true}}},
+        // The answer's `false` must switch the setting off (the default skips zero values).
+        "configMerge": "explicit"
     }));
 
     assert_password_run(&gw, USER, PASSWORD, "original", "wrote:original:cfg\n");
@@ -119,4 +121,42 @@ fn assert_refused_with_reason(gw: &Gateway, expected_log: &str) {
         "the log says why ({expected_log}):\n{log}"
     );
     assert!(gw.containers().is_empty());
+}
+
+/// A config server built with ContainerSSH's Go library answers the whole AppConfig at zero
+/// values plus what it set; with the default merge only that applies.
+#[test]
+fn a_zero_filled_answer_from_containerssh_go_library_applies_what_it_set() {
+    let (_dir, pki) = test_pki();
+    let fixture = workspace().join("tests/fixtures/go-zero-appconfig.json");
+    let zero: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let handler: Handler = Arc::new(move |_, body| {
+        let mut config = zero.clone();
+        let container = &mut config["docker"]["execution"]["container"];
+        container["Image"] = json!(IMAGE);
+        if body["username"] == USER {
+            container["Env"] = json!(["FROM_GO_SERVER=zero-filled"]);
+            config["docker"]["timeouts"]["containerStart"] = json!(60_000_000_000u64);
+        }
+        Answer::ok(json!({"config": config}))
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let gw = Gateway::start(json!({
+        "auth": two_users(),
+        "configserver": {
+            "url": format!("{}/config", server.url),
+            "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+        }
+    }));
+    assert_password_run(&gw, USER, PASSWORD, "echo $FROM_GO_SERVER", "zero-filled\n");
+    // The file's settings stay where the answer has zero values: user 1000, no network.
+    assert_password_run(
+        &gw,
+        "other",
+        PASSWORD,
+        "id -u; ls /sys/class/net",
+        "1000\nlo\n",
+    );
+    assert_eq!(server.requests().len(), 2);
+    gw.assert_no_containers();
 }

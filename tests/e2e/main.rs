@@ -17,6 +17,7 @@ mod kubernetes;
 mod lifecycle;
 mod logins;
 mod observe;
+mod operator;
 mod pool;
 mod remote_docker;
 mod retries;

@@ -271,19 +271,19 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
 #[serde(rename_all = "camelCase")]
 pub struct DockerTimeouts {
     /// Creating and starting a container, including an image pull.
-    #[serde(default = "default_container_start", with = "humantime_serde")]
+    #[serde(default = "default_container_start", with = "crate::config::duration")]
     pub container_start: Duration,
     /// Removing a container.
-    #[serde(default = "default_container_stop", with = "humantime_serde")]
+    #[serde(default = "default_container_stop", with = "crate::config::duration")]
     pub container_stop: Duration,
     /// Creating and starting a process inside the container.
-    #[serde(default = "default_command_start", with = "humantime_serde")]
+    #[serde(default = "default_command_start", with = "crate::config::duration")]
     pub command_start: Duration,
     /// Delivering a signal.
-    #[serde(default = "default_signal", with = "humantime_serde")]
+    #[serde(default = "default_signal", with = "crate::config::duration")]
     pub signal: Duration,
     /// Resizing a terminal.
-    #[serde(default = "default_signal", with = "humantime_serde")]
+    #[serde(default = "default_signal", with = "crate::config::duration")]
     pub window: Duration,
 }
 

@@ -247,20 +247,20 @@ fn default_shell_command() -> Vec<String> {
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesTimeouts {
     /// Creating the pod until its console container runs (image pull included).
-    #[serde(default = "sixty_seconds", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "crate::config::duration")]
     pub pod_start: Duration,
     /// Deleting the pod until it is gone.
-    #[serde(default = "sixty_seconds", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "crate::config::duration")]
     pub pod_stop: Duration,
     /// Starting a program in the pod.
-    #[serde(default = "sixty_seconds", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "crate::config::duration")]
     pub command_start: Duration,
-    #[serde(default = "sixty_seconds", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "crate::config::duration")]
     pub signal: Duration,
-    #[serde(default = "sixty_seconds", with = "humantime_serde")]
+    #[serde(default = "sixty_seconds", with = "crate::config::duration")]
     pub window: Duration,
     /// One API request (not the streams of running programs).
-    #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    #[serde(default = "fifteen_seconds", with = "crate::config::duration")]
     pub http: Duration,
 }
 

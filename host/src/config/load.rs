@@ -241,6 +241,7 @@ fn readable_path(path: &str) -> String {
 fn normalise(value: &mut Value, renames: &mut Vec<(String, String)>) -> Vec<String> {
     let mut problems = Vec::new();
     super::compat::translate(value, &mut problems, renames);
+    super::unused_keys::strip(value);
     // The hardening guide nests resource limits under `docker.execution.host.resources`;
     // Docker's API (and this schema) has them directly in `host`.
     if let Some(host) = value

@@ -86,14 +86,15 @@ fn merge(target: &mut Value, patch: &Value, mode: MergeMode) {
     }
 }
 
-/// Go's zero values: false, 0, "", empty list or map, null, and maps of only zero values.
-fn is_zero(value: &Value) -> bool {
+/// Go's zero values: false, 0, "", null, and lists and maps of only zero values (an empty one,
+/// or Go's fixed-size arrays such as Docker's `ConsoleSize: [0, 0]`).
+pub(super) fn is_zero(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Bool(b) => !b,
         Value::Number(n) => n.as_f64() == Some(0.0),
         Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
+        Value::Array(a) => a.iter().all(is_zero),
         Value::Object(m) => m.values().all(is_zero),
     }
 }
@@ -216,6 +217,64 @@ mod tests {
         assert_eq!(m.config.docker.execution.container.image, "user:2");
         // The file itself is still checked at start.
         assert!(super::super::parse_str(&yaml, false).is_err());
+    }
+
+    /// What a config server built with ContainerSSH's Go library sends: the whole AppConfig,
+    /// every field at its zero value except those the server set.
+    fn go_answer(set: impl FnOnce(&mut Value)) -> Value {
+        let text = include_str!("../../../tests/fixtures/go-zero-appconfig.json");
+        let mut answer: Value = serde_json::from_str(text).unwrap();
+        set(&mut answer);
+        answer
+    }
+
+    #[test]
+    fn a_zero_filled_go_answer_changes_only_what_it_set() {
+        let answer =
+            go_answer(|a| a["docker"]["execution"]["container"]["Image"] = json!("user:2"));
+        let m = merge_answer(&base(), &answer, MergeMode::default()).unwrap();
+        let e = &m.config.docker.execution;
+        assert_eq!(e.container.image, "user:2");
+        assert_eq!(e.host.readonly_rootfs, Some(true));
+        assert_eq!(e.host.memory, Some(1000000));
+        assert_eq!(m.config.backend, crate::config::BackendKind::Docker);
+        assert_eq!(e.idle_command, base().docker.execution.idle_command);
+
+        let answer = go_answer(|a| {
+            let c = &mut a["docker"]["execution"]["container"];
+            c["Image"] = json!("user:3");
+            c["Env"] = json!(["TEAM=blue"]);
+            c["Tty"] = json!(true);
+            a["docker"]["execution"]["host"]["Memory"] = json!(2000000);
+            a["docker"]["execution"]["agentPath"] = json!("/usr/bin/containerssh-agent");
+            a["docker"]["timeouts"]["containerStart"] = json!(90_000_000_000u64);
+        });
+        let m = merge_answer(&base(), &answer, MergeMode::default()).unwrap();
+        let e = &m.config.docker.execution;
+        assert_eq!(e.container.image, "user:3");
+        assert_eq!(e.container.env, vec!["TEAM=blue".to_string()]);
+        assert_eq!(e.host.memory, Some(2000000));
+        assert_eq!(
+            m.config.docker.timeouts.container_start,
+            std::time::Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn a_zero_filled_go_answer_may_pick_a_kubernetes_pod() {
+        let answer = go_answer(|a| {
+            a["backend"] = json!("kubernetes");
+            a["kubernetes"]["pod"]["spec"]["containers"] =
+                json!([{"name": "shell", "image": "team-a:1"}]);
+        });
+        let m = merge_answer(&base(), &answer, MergeMode::default()).unwrap();
+        assert_eq!(m.config.backend, crate::config::BackendKind::Kubernetes);
+        let pod = &m.config.kubernetes.pod;
+        assert_eq!(pod.spec.containers[0].image.as_deref(), Some("team-a:1"));
+        assert_eq!(
+            pod.metadata.namespace,
+            base().kubernetes.pod.metadata.namespace
+        );
     }
 
     #[test]

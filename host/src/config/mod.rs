@@ -4,11 +4,13 @@
 mod audit;
 mod compat;
 mod docker;
+pub(crate) mod duration;
 mod kubernetes;
 mod load;
 mod merge;
 mod pool;
 mod ssh;
+mod unused_keys;
 
 pub use audit::*;
 pub use docker::*;
@@ -132,8 +134,8 @@ fn empty_object() -> serde_json::Value {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MergeMode {
-    #[default]
     Explicit,
+    #[default]
     Nonzero,
 }
 

@@ -20,16 +20,16 @@ pub struct SshConfig {
     #[serde(default = "default_server_version")]
     pub server_version: String,
     /// Time a client has to authenticate.
-    #[serde(default = "default_login_grace_time", with = "humantime_serde")]
+    #[serde(default = "default_login_grace_time", with = "crate::config::duration")]
     pub login_grace_time: Duration,
     /// Close a connection with no traffic for this long (0 disables).
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    #[serde(default = "default_idle_timeout", with = "crate::config::duration")]
     pub idle_timeout: Duration,
     /// Send an SSH keepalive after this much silence from the client.
-    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    #[serde(default = "default_keepalive", with = "crate::config::duration")]
     pub keepalive_interval: Duration,
     /// On SIGTERM, how long running sessions may continue before their containers are removed.
-    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    #[serde(default = "default_drain_timeout", with = "crate::config::duration")]
     pub shutdown_timeout: Duration,
     /// Maximum number of connections at once (authenticated or not).
     #[serde(default = "default_max_connections")]
@@ -258,7 +258,7 @@ pub struct AuthRateLimit {
     pub max_failures_per_ip: usize,
     #[serde(default = "default_failures_per_user")]
     pub max_failures_per_user: usize,
-    #[serde(default = "default_rate_window", with = "humantime_serde")]
+    #[serde(default = "default_rate_window", with = "crate::config::duration")]
     pub window: Duration,
 }
 

@@ -19,14 +19,14 @@ pub struct PluginSettings {
     pub memory_limit: u64,
     /// Deadline for one call, including any HTTP requests it makes; the wait for a slot
     /// (`queueTimeout`) is not part of it.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crate::config::duration")]
     pub timeout: Duration,
     /// Calls of this plugin running at once; more wait for a slot. Unset: see
     /// [`PluginSettings::concurrency`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
     /// Longest wait for a free slot; a call that gets none in time is refused as overloaded.
-    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    #[serde(default = "default_queue_timeout", with = "crate::config::duration")]
     pub queue_timeout: Duration,
     /// Calls that may wait for a slot at once; more are refused at once as overloaded.
     #[serde(default = "default_max_queued")]
