@@ -73,6 +73,13 @@ pub struct Execution {
     pub disable_command: bool,
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
+    /// Authentication metadata name → environment variable of the container (sensitive
+    /// metadata is never exposed).
+    #[serde(default)]
+    pub expose_auth_metadata_as_env: BTreeMap<String, String>,
+    /// Authentication metadata name → container label (`containerssh.*` is reserved).
+    #[serde(default)]
+    pub expose_auth_metadata_as_labels: BTreeMap<String, String>,
     /// Containers started ahead of logins from this (the file's) configuration.
     #[serde(default, skip_serializing_if = "super::PoolSettings::is_off")]
     pub pool: super::PoolSettings,
@@ -89,6 +96,8 @@ impl Default for Execution {
             subsystems: default_subsystems(),
             disable_command: false,
             image_pull_policy: PullPolicy::default(),
+            expose_auth_metadata_as_env: BTreeMap::new(),
+            expose_auth_metadata_as_labels: BTreeMap::new(),
             pool: super::PoolSettings::default(),
         }
     }
@@ -315,6 +324,21 @@ fn default_signal() -> Duration {
 impl DockerConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let execution = &self.execution;
+        for (key, name) in &execution.expose_auth_metadata_as_env {
+            if !super::is_env_name(name) {
+                problems.push(format!(
+                    "docker.execution.exposeAuthMetadataAsEnv.{key}: {name:?} is not an environment variable name"
+                ));
+            }
+        }
+        for (key, label) in &execution.expose_auth_metadata_as_labels {
+            if label.is_empty() || label.starts_with("containerssh.") {
+                problems.push(format!(
+                    "docker.execution.exposeAuthMetadataAsLabels.{key}: {label:?} is empty or a reserved containerssh.* label"
+                ));
+            }
+        }
         let host = &self.connection.host;
         if !(host.starts_with("unix://")
             || host.starts_with("tcp://")

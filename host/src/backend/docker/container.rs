@@ -66,6 +66,24 @@ pub fn container_body(
         .filter(|(k, _)| !k.starts_with("containerssh."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let metadata = |key: &str| {
+        owner
+            .metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    for (key, label) in &exec.expose_auth_metadata_as_labels {
+        if let Some(value) = metadata(key) {
+            labels.insert(label.clone(), value);
+        }
+    }
+    let mut env = c.env.clone();
+    for (key, name) in &exec.expose_auth_metadata_as_env {
+        if let Some(value) = metadata(key) {
+            env.push(format!("{name}={value}"));
+        }
+    }
     labels.insert(LABEL_MANAGED.into(), "true".into());
     labels.insert(LABEL_INSTANCE.into(), instance.into());
     labels.insert(LABEL_CONNECTION.into(), owner.connection_id.clone());
@@ -74,7 +92,7 @@ pub fn container_body(
     ContainerCreateBody {
         image: Some(c.image.clone()),
         cmd: Some(exec.idle_command.clone()),
-        env: Some(c.env.clone()),
+        env: Some(env),
         user: non_empty(&c.user),
         working_dir: non_empty(&c.working_dir),
         hostname: non_empty(&c.hostname),
@@ -171,4 +189,44 @@ pub async fn list_owned(docker: &Docker, instance: &str) -> anyhow::Result<Vec<S
         .await
         .context("cannot list containers")?;
     Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_metadata_becomes_environment_and_labels() {
+        let mut exec = Execution::default();
+        exec.container.env = vec!["FROM_FILE=1".into()];
+        exec.expose_auth_metadata_as_env
+            .insert("team".into(), "TEAM".into());
+        exec.expose_auth_metadata_as_labels
+            .insert("team".into(), "example.com/team".into());
+        exec.expose_auth_metadata_as_labels
+            .insert("absent".into(), "example.com/absent".into());
+        let owner = WorkloadOwner {
+            connection_id: "c0ffee".into(),
+            username: "alice".into(),
+            remote_address: "192.0.2.1:5000".into(),
+            session: None,
+            files: Vec::new(),
+            metadata: vec![("team".into(), "blue".into())],
+        };
+        let body = container_body(&exec, &owner, "instance");
+        assert_eq!(
+            body.env,
+            Some(vec!["FROM_FILE=1".to_string(), "TEAM=blue".to_string()])
+        );
+        let labels = body.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get("example.com/team").map(String::as_str),
+            Some("blue")
+        );
+        assert!(!labels.contains_key("example.com/absent"));
+        assert_eq!(
+            labels.get(LABEL_CONNECTION).map(String::as_str),
+            Some("c0ffee")
+        );
+    }
 }
