@@ -11,6 +11,8 @@ command -v busybox >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
 [ -x /usr/lib/openssh/sftp-server ] || need_pkgs="$need_pkgs openssh-sftp-server"
 command -v ssh >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
 command -v rsync >/dev/null 2>&1 || need_pkgs="$need_pkgs rsync"
+# HAProxy (started by the PROXY protocol tests themselves, never as a service).
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
 command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"

@@ -19,6 +19,7 @@ mod logins;
 mod observe;
 mod operator;
 mod pool;
+mod proxy_protocol;
 mod remote_docker;
 mod retries;
 mod security;

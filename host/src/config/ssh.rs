@@ -45,6 +45,9 @@ pub struct SshConfig {
     /// Failed-login rate limits.
     #[serde(default)]
     pub auth_rate_limit: AuthRateLimit,
+    /// PROXY protocol headers from trusted load balancers.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
     /// Ciphers offered, in order of preference (ContainerSSH's `ciphers`). Unset: [`CIPHERS`]'s defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ciphers: Option<Vec<String>>,
@@ -306,6 +309,7 @@ impl Default for SshConfig {
             max_unauthenticated: default_max_unauthenticated(),
             max_unauthenticated_per_source: default_max_unauthenticated_per_source(),
             auth_rate_limit: AuthRateLimit::default(),
+            proxy_protocol: ProxyProtocol::default(),
             ciphers: None,
             kex: None,
             macs: None,
@@ -431,4 +435,34 @@ impl SshConfig {
             kinds.join(", ")
         ))
     }
+}
+
+/// `ssh.proxyProtocol`: connections from these networks must start with a PROXY header (v1 or
+/// v2), whose client address is then the connection's; everyone else connects directly, and a
+/// PROXY header from them is refused. Empty (the default): off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocol {
+    /// Addresses or networks of the proxies, e.g. `10.0.0.5/32`, `10.0.0.0/8`, `::1/128`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a trusted proxy has to send its header.
+    #[serde(
+        default = "default_proxy_header_timeout",
+        with = "crate::config::duration"
+    )]
+    pub header_timeout: Duration,
+}
+
+impl Default for ProxyProtocol {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header_timeout: default_proxy_header_timeout(),
+        }
+    }
+}
+
+fn default_proxy_header_timeout() -> Duration {
+    Duration::from_secs(5)
 }

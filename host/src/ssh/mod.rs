@@ -5,6 +5,7 @@ mod connection;
 mod handler;
 mod hostkey;
 mod limits;
+mod proxy_protocol;
 mod server;
 mod sniff;
 

@@ -146,9 +146,12 @@ pub async fn run(
 async fn serve_connection(
     gateway: Arc<Gateway>,
     server_config: Arc<russh::server::Config>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
 ) {
+    let Some(peer) = client_address(&gateway, &mut stream, peer).await else {
+        return;
+    };
     let id = hex::encode(rand::random::<[u8; 16]>());
     let Some(pending) = gateway
         .guards
@@ -200,6 +203,45 @@ async fn serve_connection(
         c.remove(&id);
     }
 }
+
+/// The client's address: the TCP peer, or with `ssh.proxyProtocol` and a trusted proxy, the
+/// client its PROXY header names. `None`: the connection is refused (and logged).
+async fn client_address(
+    gateway: &Gateway,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    use super::proxy_protocol::{is_trusted, read_header, starts_with_header, Origin};
+    let proxy = &gateway.config.ssh.proxy_protocol;
+    if proxy.trusted_proxies.is_empty() {
+        return Some(peer);
+    }
+    if is_trusted(&peer, &proxy.trusted_proxies) {
+        return match read_header(stream, proxy.header_timeout).await {
+            Ok(Origin::Client(client)) => {
+                tracing::debug!(proxy = %peer, client = %client, "PROXY header read");
+                Some(client)
+            }
+            Ok(Origin::Proxy) => Some(peer),
+            Err(e) => {
+                tracing::warn!(proxy = %peer, error = %e, "connection refused: a trusted proxy sent no valid PROXY header");
+                gateway.metrics.connection_refused("proxy_header");
+                None
+            }
+        };
+    }
+    // Anyone else connects directly; a header from them would let them pick their address.
+    if starts_with_header(stream, UNTRUSTED_PEEK).await {
+        tracing::warn!(%peer, "connection refused: PROXY header from an address not in ssh.proxyProtocol.trustedProxies");
+        gateway.metrics.connection_refused("untrusted_proxy_header");
+        return None;
+    }
+    Some(peer)
+}
+
+/// How long a direct client's first bytes are waited for to check they are not a PROXY header
+/// (SSH clients send their version at once; one that waits for ours loses only this).
+const UNTRUSTED_PEEK: Duration = Duration::from_millis(200);
 
 /// Serves one connection until russh ends it, or until its token cuts the client off.
 async fn run_connection(
