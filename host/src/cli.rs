@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: crate::plugin_cli::PluginCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +85,7 @@ pub fn main() -> ExitCode {
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate { file } => validate(file.as_deref().unwrap_or(&cli.config)),
+        Command::Plugin { command } => crate::plugin_cli::main(command),
         Command::Audit {
             command:
                 AuditCommand::Replay {

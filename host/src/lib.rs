@@ -7,4 +7,5 @@ pub mod logging;
 pub mod observe;
 mod operator;
 pub mod plugin;
+mod plugin_cli;
 pub mod ssh;

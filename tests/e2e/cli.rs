@@ -94,3 +94,60 @@ fn validate_lists_every_mistake_with_the_users_key_path() {
     assert!(err.contains("(6 problem(s))"), "{err}");
     assert!(!err.contains("egress"), "{err}");
 }
+
+fn plugin_command(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("plugin")
+        .args(args)
+        .output()
+        .expect("containerssh runs")
+}
+
+#[test]
+fn plugin_wit_prints_the_api_this_gateway_loads() {
+    let out = plugin_command(&["wit"]);
+    assert!(out.status.success(), "{out:?}");
+    let wit = text(&out.stdout);
+    assert!(wit.contains("package containerssh:plugin@0.1.0;"), "{wit}");
+    assert!(wit.contains("world authenticator-plugin"), "{wit}");
+}
+
+#[test]
+fn plugin_check_says_what_a_file_is_and_how_to_fix_it() {
+    let plugins = workspace().join("target/plugins");
+    let static_users = plugins.join("static-users.wasm");
+    let out = plugin_command(&["check", &static_users.to_string_lossy()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("world authenticator-plugin"),
+        "{out:?}"
+    );
+
+    let policy = plugins.join("security-policy.wasm");
+    let out = plugin_command(&["check", &policy.to_string_lossy(), "--role", "filter"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // The wrong role names what the file does export.
+    let out = plugin_command(&["check", &static_users.to_string_lossy(), "--role", "filter"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("authenticator"), "{out:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let out = plugin_command(&["check", &core.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("wasm-tools component new"),
+        "{out:?}"
+    );
+
+    let not_wasm = dir.path().join("plugin.py");
+    std::fs::write(&not_wasm, b"print('hello')\n").unwrap();
+    let out = plugin_command(&["check", &not_wasm.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a WebAssembly file"),
+        "{out:?}"
+    );
+}

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::guest_output::with_output;
+
 use crate::plugin::bindings::authenticator::AuthenticatorPluginPre;
 use crate::plugin::bindings::types_api as wit;
 use crate::plugin::engine::PluginRuntime;
@@ -170,7 +172,7 @@ impl AuthenticatorPlugin {
             .context("cannot instantiate")?;
         let api = instance.containerssh_plugin_authenticator();
         let info = to_wit_info(conn);
-        let result = match call {
+        let called = match call {
             Call::Password(p) => api.call_password(&mut store, &info, p).await,
             Call::PublicKey(k) => api.call_public_key(&mut store, &info, k).await,
             Call::KeyboardInteractive(a) => {
@@ -180,9 +182,13 @@ impl AuthenticatorPlugin {
                 api.call_authorize(&mut store, &info, &to_wit_grant(g))
                     .await
             }
-        }
-        .map_err(anyhow::Error::from)
-        .context("the plugin failed")?;
+        };
+        let last = store
+            .data()
+            .output
+            .emit(&inner.core.name, &conn.connection_id);
+        let result = called
+            .map_err(|e| with_output(anyhow::Error::from(e).context("the plugin failed"), &last))?;
         from_wit_result(result)
     }
 }

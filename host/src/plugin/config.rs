@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::guest_output::with_output;
+
 use crate::plugin::auth::{from_wit_grant, to_wit_grant, to_wit_info, MAX_ANSWER_BYTES};
 use crate::plugin::bindings::config::ConfigPluginPre;
 use crate::plugin::engine::PluginRuntime;
@@ -60,12 +62,15 @@ impl ConfigPlugin {
                 .await
                 .map_err(anyhow::Error::from)
                 .context("cannot instantiate")?;
-            let answer = instance
+            let called = instance
                 .containerssh_plugin_config_provider()
                 .call_get_config(&mut store, &to_wit_info(conn), &to_wit_grant(grant))
-                .await
-                .map_err(anyhow::Error::from)
-                .context("the plugin failed")?
+                .await;
+            let last = store.data().output.emit(&core.name, &conn.connection_id);
+            let answer = called
+                .map_err(|e| {
+                    with_output(anyhow::Error::from(e).context("the plugin failed"), &last)
+                })?
                 .map_err(|e| {
                     let mut e = e;
                     e.truncate(e.floor_char_boundary(512));

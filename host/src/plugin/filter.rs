@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::guest_output::with_output;
+
 use crate::plugin::auth::to_wit_info;
 use crate::plugin::bindings::filter::exports::containerssh::plugin::request_filter as wit;
 use crate::plugin::bindings::filter::FilterPluginPre;
@@ -92,12 +94,14 @@ impl FilterPlugin {
                     .await
                     .map_err(anyhow::Error::from)
                     .context("cannot instantiate")?;
-                let verdict = instance
+                let called = instance
                     .containerssh_plugin_request_filter()
                     .call_filter(&mut store, &to_wit_info(conn), session_id, &to_wit(request))
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .context("the plugin failed")?;
+                    .await;
+                let last = store.data().output.emit(&core.name, &conn.connection_id);
+                let verdict = called.map_err(|e| {
+                    with_output(anyhow::Error::from(e).context("the plugin failed"), &last)
+                })?;
                 Ok(match verdict {
                     wit::Verdict::Allow => Verdict::Allow,
                     wit::Verdict::Deny(reason) => Verdict::Deny(one_line(reason)),

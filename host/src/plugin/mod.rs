@@ -8,6 +8,7 @@ mod config;
 pub mod egress;
 mod engine;
 mod filter;
+mod guest_output;
 mod instance;
 mod settings;
 mod state;

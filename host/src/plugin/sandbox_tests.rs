@@ -69,7 +69,8 @@ async fn an_endless_loop_is_stopped_at_the_deadline_without_holding_the_thread()
     );
     // The other task kept running while the plugin looped (it would be near 0 otherwise).
     let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(ticked >= 10, "only {ticked} ticks in {took:?}");
+    // (Loosely: a loaded machine delays the ticker too.)
+    assert!(ticked >= 5, "only {ticked} ticks in {took:?}");
 }
 
 #[tokio::test]
@@ -85,7 +86,13 @@ async fn a_memory_bomb_hits_the_memory_cap() {
 #[tokio::test]
 async fn a_trap_is_an_error_and_the_plugin_keeps_serving() {
     let p = plugin("trap", 64 << 20, "5s");
-    expect_error(p.password(&conn(), b"x").await, "trap");
+    let err = expect_error(p.password(&conn(), b"x").await, "trap");
+    // The panic message the guest wrote to stderr explains the trap.
+    assert!(err.contains("the plugin's last output"), "{err}");
+    assert!(
+        err.contains("stderr: ") && err.contains("deliberate trap"),
+        "{err}"
+    );
     // A fresh instance per call: the next call starts clean (and traps again, cleanly).
     expect_error(p.password(&conn(), b"x").await, "trap again");
     let good = plugin("allow", 64 << 20, "5s");

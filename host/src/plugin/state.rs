@@ -7,6 +7,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::plugin::bindings::host_api::{self, LogLevel};
 use crate::plugin::egress::EgressHooks;
+use crate::plugin::guest_output::GuestOutput;
 
 pub struct CallState {
     pub plugin: String,
@@ -17,6 +18,8 @@ pub struct CallState {
     hooks: EgressHooks,
     table: ResourceTable,
     pub limits: StoreLimits,
+    /// What the guest writes to stdout and stderr during this call.
+    pub output: GuestOutput,
 }
 
 /// Longest log line a plugin may write; longer ones are cut.
@@ -32,10 +35,13 @@ impl CallState {
     ) -> Self {
         // No preopened directories, no environment, no arguments, no stdin; sockets and name
         // lookups are denied by the builder's defaults and stated here for the reader.
+        let output = GuestOutput::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .stdout(output.stdout.clone())
+            .stderr(output.stderr.clone());
         Self {
             plugin: plugin.to_string(),
             connection_id: connection_id.to_string(),
@@ -48,6 +54,7 @@ impl CallState {
                 .memory_size(usize::try_from(memory_limit).unwrap_or(usize::MAX))
                 .trap_on_grow_failure(true)
                 .build(),
+            output,
         }
     }
 }
