@@ -144,29 +144,42 @@ impl Guards {
 
     /// Admits a new, not yet authenticated connection from `peer`; `None` (and a log line
     /// saying which limit) if too many are pending, in all or from its source.
-    pub fn admit_unauthenticated(&self, peer: SocketAddr, ssh: &SshConfig) -> Option<PendingSlot> {
+    pub fn admit_unauthenticated(
+        &self,
+        peer: SocketAddr,
+        ssh: &SshConfig,
+    ) -> Result<PendingSlot, Unadmitted> {
         let source = Source::of(peer.ip());
         let per_source = ssh.max_unauthenticated_per_source;
         let Ok(mut pending) = self.pending.lock() else {
-            return None;
+            return Err(Unadmitted::Total);
         };
         if pending.total >= self.max_unauthenticated {
-            return None;
+            return Err(Unadmitted::Total);
         }
         let from_source = pending.by_source.get(&source).copied().unwrap_or(0);
         if per_source > 0 && from_source >= per_source {
             tracing::warn!(%peer, %source, pending = from_source, max = per_source,
                 "too many unauthenticated connections from this source (ssh.maxUnauthenticatedPerSource)");
-            return None;
+            return Err(Unadmitted::PerSource);
         }
         pending.total += 1;
         *pending.by_source.entry(source).or_insert(0) += 1;
-        Some(PendingSlot {
+        Ok(PendingSlot {
             pending: self.pending.clone(),
             source,
             released: AtomicBool::new(false),
         })
     }
+}
+
+/// Why a connection got no place among the unauthenticated ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unadmitted {
+    /// `ssh.maxUnauthenticated` connections are logging in already.
+    Total,
+    /// Its source has `ssh.maxUnauthenticatedPerSource` of them.
+    PerSource,
 }
 
 /// Holds one place among the unauthenticated connections until authentication or close.
@@ -243,13 +256,16 @@ mod tests {
         let g = Guards::new(&AuthRateLimit::default(), 2);
         let a = g.admit_unauthenticated(peer("10.0.0.1"), &ssh(0)).unwrap();
         let b = g.admit_unauthenticated(peer("10.0.0.2"), &ssh(0)).unwrap();
-        assert!(g.admit_unauthenticated(peer("10.0.0.3"), &ssh(0)).is_none());
+        assert_eq!(
+            g.admit_unauthenticated(peer("10.0.0.3"), &ssh(0)).err(),
+            Some(Unadmitted::Total)
+        );
         a.release();
         a.release(); // idempotent
         let c = g.admit_unauthenticated(peer("10.0.0.3"), &ssh(0)).unwrap();
         drop(b);
         drop(c);
-        assert!(g.admit_unauthenticated(peer("10.0.0.4"), &ssh(0)).is_some());
+        assert!(g.admit_unauthenticated(peer("10.0.0.4"), &ssh(0)).is_ok());
     }
 
     #[test]
@@ -259,16 +275,15 @@ mod tests {
         let held: Vec<_> = (0..3)
             .map(|_| g.admit_unauthenticated(peer("192.0.2.7"), &limits).unwrap())
             .collect();
-        assert!(g
-            .admit_unauthenticated(peer("192.0.2.7"), &limits)
-            .is_none());
+        assert_eq!(
+            g.admit_unauthenticated(peer("192.0.2.7"), &limits).err(),
+            Some(Unadmitted::PerSource)
+        );
         // Another address is still admitted, and a refused attempt took no slot.
         let other = g.admit_unauthenticated(peer("192.0.2.8"), &limits).unwrap();
         assert_eq!(g.pending.lock().unwrap().total, 4);
         drop(held);
-        assert!(g
-            .admit_unauthenticated(peer("192.0.2.7"), &limits)
-            .is_some());
+        assert!(g.admit_unauthenticated(peer("192.0.2.7"), &limits).is_ok());
         drop(other);
         assert!(g.pending.lock().unwrap().by_source.is_empty());
     }
@@ -283,12 +298,14 @@ mod tests {
         let _b = g
             .admit_unauthenticated(peer("2001:db8:1:2:ffff::9"), &limits)
             .unwrap();
-        assert!(g
-            .admit_unauthenticated(peer("2001:db8:1:2::3"), &limits)
-            .is_none());
+        assert_eq!(
+            g.admit_unauthenticated(peer("2001:db8:1:2::3"), &limits)
+                .err(),
+            Some(Unadmitted::PerSource)
+        );
         assert!(g
             .admit_unauthenticated(peer("2001:db8:1:3::1"), &limits)
-            .is_some());
+            .is_ok());
         assert_eq!(
             Source::of("2001:db8:1:2::1".parse().unwrap()).to_string(),
             "2001:db8:1:2::/64"

@@ -153,14 +153,25 @@ async fn serve_connection(
         return;
     };
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let Some(pending) = gateway
+    let pending = match gateway
         .guards
         .admit_unauthenticated(peer, &gateway.config.ssh)
-    else {
-        tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated,
-            "connection refused: too many unauthenticated connections (ssh.maxUnauthenticated)");
-        gateway.metrics.connection_refused("max_unauthenticated");
-        return;
+    {
+        Ok(pending) => pending,
+        Err(super::limits::Unadmitted::Total) => {
+            tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated,
+                "connection refused: too many unauthenticated connections (ssh.maxUnauthenticated)");
+            gateway.metrics.connection_refused("max_unauthenticated");
+            return;
+        }
+        Err(super::limits::Unadmitted::PerSource) => {
+            tracing::warn!(connection_id = %id, %peer, max = gateway.config.ssh.max_unauthenticated_per_source,
+                "connection refused: too many unauthenticated connections from this source (ssh.maxUnauthenticatedPerSource)");
+            gateway
+                .metrics
+                .connection_refused("max_unauthenticated_per_source");
+            return;
+        }
     };
     // An audited gateway serves no connection it cannot audit.
     let audit = match &gateway.auditor {
