@@ -648,3 +648,44 @@ fn a_warm_pool_serves_logins_with_relabelled_pods_and_leaves_none() {
     assert!(status.success(), "{status:?}\n{}", gw.log_text());
     assert!(pods(c, &gw).is_empty(), "{:?}", pods(c, &gw));
 }
+
+/// A config server built with ContainerSSH's Go library answers the whole AppConfig at zero
+/// values plus a pod of its own: with the default merge the pod runs, the rest is the file's.
+#[test]
+fn a_zero_filled_go_answer_picks_the_pod() {
+    use crate::webhook_server::{Answer, ClientAuth, Handler, WebhookServer};
+    let c = cluster_or_skip!();
+    let (_dir, pki) = crate::webhook::test_pki();
+    let fixture = workspace().join("tests/fixtures/go-zero-appconfig.json");
+    let zero: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let image = c.image.clone();
+    let handler: Handler = std::sync::Arc::new(move |_, _| {
+        let mut config = zero.clone();
+        config["backend"] = json!("kubernetes");
+        config["kubernetes"]["pod"]["spec"]["containers"] = json!([{
+            "name": "shell", "image": image, "imagePullPolicy": "Never",
+            "env": [{"name": "FROM_GO_SERVER", "value": "pod-from-answer"}]
+        }]);
+        Answer::ok(json!({"config": config}))
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let mut config = kubernetes(c, json!({}));
+    merge(
+        &mut config,
+        json!({"configserver": {
+            "url": format!("{}/config", server.url),
+            "cacert": pki.ca_cert, "cert": pki.client_cert, "key": pki.client_key
+        }}),
+    );
+    let gw = Gateway::start(config);
+    // The file's pod settings (hostNetwork, uid 1000) stay; the answer's container runs.
+    assert_password_run(
+        &gw,
+        USER,
+        PASSWORD,
+        "echo $FROM_GO_SERVER; id -u",
+        "pod-from-answer\n1000\n",
+    );
+    assert_eq!(server.requests().len(), 1);
+    assert_no_pods(c, &gw);
+}
