@@ -25,6 +25,20 @@ pub enum PluginCommand {
         #[arg(long)]
         memory_limit: Option<u64>,
     },
+    /// One authentication call, without SSH or a container: prints the outcome and the grant.
+    Call {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        password: Option<String>,
+        /// A public key file (authorized_keys form, e.g. id_ed25519.pub).
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        /// The plugin's configuration (its `config:` block): JSON text, or @FILE for a JSON file.
+        #[arg(long)]
+        plugin_config: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,9 +71,114 @@ pub fn main(command: PluginCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        PluginCommand::Call {
+            file,
+            user,
+            password,
+            key,
+            plugin_config,
+        } => match call(&file, &user, password, key, plugin_config) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("{}: {e:#}", file.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
+/// Runs one password or public-key call; true if the plugin let the user in.
+fn call(
+    file: &Path,
+    user: &str,
+    password: Option<String>,
+    key: Option<std::path::PathBuf>,
+    config: Option<String>,
+) -> anyhow::Result<bool> {
+    use crate::plugin::{AuthOutcome, ConnectionInfo};
+    let config: serde_json::Value = match config.as_deref() {
+        None => serde_json::json!({}),
+        Some(text) => {
+            let text = match text.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)?,
+                None => text.to_string(),
+            };
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--plugin-config: {e}"))?
+        }
+    };
+    let settings: PluginSettings = serde_json::from_value(serde_json::json!({
+        "plugin": file.to_string_lossy(),
+        "config": config,
+    }))?;
+    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let plugin = runtime.load_authenticator("call", &settings)?;
+    let conn = ConnectionInfo {
+        connection_id: hex::encode(rand::random::<[u8; 16]>()),
+        remote_address: "127.0.0.1:22".into(),
+        client_version: "SSH-2.0-containerssh-plugin-call".into(),
+        username: user.to_string(),
+    };
+    // The key file is read before the runtime starts (no file I/O on its workers).
+    let public_key = match &key {
+        Some(path) => Some(
+            std::fs::read_to_string(path)?
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        None => None,
+    };
+    let async_runtime = tokio::runtime::Runtime::new()?;
+    let outcome = match (&password, &public_key) {
+        (Some(p), _) => async_runtime.block_on(plugin.password(&conn, p.as_bytes())),
+        (None, Some(k)) => async_runtime.block_on(plugin.public_key(&conn, k)),
+        (None, None) => anyhow::bail!("give --password or --key"),
+    };
+    let outcome = match outcome {
+        AuthOutcome::Success(grant) => {
+            let authorized = async_runtime.block_on(plugin.authorize(&conn, &grant));
+            match authorized {
+                AuthOutcome::Success(final_grant) => AuthOutcome::Success(final_grant),
+                other => other,
+            }
+        }
+        other => other,
+    };
+    Ok(match outcome {
+        AuthOutcome::Success(grant) => {
+            println!("success: user {}", grant.authenticated_username);
+            let secret = |k: &str| grant.sensitive.iter().any(|s| s == k);
+            for (k, v) in &grant.metadata {
+                println!(
+                    "  metadata {k} = {}",
+                    if secret(k) { "<sensitive>" } else { v }
+                );
+            }
+            for (k, v) in &grant.environment {
+                println!(
+                    "  environment {k} = {}",
+                    if secret(k) { "<sensitive>" } else { v }
+                );
+            }
+            for (path, content) in &grant.files {
+                println!("  file {path} ({} bytes)", content.len());
+            }
+            true
+        }
+        AuthOutcome::Failure(reason) => {
+            println!("failure: {reason}");
+            false
+        }
+        AuthOutcome::Unsupported => {
+            println!("unsupported: the plugin does not handle this method");
+            false
+        }
+        AuthOutcome::Overloaded(o) => anyhow::bail!("{o}"),
+        AuthOutcome::Error(e) => return Err(e.context("the plugin failed")),
+    })
+}
 /// What kind of file it is, from its first bytes.
 fn kind(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {

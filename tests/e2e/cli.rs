@@ -151,3 +151,42 @@ fn plugin_check_says_what_a_file_is_and_how_to_fix_it() {
         "{out:?}"
     );
 }
+
+#[test]
+fn plugin_call_runs_one_login_without_ssh_or_docker() {
+    let s = shared();
+    let plugin = workspace().join("target/plugins/static-users.wasm");
+    let config = serde_json::json!({"users": {USER: {
+        "password": s.password_hash,
+        "authorizedKeys": [s.public_key],
+        "environment": {"FROM_AUTH": "granted"}
+    }}})
+    .to_string();
+    let plugin = plugin.to_string_lossy().into_owned();
+    let call = |extra: &[&str]| {
+        let mut args = vec!["call", plugin.as_str(), "--plugin-config", config.as_str()];
+        args.extend_from_slice(extra);
+        plugin_command(&args)
+    };
+    let out = call(&["--user", USER, "--password", PASSWORD]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("success: user {USER}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("environment FROM_AUTH = granted"),
+        "{stdout}"
+    );
+
+    let out = call(&["--user", USER, "--password", "wrong"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stdout).starts_with("failure:"), "{out:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id.pub");
+    std::fs::write(&key, format!("{} test@example\n", s.public_key)).unwrap();
+    let out = call(&["--user", USER, "--key", &key.to_string_lossy()]);
+    assert!(out.status.success(), "{out:?}");
+}
