@@ -14,7 +14,7 @@ fn main() {
         .expect("host/ is inside the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["plugins", "plugin-sdk", "wit", "tests/plugins"] {
+    for dir in ["plugins", "plugin-sdk", "wit", "tests/plugins", "helper"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!(
@@ -43,35 +43,7 @@ fn main() {
     for (package, _) in plugins.iter().chain(&test_plugins) {
         cmd.args(["-p", package]);
     }
-    // The outer build's settings (wrappers such as clippy-driver, flags for the host target,
-    // jobserver) must not leak into the nested wasm build.
-    for var in [
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "CARGO_BUILD_RUSTC_WRAPPER",
-        "CARGO_PRIMARY_PACKAGE",
-        "CLIPPY_ARGS",
-        "CLIPPY_CONF_DIR",
-        "RUSTC",
-        "RUSTDOC",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_FEATURE_")
-            || key.starts_with("CARGO_CFG_")
-            || key.starts_with("DEP_")
-        {
-            cmd.env_remove(key);
-        }
-    }
+    isolate(&mut cmd);
     let output = cmd.output().expect("cannot run cargo to build the plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -107,6 +79,77 @@ fn main() {
             .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
     }
     std::fs::write(out_dir.join("builtin_plugins.rs"), entries).expect("write builtin_plugins.rs");
+    build_helper(&workspace, &out_dir);
+}
+
+/// Keeps the outer build's settings (wrappers such as clippy-driver, flags for the host
+/// target, jobserver) out of a nested cargo.
+fn isolate(cmd: &mut Command) {
+    for var in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_BUILD_RUSTC_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
+        "RUSTC",
+        "RUSTDOC",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_FEATURE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("DEP_")
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// The forwarding helper (`helper/`), built statically for the gateway's own target and
+/// embedded: the gateway places it in containers that need it, so images need nothing.
+fn build_helper(workspace: &Path, out_dir: &Path) {
+    let target = std::env::var("TARGET").expect("cargo sets TARGET");
+    let target_dir = workspace.join("target").join("helper");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "containerssh-helper",
+            "--target",
+            &target,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    isolate(&mut cmd);
+    cmd.env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true");
+    let output = cmd.output().expect("cannot run cargo to build the helper");
+    if !output.status.success() {
+        panic!(
+            "building the forwarding helper failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let built = target_dir
+        .join(&target)
+        .join("release")
+        .join("containerssh-helper");
+    std::fs::copy(&built, out_dir.join("containerssh-helper"))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
 }
 
 /// (package name, library file stem) of every crate directly under `plugins/`.

@@ -11,6 +11,8 @@ command -v busybox >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
 [ -x /usr/lib/openssh/sftp-server ] || need_pkgs="$need_pkgs openssh-sftp-server"
 command -v ssh >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
 command -v rsync >/dev/null 2>&1 || need_pkgs="$need_pkgs rsync"
+command -v socat >/dev/null 2>&1 || need_pkgs="$need_pkgs socat"
+command -v curl >/dev/null 2>&1 || need_pkgs="$need_pkgs curl"
 # HAProxy (started by the PROXY protocol tests themselves, never as a service).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
@@ -40,13 +42,13 @@ if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 [ "$(id -u)" != 0 ] || mkdir -p /run/sshd
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-docker image inspect containerssh-test/guest:2 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:2
+docker image inspect containerssh-test/guest:3 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:3
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --exclude russh -- -D warnings
 # The patched russh (vendor/russh): its library as strictly as ours; its tests are upstream's.
 cargo clippy -p russh -- -D warnings
-cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p webhook-config -p security-policy -p misbehave -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p static-users -p webhook-auth -p webhook-config -p security-policy -p misbehave -p legacy-v01 -- -D warnings
 log=$(mktemp)
 cleanup() { rm -f "$log"; [ -z "${CONTAINERSSH_K8S_ENV:-}" ] || tests/k8s/cluster.sh stop || true; }
 trap cleanup EXIT

@@ -8,13 +8,19 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::plugin::{default_cache_dir, PluginRuntime, PluginSettings};
 
-/// The plugin API this binary loads.
-pub const WIT: &str = include_str!("../../wit/v0.1/plugin.wit");
+/// The plugin API new plugins are built against (0.1 plugins still load).
+pub const WIT: &str = include_str!("../../wit/v0.2/plugin.wit");
+/// The first plugin API, for plugins built against it.
+pub const WIT_V0_1: &str = include_str!("../../wit/v0.1/plugin.wit");
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Print the plugin API (WIT) this gateway loads; generate bindings from it.
-    Wit,
+    /// Print the plugin API (WIT) to build new plugins against (0.2); generate bindings from it.
+    Wit {
+        /// Which version: 0.2 (the newest) or 0.1 (still loaded, for existing plugins).
+        #[arg(long, default_value = "0.2", value_parser = ["0.1", "0.2"])]
+        api: String,
+    },
     /// Check a compiled plugin: a component, with the imports and exports of its role; compiles
     /// it into the cache so the gateway's first start with it is fast.
     Check {
@@ -53,8 +59,8 @@ pub enum Role {
 
 pub fn main(command: PluginCommand) -> ExitCode {
     match command {
-        PluginCommand::Wit => {
-            print!("{WIT}");
+        PluginCommand::Wit { api } => {
+            print!("{}", if api == "0.1" { WIT_V0_1 } else { WIT });
             ExitCode::SUCCESS
         }
         PluginCommand::Check {
@@ -173,6 +179,10 @@ fn call(
         }
         AuthOutcome::Unsupported => {
             println!("unsupported: the plugin does not handle this method");
+            false
+        }
+        AuthOutcome::Unavailable(reason) => {
+            println!("unavailable: {reason}");
             false
         }
         AuthOutcome::Overloaded(o) => anyhow::bail!("{o}"),

@@ -108,8 +108,16 @@ fn plugin_wit_prints_the_api_this_gateway_loads() {
     let out = plugin_command(&["wit"]);
     assert!(out.status.success(), "{out:?}");
     let wit = text(&out.stdout);
-    assert!(wit.contains("package containerssh:plugin@0.1.0;"), "{wit}");
+    assert!(wit.contains("package containerssh:plugin@0.2.0;"), "{wit}");
     assert!(wit.contains("world authenticator-plugin"), "{wit}");
+    assert!(wit.contains("unavailable(string)"), "{wit}");
+    // The first version, for plugins built against it (they still load).
+    let out = plugin_command(&["wit", "--api", "0.1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("package containerssh:plugin@0.1.0;"),
+        "{out:?}"
+    );
 }
 
 #[test]

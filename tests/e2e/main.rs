@@ -13,6 +13,7 @@ mod cli;
 mod config_server;
 mod docker_options;
 mod flow;
+mod forwarding;
 mod kubernetes;
 mod lifecycle;
 mod logins;

@@ -353,3 +353,57 @@ fn authz_runs_after_login_and_can_refuse_or_rename() {
     assert_eq!(authz_calls.load(Ordering::SeqCst), 2);
     gw.assert_no_containers();
 }
+
+/// An auth server outage is no wrong password: 40 logins at once while it answers 503 are all
+/// denied, the log says the auth service is unavailable, nothing counts toward the rate limits,
+/// and once it is back the user logs in from the same address at once.
+#[test]
+fn an_auth_outage_denies_as_unavailable_and_locks_no_one_out() {
+    let (_dir, pki) = test_pki();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let inner = auth_handler();
+    let flag = down.clone();
+    let handler: Handler = Arc::new(move |path, body| {
+        if flag.load(Ordering::SeqCst) {
+            Answer::json(503, json!({"error": "maintenance"}))
+        } else {
+            inner(path, body)
+        }
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    // A tight failure limit: were outage denials counted, 40 of them would lock the user out.
+    let gw = Gateway::start_with_auth(
+        legacy_auth(&server, &pki, json!({"authTimeout": "1s", "pubkey": false})),
+        json!({"ssh": {"authRateLimit": {"maxFailuresPerIp": 3, "maxFailuresPerUser": 3}}}),
+    );
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            let mut c = gw.ssh_password(USER, PASSWORD);
+            c.arg(format!("echo in-{i}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().expect("ssh starts")
+        })
+        .collect();
+    for client in clients {
+        let out = client.wait_with_output().expect("ssh ends");
+        assert_eq!(out.status.code(), Some(255), "{out:?}");
+        assert!(!text(&out.stdout).contains("in-"), "{out:?}");
+    }
+    let log = gw.log_text();
+    let unavailable = log.matches("the auth service is unavailable").count();
+    assert!(unavailable >= 10, "{unavailable} unavailable lines:\n{log}");
+    assert!(!log.contains("too many recent failures"), "{log}");
+    assert!(!log.contains("\"authentication failed\""), "{log}");
+
+    down.store(false, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert_password_run(&gw, USER, PASSWORD, "echo back-in", "back-in\n");
+    eprintln!("first login after the outage: {:?}", started.elapsed());
+    assert!(
+        !gw.log_text().contains("too many recent failures"),
+        "{}",
+        gw.log_text()
+    );
+}

@@ -102,10 +102,31 @@ pub trait Workload: Send + Sync {
     /// Backend-specific id (container id).
     fn id(&self) -> &str;
     async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process>;
+    /// Where the forwarding helper is inside the workload, placing it there first if needed
+    /// (once per workload). Forwarded connections run it as a process (see `forward`).
+    async fn forwarding_helper(&self) -> Result<String, ForwardingUnavailable> {
+        Err(ForwardingUnavailable(
+            "this backend cannot forward connections yet".into(),
+        ))
+    }
     /// Removes the workload. Idempotent and single-flight: concurrent calls share one removal,
     /// later calls return at once once it is gone.
     async fn remove(&self);
 }
+
+/// Why a workload cannot carry forwarded connections (the channel is refused with this).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ForwardingUnavailable(pub String);
+
+/// The forwarding helper (`helper/`), built for this binary's own target by build.rs.
+pub static FORWARDING_HELPER: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/containerssh-helper"));
+
+/// Where the helper goes inside a container: its own directory, so that a volume can hold it
+/// when the root file system is read-only.
+pub const HELPER_DIR: &str = "/.containerssh";
+pub const HELPER_PATH: &str = "/.containerssh/helper";
 
 /// Signal names SSH defines (RFC 4254 §6.10) and their numbers on Linux.
 pub const SIGNALS: &[(&str, u32)] = &[

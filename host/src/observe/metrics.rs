@@ -17,6 +17,8 @@ pub enum AuthResult {
     RateLimited,
     /// The auth plugin had no free slot: nothing was checked, nothing counted as a failure.
     Overloaded,
+    /// A service the auth plugin depends on is down: nothing was checked.
+    Unavailable,
 }
 
 impl AuthResult {
@@ -29,6 +31,7 @@ impl AuthResult {
             AuthResult::Error => "error",
             AuthResult::RateLimited => "rate_limited",
             AuthResult::Overloaded => "overloaded",
+            AuthResult::Unavailable => "unavailable",
         }
     }
 }
@@ -42,6 +45,21 @@ struct AuthLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    /// `direct-tcpip` or `direct-streamlocal`.
+    kind: String,
+    /// `ok` (connected), `connect_failed` or `unavailable` (no helper, wrong execution mode).
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardBytesLabels {
+    kind: String,
+    /// `to_container` or `to_client`.
+    direction: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +90,8 @@ pub struct Metrics {
     backend_errors: Family<StageLabels, Counter>,
     /// Requests the security policy denied, by request type (the `stage` label).
     denied_requests: Family<StageLabels, Counter>,
+    forwards: Family<ForwardLabels, Counter>,
+    forward_bytes: Family<ForwardBytesLabels, Counter>,
     container_start: Histogram,
     first_byte: Histogram,
     plugin_call: Histogram,
@@ -128,6 +148,18 @@ impl Metrics {
             "SSH requests denied by the security policy, by request type",
             denied_requests.clone(),
         );
+        let forwards = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "forwards",
+            "Forwarded connections allowed by the policy, by kind and result",
+            forwards.clone(),
+        );
+        let forward_bytes = Family::<ForwardBytesLabels, Counter>::default();
+        registry.register(
+            "forward_bytes",
+            "Bytes carried by forwarded connections, by kind and direction",
+            forward_bytes.clone(),
+        );
         // 10 ms .. ~80 s
         let container_start = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
@@ -181,6 +213,8 @@ impl Metrics {
             auth,
             backend_errors,
             denied_requests,
+            forwards,
+            forward_bytes,
             container_start,
             first_byte,
             plugin_call,
@@ -244,6 +278,26 @@ impl Metrics {
         self.denied_requests
             .get_or_create(&StageLabels { stage: kind.into() })
             .inc();
+    }
+
+    pub fn forward(&self, kind: &str, result: &str) {
+        self.forwards
+            .get_or_create(&ForwardLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn forward_bytes(&self, kind: &str, to_container: u64, to_client: u64) {
+        for (direction, n) in [("to_container", to_container), ("to_client", to_client)] {
+            self.forward_bytes
+                .get_or_create(&ForwardBytesLabels {
+                    kind: kind.into(),
+                    direction: direction.into(),
+                })
+                .inc_by(n);
+        }
     }
 
     pub fn container_started(&self, elapsed: Duration) {

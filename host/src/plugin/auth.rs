@@ -6,14 +6,14 @@ use anyhow::Context;
 
 use super::guest_output::with_output;
 
-use crate::plugin::bindings::authenticator::AuthenticatorPluginPre;
-use crate::plugin::bindings::types_api as wit;
+use crate::plugin::bindings::{v0_1, v0_2};
+use crate::plugin::check::ApiVersion;
 use crate::plugin::engine::PluginRuntime;
 use crate::plugin::instance::{Overloaded, PluginCore};
 use crate::plugin::settings::PluginSettings;
 use crate::plugin::state::CallState;
 
-const AUTHENTICATOR_EXPORT: &str = "containerssh:plugin/authenticator@0.1.0";
+const AUTHENTICATOR_INTERFACE: &str = "authenticator";
 
 /// Largest answer (strings and files of a grant, in bytes) accepted from a plugin.
 pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -44,6 +44,9 @@ pub enum AuthOutcome {
     /// Wrong credentials; the reason is for the log only.
     Failure(String),
     Unsupported,
+    /// The plugin could not decide because a service it depends on is down (API 0.2): the
+    /// login is denied but it is no wrong guess (never counted toward rate limits).
+    Unavailable(String),
     /// The plugin had no free slot for this call: nothing was checked.
     Overloaded(Overloaded),
     /// The plugin trapped, timed out, ran out of memory or answered nonsense.
@@ -58,7 +61,13 @@ pub struct AuthenticatorPlugin {
 
 struct Inner {
     core: PluginCore,
-    pre: AuthenticatorPluginPre<CallState>,
+    pre: Pre,
+}
+
+/// The linked component, by the API version it was built against.
+enum Pre {
+    V0_1(v0_1::authenticator::AuthenticatorPluginPre<CallState>),
+    V0_2(v0_2::authenticator::AuthenticatorPluginPre<CallState>),
 }
 
 impl PluginRuntime {
@@ -68,10 +77,17 @@ impl PluginRuntime {
         name: &str,
         settings: &PluginSettings,
     ) -> anyhow::Result<AuthenticatorPlugin> {
-        let (core, pre) = self.prepare(name, settings, AUTHENTICATOR_EXPORT)?;
-        let pre = AuthenticatorPluginPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {}: not an authenticator", settings.plugin))?;
+        let (core, pre, version) = self.prepare(name, settings, AUTHENTICATOR_INTERFACE)?;
+        let pre = match version {
+            ApiVersion::V0_1 => {
+                v0_1::authenticator::AuthenticatorPluginPre::new(pre).map(Pre::V0_1)
+            }
+            ApiVersion::V0_2 => {
+                v0_2::authenticator::AuthenticatorPluginPre::new(pre).map(Pre::V0_2)
+            }
+        }
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("plugin {}: not an authenticator", settings.plugin))?;
         Ok(AuthenticatorPlugin {
             inner: Arc::new(Inner { core, pre }),
         })
@@ -164,33 +180,86 @@ impl AuthenticatorPlugin {
     ) -> anyhow::Result<AuthOutcome> {
         let inner = &self.inner;
         let mut store = inner.core.store(&conn.connection_id, None);
-        let instance = inner
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)
-            .context("cannot instantiate")?;
-        let api = instance.containerssh_plugin_authenticator();
-        let info = to_wit_info(conn);
-        let called = match call {
-            Call::Password(p) => api.call_password(&mut store, &info, p).await,
-            Call::PublicKey(k) => api.call_public_key(&mut store, &info, k).await,
-            Call::KeyboardInteractive(a) => {
-                api.call_keyboard_interactive(&mut store, &info, &a).await
-            }
-            Call::Authorize(g) => {
-                api.call_authorize(&mut store, &info, &to_wit_grant(g))
-                    .await
-            }
+        let called = match &inner.pre {
+            Pre::V0_1(pre) => call_v0_1(pre, &mut store, conn, call).await,
+            Pre::V0_2(pre) => call_v0_2(pre, &mut store, conn, call).await,
         };
         let last = store
             .data()
             .output
             .emit(&inner.core.name, &conn.connection_id);
-        let result = called
-            .map_err(|e| with_output(anyhow::Error::from(e).context("the plugin failed"), &last))?;
-        from_wit_result(result)
+        called.map_err(|e| with_output(e.context("the plugin failed"), &last))?
     }
+}
+
+/// One call of a plugin built against API 0.1; the answer is checked but not yet trusted.
+async fn call_v0_1(
+    pre: &v0_1::authenticator::AuthenticatorPluginPre<CallState>,
+    store: &mut wasmtime::Store<CallState>,
+    conn: &ConnectionInfo,
+    call: Call<'_>,
+) -> anyhow::Result<anyhow::Result<AuthOutcome>> {
+    use v0_1::types_api as wit;
+    let instance = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(anyhow::Error::from)
+        .context("cannot instantiate")?;
+    let api = instance.containerssh_plugin_authenticator();
+    let info = wire_v0_1::info(conn);
+    let result = match call {
+        Call::Password(p) => api.call_password(&mut *store, &info, p).await,
+        Call::PublicKey(k) => api.call_public_key(&mut *store, &info, k).await,
+        Call::KeyboardInteractive(a) => api.call_keyboard_interactive(&mut *store, &info, &a).await,
+        Call::Authorize(g) => {
+            api.call_authorize(&mut *store, &info, &wire_v0_1::grant(g))
+                .await
+        }
+    }?;
+    Ok(match result {
+        wit::AuthResult::Success(g) => wire_v0_1::from_grant(g).map(AuthOutcome::Success),
+        wit::AuthResult::Failure(reason) => Ok(AuthOutcome::Failure(bounded_reason(reason))),
+        wit::AuthResult::Unsupported => Ok(AuthOutcome::Unsupported),
+    })
+}
+
+/// One call of a plugin built against API 0.2 (no keyboard-interactive: unsupported).
+async fn call_v0_2(
+    pre: &v0_2::authenticator::AuthenticatorPluginPre<CallState>,
+    store: &mut wasmtime::Store<CallState>,
+    conn: &ConnectionInfo,
+    call: Call<'_>,
+) -> anyhow::Result<anyhow::Result<AuthOutcome>> {
+    use v0_2::types_api as wit;
+    let instance = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(anyhow::Error::from)
+        .context("cannot instantiate")?;
+    let api = instance.containerssh_plugin_authenticator();
+    let info = wire_v0_2::info(conn);
+    let result = match call {
+        Call::Password(p) => api.call_password(&mut *store, &info, p).await,
+        Call::PublicKey(k) => api.call_public_key(&mut *store, &info, k).await,
+        Call::KeyboardInteractive(_) => return Ok(Ok(AuthOutcome::Unsupported)),
+        Call::Authorize(g) => {
+            api.call_authorize(&mut *store, &info, &wire_v0_2::grant(g))
+                .await
+        }
+    }?;
+    Ok(match result {
+        wit::AuthResult::Success(g) => wire_v0_2::from_grant(g).map(AuthOutcome::Success),
+        wit::AuthResult::Failure(reason) => Ok(AuthOutcome::Failure(bounded_reason(reason))),
+        wit::AuthResult::Unsupported => Ok(AuthOutcome::Unsupported),
+        wit::AuthResult::Unavailable(reason) => {
+            Ok(AuthOutcome::Unavailable(bounded_reason(reason)))
+        }
+    })
+}
+
+fn bounded_reason(mut reason: String) -> String {
+    reason.truncate(reason.floor_char_boundary(512));
+    reason
 }
 
 /// The outcome of a call that failed: overloaded (no slot) or an error of the plugin.
@@ -201,27 +270,50 @@ fn failed(e: anyhow::Error) -> AuthOutcome {
     }
 }
 
-pub(crate) fn to_wit_info(c: &ConnectionInfo) -> wit::ConnectionInfo {
-    wit::ConnectionInfo {
-        connection_id: c.connection_id.clone(),
-        remote_address: c.remote_address.clone(),
-        client_version: c.client_version.clone(),
-        username: c.username.clone(),
-    }
+/// The wire types of each API version: the same records, generated once per version.
+macro_rules! wire_conversions {
+    ($module:ident, $types:path) => {
+        pub(crate) mod $module {
+            use super::{checked_grant, AuthGrant, ConnectionInfo};
+            use $types as wit;
+
+            pub fn info(c: &ConnectionInfo) -> wit::ConnectionInfo {
+                wit::ConnectionInfo {
+                    connection_id: c.connection_id.clone(),
+                    remote_address: c.remote_address.clone(),
+                    client_version: c.client_version.clone(),
+                    username: c.username.clone(),
+                }
+            }
+
+            pub fn grant(g: &AuthGrant) -> wit::AuthGrant {
+                wit::AuthGrant {
+                    authenticated_username: g.authenticated_username.clone(),
+                    metadata: g.metadata.clone(),
+                    environment: g.environment.clone(),
+                    files: g.files.clone(),
+                    sensitive: g.sensitive.clone(),
+                }
+            }
+
+            pub fn from_grant(g: wit::AuthGrant) -> anyhow::Result<AuthGrant> {
+                checked_grant(AuthGrant {
+                    authenticated_username: g.authenticated_username,
+                    metadata: g.metadata,
+                    environment: g.environment,
+                    files: g.files,
+                    sensitive: g.sensitive,
+                })
+            }
+        }
+    };
 }
 
-pub(crate) fn to_wit_grant(g: &AuthGrant) -> wit::AuthGrant {
-    wit::AuthGrant {
-        authenticated_username: g.authenticated_username.clone(),
-        metadata: g.metadata.clone(),
-        environment: g.environment.clone(),
-        files: g.files.clone(),
-        sensitive: g.sensitive.clone(),
-    }
-}
+wire_conversions!(wire_v0_1, crate::plugin::bindings::v0_1::types_api);
+wire_conversions!(wire_v0_2, crate::plugin::bindings::v0_2::types_api);
 
 /// A grant from a plugin, checked: bounded in size, with a user name.
-pub(crate) fn from_wit_grant(g: wit::AuthGrant) -> anyhow::Result<AuthGrant> {
+pub(crate) fn checked_grant(g: AuthGrant) -> anyhow::Result<AuthGrant> {
     let size = g.authenticated_username.len()
         + g.metadata
             .iter()
@@ -242,23 +334,5 @@ pub(crate) fn from_wit_grant(g: wit::AuthGrant) -> anyhow::Result<AuthGrant> {
     if g.authenticated_username.is_empty() {
         anyhow::bail!("the plugin granted access without a user name");
     }
-    Ok(AuthGrant {
-        authenticated_username: g.authenticated_username,
-        metadata: g.metadata,
-        environment: g.environment,
-        files: g.files,
-        sensitive: g.sensitive,
-    })
-}
-
-fn from_wit_result(r: wit::AuthResult) -> anyhow::Result<AuthOutcome> {
-    Ok(match r {
-        wit::AuthResult::Success(g) => AuthOutcome::Success(from_wit_grant(g)?),
-        wit::AuthResult::Failure(reason) => {
-            let mut reason = reason;
-            reason.truncate(reason.floor_char_boundary(512));
-            AuthOutcome::Failure(reason)
-        }
-        wit::AuthResult::Unsupported => AuthOutcome::Unsupported,
-    })
+    Ok(g)
 }

@@ -91,7 +91,12 @@ impl PluginRuntime {
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::plugin::bindings::authenticator::AuthenticatorPlugin::add_to_linker::<
+        // Every API version's host interfaces (distinct package versions, so no clash).
+        crate::plugin::bindings::v0_1::authenticator::AuthenticatorPlugin::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<CallState>,
+        >(&mut linker, |s| s)?;
+        crate::plugin::bindings::v0_2::authenticator::AuthenticatorPlugin::add_to_linker::<
             _,
             wasmtime::component::HasSelf<CallState>,
         >(&mut linker, |s| s)?;

@@ -6,21 +6,27 @@ use anyhow::Context;
 
 use super::guest_output::with_output;
 
-use crate::plugin::auth::to_wit_info;
-use crate::plugin::bindings::filter::exports::containerssh::plugin::request_filter as wit;
-use crate::plugin::bindings::filter::FilterPluginPre;
+use crate::plugin::auth::{wire_v0_1, wire_v0_2};
+use crate::plugin::bindings::{v0_1, v0_2};
+use crate::plugin::check::ApiVersion;
 use crate::plugin::engine::PluginRuntime;
 use crate::plugin::instance::PluginCore;
 use crate::plugin::settings::PluginSettings;
 use crate::plugin::state::CallState;
 use crate::plugin::ConnectionInfo;
 
-const FILTER_EXPORT: &str = "containerssh:plugin/request-filter@0.1.0";
+const FILTER_INTERFACE: &str = "request-filter";
 
 /// A loaded request-filter plugin; cheap to clone.
 #[derive(Clone)]
 pub struct FilterPlugin {
-    inner: Arc<(PluginCore, FilterPluginPre<CallState>)>,
+    inner: Arc<(PluginCore, Pre)>,
+}
+
+/// The linked component, by the API version it was built against.
+enum Pre {
+    V0_1(v0_1::filter::FilterPluginPre<CallState>),
+    V0_2(v0_2::filter::FilterPluginPre<CallState>),
 }
 
 /// A channel request as the filter sees it.
@@ -44,7 +50,20 @@ pub enum ChannelRequest {
     },
     X11,
     AgentForwarding,
-    TcpipForwarding(String),
+    /// `ssh -L` / `-D`: a connection to this host and port, made from inside the container.
+    DirectTcpip {
+        host: String,
+        port: u32,
+    },
+    /// `ssh -R`: a listener inside the container.
+    TcpipForward {
+        host: String,
+        port: u32,
+    },
+    /// A connection to this Unix socket inside the container.
+    DirectStreamlocal(String),
+    /// A listening Unix socket inside the container.
+    StreamlocalForward(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +84,13 @@ impl PluginRuntime {
         name: &str,
         settings: &PluginSettings,
     ) -> anyhow::Result<FilterPlugin> {
-        let (core, pre) = self.prepare(name, settings, FILTER_EXPORT)?;
-        let pre = FilterPluginPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {}: not a request filter", settings.plugin))?;
+        let (core, pre, version) = self.prepare(name, settings, FILTER_INTERFACE)?;
+        let pre = match version {
+            ApiVersion::V0_1 => v0_1::filter::FilterPluginPre::new(pre).map(Pre::V0_1),
+            ApiVersion::V0_2 => v0_2::filter::FilterPluginPre::new(pre).map(Pre::V0_2),
+        }
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("plugin {}: not a request filter", settings.plugin))?;
         Ok(FilterPlugin {
             inner: Arc::new((core, pre)),
         })
@@ -89,26 +111,63 @@ impl FilterPlugin {
         let result = core
             .run("filter", async {
                 let mut store = core.store(&conn.connection_id, config_json);
-                let instance = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .context("cannot instantiate")?;
-                let called = instance
-                    .containerssh_plugin_request_filter()
-                    .call_filter(&mut store, &to_wit_info(conn), session_id, &to_wit(request))
-                    .await;
+                let called = match pre {
+                    Pre::V0_1(pre) => {
+                        let Some(request) = v0_1_request(request) else {
+                            return Ok(Verdict::Deny(format!(
+                                "{} cannot be checked by this filter plugin (plugin API 0.1)",
+                                kind(request)
+                            )));
+                        };
+                        let instance = pre
+                            .instantiate_async(&mut store)
+                            .await
+                            .map_err(anyhow::Error::from)
+                            .context("cannot instantiate")?;
+                        instance
+                            .containerssh_plugin_request_filter()
+                            .call_filter(&mut store, &wire_v0_1::info(conn), session_id, &request)
+                            .await
+                            .map(|v| {
+                                use v0_1::filter::exports::containerssh::plugin::request_filter::Verdict as V;
+                                match v {
+                                    V::Allow => WireVerdict::Allow,
+                                    V::Deny(r) => WireVerdict::Deny(r),
+                                    V::RewriteCommand(c) => WireVerdict::RewriteCommand(c),
+                                }
+                            })
+                    }
+                    Pre::V0_2(pre) => {
+                        let instance = pre
+                            .instantiate_async(&mut store)
+                            .await
+                            .map_err(anyhow::Error::from)
+                            .context("cannot instantiate")?;
+                        instance
+                            .containerssh_plugin_request_filter()
+                            .call_filter(&mut store, &wire_v0_2::info(conn), session_id, &v0_2_request(request))
+                            .await
+                            .map(|v| {
+                                use v0_2::filter::exports::containerssh::plugin::request_filter::Verdict as V;
+                                match v {
+                                    V::Allow => WireVerdict::Allow,
+                                    V::Deny(r) => WireVerdict::Deny(r),
+                                    V::RewriteCommand(c) => WireVerdict::RewriteCommand(c),
+                                }
+                            })
+                    }
+                };
                 let last = store.data().output.emit(&core.name, &conn.connection_id);
                 let verdict = called.map_err(|e| {
                     with_output(anyhow::Error::from(e).context("the plugin failed"), &last)
                 })?;
                 Ok(match verdict {
-                    wit::Verdict::Allow => Verdict::Allow,
-                    wit::Verdict::Deny(reason) => Verdict::Deny(one_line(reason)),
-                    wit::Verdict::RewriteCommand(cmd) if cmd.len() <= MAX_VERDICT_BYTES => {
+                    WireVerdict::Allow => Verdict::Allow,
+                    WireVerdict::Deny(reason) => Verdict::Deny(one_line(reason)),
+                    WireVerdict::RewriteCommand(cmd) if cmd.len() <= MAX_VERDICT_BYTES => {
                         Verdict::RewriteCommand(cmd)
                     }
-                    wit::Verdict::RewriteCommand(_) => {
+                    WireVerdict::RewriteCommand(_) => {
                         anyhow::bail!(
                             "the plugin's command is longer than {MAX_VERDICT_BYTES} bytes"
                         )
@@ -140,7 +199,73 @@ fn one_line(reason: String) -> String {
     }
 }
 
-fn to_wit(r: &ChannelRequest) -> wit::ChannelRequest {
+/// A verdict off the wire, any version.
+enum WireVerdict {
+    Allow,
+    Deny(String),
+    RewriteCommand(String),
+}
+
+/// The request's type, for logs, metrics and denials.
+pub fn kind(request: &ChannelRequest) -> &'static str {
+    match request {
+        ChannelRequest::OpenSession(_) => "session",
+        ChannelRequest::Env(..) => "env",
+        ChannelRequest::Pty { .. } => "pty",
+        ChannelRequest::Shell => "shell",
+        ChannelRequest::Exec(_) => "exec",
+        ChannelRequest::Subsystem(_) => "subsystem",
+        ChannelRequest::Signal(_) => "signal",
+        ChannelRequest::WindowChange { .. } => "window-change",
+        ChannelRequest::X11 => "x11",
+        ChannelRequest::AgentForwarding => "agent",
+        ChannelRequest::DirectTcpip { .. } => "direct-tcpip",
+        ChannelRequest::TcpipForward { .. } => "tcpip-forward",
+        ChannelRequest::DirectStreamlocal(_) => "direct-streamlocal",
+        ChannelRequest::StreamlocalForward(_) => "streamlocal-forward",
+    }
+}
+
+/// A request as API 0.1 spells it; `None` for requests 0.1 has no case for. 0.1's
+/// `tcpip-forwarding` carried "host:port" and stands for `ssh -L`.
+fn v0_1_request(
+    r: &ChannelRequest,
+) -> Option<v0_1::filter::exports::containerssh::plugin::request_filter::ChannelRequest> {
+    use v0_1::filter::exports::containerssh::plugin::request_filter as wit;
+    Some(match r {
+        ChannelRequest::OpenSession(n) => wit::ChannelRequest::OpenSession(*n),
+        ChannelRequest::Env(k, v) => wit::ChannelRequest::Env((k.clone(), v.clone())),
+        ChannelRequest::Pty {
+            term,
+            columns,
+            rows,
+        } => wit::ChannelRequest::Pty(wit::PtyRequest {
+            term: term.clone(),
+            columns: *columns,
+            rows: *rows,
+        }),
+        ChannelRequest::Shell => wit::ChannelRequest::Shell,
+        ChannelRequest::Exec(c) => wit::ChannelRequest::Exec(c.clone()),
+        ChannelRequest::Subsystem(s) => wit::ChannelRequest::Subsystem(s.clone()),
+        ChannelRequest::Signal(s) => wit::ChannelRequest::Signal(s.clone()),
+        ChannelRequest::WindowChange { columns, rows } => {
+            wit::ChannelRequest::WindowChange((*columns, *rows))
+        }
+        ChannelRequest::X11 => wit::ChannelRequest::X11,
+        ChannelRequest::AgentForwarding => wit::ChannelRequest::AgentForwarding,
+        ChannelRequest::DirectTcpip { host, port } => {
+            wit::ChannelRequest::TcpipForwarding(format!("{host}:{port}"))
+        }
+        ChannelRequest::TcpipForward { .. }
+        | ChannelRequest::DirectStreamlocal(_)
+        | ChannelRequest::StreamlocalForward(_) => return None,
+    })
+}
+
+fn v0_2_request(
+    r: &ChannelRequest,
+) -> v0_2::filter::exports::containerssh::plugin::request_filter::ChannelRequest {
+    use v0_2::filter::exports::containerssh::plugin::request_filter as wit;
     match r {
         ChannelRequest::OpenSession(n) => wit::ChannelRequest::OpenSession(*n),
         ChannelRequest::Env(k, v) => wit::ChannelRequest::Env((k.clone(), v.clone())),
@@ -162,7 +287,20 @@ fn to_wit(r: &ChannelRequest) -> wit::ChannelRequest {
         }
         ChannelRequest::X11 => wit::ChannelRequest::X11,
         ChannelRequest::AgentForwarding => wit::ChannelRequest::AgentForwarding,
-        ChannelRequest::TcpipForwarding(s) => wit::ChannelRequest::TcpipForwarding(s.clone()),
+        ChannelRequest::DirectTcpip { host, port } => {
+            wit::ChannelRequest::DirectTcpip(wit::Endpoint {
+                host: host.clone(),
+                port: *port,
+            })
+        }
+        ChannelRequest::TcpipForward { host, port } => {
+            wit::ChannelRequest::TcpipForward(wit::Endpoint {
+                host: host.clone(),
+                port: *port,
+            })
+        }
+        ChannelRequest::DirectStreamlocal(p) => wit::ChannelRequest::DirectStreamlocal(p.clone()),
+        ChannelRequest::StreamlocalForward(p) => wit::ChannelRequest::StreamlocalForward(p.clone()),
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
-use crate::plugin::check::check_component;
+use crate::plugin::check::{check_component, ApiVersion};
 use crate::plugin::egress::{Egress, EgressHooks};
 use crate::plugin::engine::{PluginRuntime, EPOCH_TICK};
 use crate::plugin::settings::PluginSettings;
@@ -81,13 +81,14 @@ impl Drop for Waiting<'_> {
 
 impl PluginRuntime {
     /// Validates the settings, compiles (or loads from cache) the component, checks that it
-    /// exports `export` and imports nothing we do not provide, and links it.
+    /// exports `containerssh:plugin/{interface}` of a known API version and imports nothing we
+    /// do not provide, and links it.
     pub(crate) fn prepare(
         self: &Arc<Self>,
         name: &str,
         settings: &PluginSettings,
-        export: &str,
-    ) -> anyhow::Result<(PluginCore, InstancePre<CallState>)> {
+        interface: &str,
+    ) -> anyhow::Result<(PluginCore, InstancePre<CallState>, ApiVersion)> {
         let problems = settings.validate();
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));
@@ -97,7 +98,7 @@ impl PluginRuntime {
         let component = self
             .component(source)
             .with_context(|| format!("plugin {source}"))?;
-        check_component(&self.engine, &component, export)
+        let version = check_component(&self.engine, &component, interface)
             .with_context(|| format!("plugin {source}"))?;
         let pre = self
             .linker()?
@@ -106,7 +107,7 @@ impl PluginRuntime {
             .with_context(|| format!("plugin {source}: cannot link"))?;
         let egress = Egress::new(name, &settings.egress, settings.timeout, self.metrics())
             .with_context(|| format!("plugin {source}"))?;
-        tracing::info!(plugin = name, %source, elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+        tracing::info!(plugin = name, %source, api = %version, elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
         Ok((
             PluginCore {
                 runtime: self.clone(),
@@ -118,6 +119,7 @@ impl PluginRuntime {
                 queued: AtomicUsize::new(0),
             },
             pre,
+            version,
         ))
     }
 }

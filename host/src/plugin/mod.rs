@@ -10,6 +10,7 @@ mod engine;
 mod filter;
 mod guest_output;
 mod instance;
+mod password_hash;
 mod settings;
 mod state;
 pub mod tls;
@@ -17,7 +18,7 @@ pub mod tls;
 pub use auth::{AuthGrant, AuthOutcome, AuthenticatorPlugin, ConnectionInfo, Credentials};
 pub use config::{ConfigAnswer, ConfigPlugin};
 pub use engine::{default_cache_dir, PluginRuntime};
-pub use filter::{ChannelRequest, FilterPlugin, Verdict};
+pub use filter::{kind as request_kind, ChannelRequest, FilterPlugin, Verdict};
 pub use instance::{OverloadReason, Overloaded};
 pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
 

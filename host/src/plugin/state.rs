@@ -5,7 +5,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::plugin::bindings::host_api::{self, LogLevel};
+use crate::plugin::bindings::{v0_1, v0_2};
 use crate::plugin::egress::EgressHooks;
 use crate::plugin::guest_output::GuestOutput;
 
@@ -78,15 +78,11 @@ impl WasiHttpView for CallState {
     }
 }
 
-impl host_api::Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
+impl CallState {
+    fn log_line(&self, level: LogLevel, message: String) {
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+            message.truncate(message.floor_char_boundary(MAX_LOG_LINE));
         }
         let (plugin, cid) = (&self.plugin, &self.connection_id);
         match level {
@@ -97,10 +93,109 @@ impl host_api::Host for CallState {
             LogLevel::Error => tracing::error!(plugin, connection_id = cid, "{message}"),
         }
     }
+}
+
+/// The log levels of every API version, as one.
+#[derive(Clone, Copy)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl v0_1::host_api::Host for CallState {
+    fn log(&mut self, level: v0_1::types_api::LogLevel, message: String) {
+        use v0_1::types_api::LogLevel as L;
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        self.log_line(level, message);
+    }
 
     fn plugin_config(&mut self) -> String {
         self.config_json.clone()
     }
 }
 
-impl crate::plugin::bindings::types_api::Host for CallState {}
+impl v0_1::types_api::Host for CallState {}
+
+impl v0_2::host_api::Host for CallState {
+    fn log(&mut self, level: v0_2::types_api::LogLevel, message: String) {
+        use v0_2::types_api::LogLevel as L;
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        self.log_line(level, message);
+    }
+
+    fn plugin_config(&mut self) -> String {
+        self.config_json.clone()
+    }
+
+    fn config_get(&mut self, key: String) -> Option<String> {
+        config_get(&self.config_json, &key)
+    }
+}
+
+impl v0_2::types_api::Host for CallState {}
+
+impl v0_2::password_hash_api::Host for CallState {
+    async fn verify(&mut self, hash: String, password: Vec<u8>) -> Result<bool, String> {
+        crate::plugin::password_hash::verify(hash, password).await
+    }
+}
+
+/// One value of a JSON document by dotted path ("users.alice.password", "hosts.0"): strings as
+/// they are, other values as JSON text, `None` for a missing path or null.
+pub fn config_get(config_json: &str, key: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(config_json).ok()?;
+    for part in key.split('.') {
+        value = match value {
+            serde_json::Value::Object(mut map) => map.remove(part)?,
+            serde_json::Value::Array(mut list) => {
+                let index: usize = part.parse().ok()?;
+                if index >= list.len() {
+                    return None;
+                }
+                list.swap_remove(index)
+            }
+            _ => return None,
+        };
+    }
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_get;
+
+    #[test]
+    fn config_get_walks_objects_and_lists() {
+        let json = r#"{"users": {"alice": {"password": "$2b$x", "uid": 1000}}, "hosts": ["a", "b"], "n": null}"#;
+        assert_eq!(
+            config_get(json, "users.alice.password").as_deref(),
+            Some("$2b$x")
+        );
+        assert_eq!(config_get(json, "users.alice.uid").as_deref(), Some("1000"));
+        assert_eq!(config_get(json, "hosts.1").as_deref(), Some("b"));
+        assert_eq!(config_get(json, "hosts").as_deref(), Some(r#"["a","b"]"#));
+        assert_eq!(config_get(json, "hosts.2"), None);
+        assert_eq!(config_get(json, "n"), None);
+        assert_eq!(config_get(json, "users.bob"), None);
+        assert_eq!(config_get("not json", "a"), None);
+    }
+}

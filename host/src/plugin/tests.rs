@@ -137,7 +137,7 @@ fn components_are_checked_when_loaded() {
             .expect("rejected")
     );
     assert!(
-        err.contains("does not export containerssh:plugin/authenticator@0.1.0"),
+        err.contains("does not export containerssh:plugin/authenticator@0.2.0 or @0.1.0"),
         "{err}"
     );
     let sneaky = wat_plugin(
@@ -221,7 +221,7 @@ fn core(slots: u32, queued: u32, queue_timeout_ms: u64, timeout_ms: u64) -> inst
     }))
     .expect("settings");
     runtime()
-        .prepare("auth", &s, "containerssh:plugin/authenticator@0.1.0")
+        .prepare("auth", &s, "authenticator")
         .expect("loads")
         .0
 }
@@ -311,4 +311,82 @@ fn default_concurrency_follows_what_the_plugin_can_do() {
     assert_eq!(s.concurrency(), 32);
     s.max_concurrency = Some(5);
     assert_eq!(s.concurrency(), 5);
+}
+
+/// A plugin built against plugin API 0.1 (tests/plugins/legacy-v01, straight from the frozen
+/// wit/v0.1) loads beside the 0.2 built-ins and answers every call.
+#[tokio::test]
+async fn a_plugin_built_against_api_0_1_still_loads_and_answers() {
+    let wasm = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-plugins/legacy-v01.wasm");
+    let s: PluginSettings = serde_json::from_value(json!({
+        "plugin": wasm.to_string_lossy(),
+        "config": {"password": "from-config"}
+    }))
+    .expect("settings");
+    let runtime = runtime();
+    let legacy = runtime.load_authenticator("legacy", &s).expect("0.1 loads");
+    match legacy.password(&conn("legacy"), b"from-config").await {
+        AuthOutcome::Success(g) => {
+            assert_eq!(g.metadata, vec![("api".to_string(), "0.1".to_string())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        legacy.password(&conn("legacy"), b"legacy-pass").await,
+        AuthOutcome::Failure(_)
+    ));
+    assert!(matches!(
+        legacy.public_key(&conn("legacy"), KEY).await,
+        AuthOutcome::Unsupported
+    ));
+    assert!(matches!(
+        legacy
+            .keyboard_interactive(&conn("legacy"), vec!["x".into()])
+            .await,
+        AuthOutcome::Unsupported
+    ));
+    // The 0.2 built-in loads in the same runtime.
+    let current = runtime
+        .load_authenticator("auth", &settings(json!({"users": {}})))
+        .expect("0.2 loads");
+    assert!(matches!(
+        current.password(&conn("legacy"), b"from-config").await,
+        AuthOutcome::Failure(_)
+    ));
+    // A 0.2 plugin answers keyboard-interactive as unsupported (0.2 has no such call).
+    assert!(matches!(
+        current.keyboard_interactive(&conn("x"), Vec::new()).await,
+        AuthOutcome::Unsupported
+    ));
+}
+
+/// static-users checks SHA-crypt hashes too: the gateway verifies natively (API 0.2's
+/// password-hash import), so every scheme the host knows works in the plugin.
+#[tokio::test]
+async fn static_users_checks_hashes_through_the_host() {
+    let sha512 =
+        sha_crypt::sha512_simple("pw", &sha_crypt::Sha512Params::new(5000).expect("params"))
+            .expect("hash");
+    let plugin = runtime()
+        .load_authenticator(
+            "auth",
+            &settings(json!({"users": {
+                "carol": {"password": sha512},
+                "dave": {"password": "$2b$10$not-a-real-hash"}
+            }})),
+        )
+        .expect("loads");
+    assert!(matches!(
+        plugin.password(&conn("carol"), b"pw").await,
+        AuthOutcome::Success(_)
+    ));
+    assert!(matches!(
+        plugin.password(&conn("carol"), b"px").await,
+        AuthOutcome::Failure(_)
+    ));
+    match plugin.password(&conn("dave"), b"pw").await {
+        AuthOutcome::Failure(reason) => assert!(reason.contains("bcrypt"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }

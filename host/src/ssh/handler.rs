@@ -13,6 +13,7 @@ use crate::config::MAX_AUTH_ATTEMPTS;
 use crate::plugin::{ChannelRequest, Verdict};
 use crate::ssh::channel::{self, sig_to_name, ChannelControls, ChannelTask, SignalDropped};
 use crate::ssh::connection::Connection;
+use crate::ssh::forward;
 
 mod login;
 mod policy;
@@ -141,6 +142,41 @@ impl SshHandler {
 
     /// Forgets channels whose task has ended. russh reports no close for a channel the
     /// gateway closed itself, so this is how finished sessions stop counting.
+    /// A forwarded connection: the policy decides, then a task connects it from inside the
+    /// container and answers the open request.
+    async fn open_forward(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        target: forward::Target,
+        request: ChannelRequest,
+        originator: String,
+        session: &mut Session,
+    ) {
+        if !self.conn.is_authenticated() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let verdict = self.judge(None, 0, request, session).await;
+        self.conn.audit_written().await;
+        if !matches!(verdict, Verdict::Allow) {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let task = forward::ForwardTask {
+            conn: self.conn.clone(),
+            channel,
+            reply,
+            target,
+            originator,
+        };
+        self.conn.spawn(task.run());
+    }
+
     fn forget_finished_channels(&mut self) {
         self.channels.retain(|_, state| !state.controls.finished());
     }
@@ -278,6 +314,44 @@ impl russh::server::Handler for SshHandler {
             session: session_no,
         };
         self.conn.spawn(task.run());
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let target = forward::Target::Tcp {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+        };
+        let request = ChannelRequest::DirectTcpip {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+        };
+        let originator = format!("{originator_address}:{originator_port}");
+        self.open_forward(channel, reply, target, request, originator, session)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let target = forward::Target::Unix(socket_path.to_string());
+        let request = ChannelRequest::DirectStreamlocal(socket_path.to_string());
+        self.open_forward(channel, reply, target, request, String::new(), session)
+            .await;
         Ok(())
     }
 

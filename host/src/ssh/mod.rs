@@ -2,6 +2,7 @@
 mod algorithms;
 mod channel;
 mod connection;
+mod forward;
 mod handler;
 mod hostkey;
 mod limits;

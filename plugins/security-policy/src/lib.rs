@@ -26,12 +26,12 @@
 //!   signal:
 //!     mode: filter                # names with or without "SIG", any case
 //!     allow: [INT, TERM]
-//!   forwarding:                   # each absent mode = disable ("" = defaultMode)
-//!     forwardingMode: disable     # tcpip (port) forwarding
+//!   forwarding:                   # absent or "" = disable, whatever defaultMode says
+//!     forwardingMode: disable     # ssh -L / -D (direct-tcpip)
+//!     reverseForwardingMode: disable  # ssh -R (tcpip-forward)
+//!     socketForwardingMode: disable   # direct-streamlocal
+//!     socketListenMode: disable   # streamlocal-forward and agent forwarding
 //!     x11ForwardingMode: disable  # X11
-//!     socketListenMode: disable   # agent forwarding
-//!     reverseForwardingMode: disable
-//!     socketForwardingMode: disable
 //!   maxSessions: 10               # concurrent session channels; -1 or absent = unlimited
 //! ```
 //!
@@ -80,7 +80,10 @@ fn kind(request: &ChannelRequest) -> &'static str {
         ChannelRequest::WindowChange(_) => "window-change",
         ChannelRequest::X11 => "x11",
         ChannelRequest::AgentForwarding => "agent-forwarding",
-        ChannelRequest::TcpipForwarding(_) => "tcpip-forwarding",
+        ChannelRequest::DirectTcpip(_) => "direct-tcpip",
+        ChannelRequest::TcpipForward(_) => "tcpip-forward",
+        ChannelRequest::DirectStreamlocal(_) => "direct-streamlocal",
+        ChannelRequest::StreamlocalForward(_) => "streamlocal-forward",
     }
 }
 

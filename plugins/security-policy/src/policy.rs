@@ -85,22 +85,23 @@ pub struct ListSection {
     pub deny: Vec<String>,
 }
 
-/// `forwarding`. Unlike every other mode these default to `disable` when absent or `null`
-/// (ContainerSSH's `default:"disable"` tags); an explicit `""` falls back to `defaultMode`.
+/// `forwarding`. Unlike every other mode these are `disable` when absent, `null` or `""`
+/// (ContainerSSH's `default:"disable"` tags): zero-filled answers from ContainerSSH's Go library
+/// carry `""` for every mode, and that must never turn forwarding on, whatever `defaultMode` is.
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardingSection {
-    /// Accepted and validated, but consulted by no request: the gateway offers no reverse
-    /// (`tcpip-forward`) port forwarding.
+    /// `tcpip-forward` requests (`ssh -R`: a listener in the container).
     #[serde(default)]
     pub reverse_forwarding_mode: Option<Mode>,
-    /// `tcpip-forwarding` requests (client → container port forwarding).
+    /// `direct-tcpip` requests (`ssh -L` and `-D`: connections made from the container).
     #[serde(default)]
     pub forwarding_mode: Option<Mode>,
-    /// Accepted and validated, but consulted by no request (no `direct-streamlocal` support).
+    /// `direct-streamlocal` requests (connections to a Unix socket in the container).
     #[serde(default)]
     pub socket_forwarding_mode: Option<Mode>,
-    /// `agent-forwarding` requests; see [`Policy::decide`] for why this key.
+    /// `streamlocal-forward` (a listening Unix socket in the container) and agent forwarding;
+    /// see [`Policy::decide`] for why this key.
     #[serde(default)]
     pub socket_listen_mode: Option<Mode>,
     /// `x11` requests.
@@ -196,9 +197,12 @@ impl Policy {
         }
     }
 
-    /// A forwarding mode: absent means `disable`, `""` means `defaultMode`.
+    /// A forwarding mode: absent and `""` mean `disable` (never `defaultMode`).
     fn resolve_forwarding(&self, own: Option<Mode>) -> Mode {
-        self.resolve(own.unwrap_or(Mode::Disable))
+        match own {
+            None | Some(Mode::Unconfigured) => Mode::Disable,
+            Some(mode) => mode,
+        }
     }
 
     /// The verdict on one channel request.
@@ -276,9 +280,24 @@ impl Policy {
                 String::new(),
             ),
             // ContainerSSH does not support filtering forwarding: `filter` refuses it.
-            ChannelRequest::TcpipForwarding(_) => deny_unless(
+            ChannelRequest::DirectTcpip(_) => deny_unless(
                 flag(self.resolve_forwarding(self.forwarding.forwarding_mode)),
                 "port forwarding is disabled by the security policy",
+                String::new(),
+            ),
+            ChannelRequest::TcpipForward(_) => deny_unless(
+                flag(self.resolve_forwarding(self.forwarding.reverse_forwarding_mode)),
+                "reverse port forwarding is disabled by the security policy",
+                String::new(),
+            ),
+            ChannelRequest::DirectStreamlocal(_) => deny_unless(
+                flag(self.resolve_forwarding(self.forwarding.socket_forwarding_mode)),
+                "socket forwarding is disabled by the security policy",
+                String::new(),
+            ),
+            ChannelRequest::StreamlocalForward(_) => deny_unless(
+                flag(self.resolve_forwarding(self.forwarding.socket_listen_mode)),
+                "listening on sockets is disabled by the security policy",
                 String::new(),
             ),
         }

@@ -1,5 +1,6 @@
-//! The quick-start auth plugin: users with password hashes (bcrypt or argon2) and authorized
-//! keys, all from the plugin's own config. Plain-text passwords are refused.
+//! The quick-start auth plugin: users with password hashes (bcrypt, argon2id or SHA-crypt,
+//! checked natively by the gateway) and authorized keys, all from the plugin's own config.
+//! Plain-text passwords are refused.
 use std::collections::BTreeMap;
 
 use containerssh_plugin_sdk::auth::*;
@@ -14,7 +15,7 @@ pub struct Config {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct User {
-    /// A bcrypt (`$2b$...`) or argon2 (`$argon2id$...`) hash.
+    /// A bcrypt (`$2b$...`), argon2id (`$argon2id$...`) or SHA-crypt (`$5$`, `$6$`) hash.
     #[serde(default)]
     pub password: Option<String>,
     /// Public keys in authorized_keys form ("ssh-ed25519 AAAA... comment").
@@ -37,7 +38,16 @@ impl User {
     }
 }
 
-/// Checks `password` against a bcrypt or argon2 hash. Anything else is a configuration error.
+/// Checks `password` against a bcrypt, argon2id or SHA-crypt hash, natively in the gateway
+/// (plugin API 0.2's password-hash import). Anything else is a configuration error.
+#[cfg(target_arch = "wasm32")]
+pub fn password_matches(hash: &str, password: &[u8]) -> Result<bool, String> {
+    verify_password(hash, password)
+}
+
+/// The same check in-process, for unit tests on the build machine (the host import exists
+/// only inside the gateway).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn password_matches(hash: &str, password: &[u8]) -> Result<bool, String> {
     if hash.starts_with("$2") {
         bcrypt::verify(password, hash).map_err(|e| format!("bad bcrypt hash: {e}"))

@@ -40,7 +40,8 @@ pub struct Config {
 fn config() -> Result<Config, AuthResult> {
     plugin_config::<Config>().map_err(|e| {
         log(LogLevel::Error, &e);
-        AuthResult::Failure(e)
+        // A broken plugin configuration is no wrong password.
+        AuthResult::Unavailable(e)
     })
 }
 
@@ -72,7 +73,9 @@ fn ask(
                 LogLevel::Error,
                 &format!("auth server request {path} {kind}: {e}"),
             );
-            return AuthResult::Failure(format!("auth server unavailable: {e}"));
+            // Unreachable, timing out, 5xx, TLS failures: the login is denied, but it is no
+            // wrong guess, and the gateway's log says the auth service is down.
+            return AuthResult::Unavailable(format!("auth server {kind}: {e}"));
         }
     };
     if answer.get("success") != Some(&json!(true)) {
@@ -84,7 +87,7 @@ fn ask(
             LogLevel::Error,
             &format!("auth server answer to {path} is malformed: {e}"),
         );
-        return AuthResult::Failure(format!("malformed auth server answer: {e}"));
+        return AuthResult::Unavailable(format!("malformed auth server answer: {e}"));
     }
     AuthResult::Success(grant)
 }

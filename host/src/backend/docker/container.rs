@@ -167,8 +167,22 @@ pub fn host_config(exec: &Execution) -> HostConfig {
         privileged: h.privileged,
         // The gateway removes containers itself so it can log failures; auto-remove would race.
         auto_remove: Some(false),
+        mounts: helper_volume(exec).then(|| {
+            vec![bollard::models::Mount {
+                target: Some(crate::backend::HELPER_DIR.into()),
+                typ: Some(bollard::models::MountType::VOLUME),
+                ..Default::default()
+            }]
+        }),
         ..Default::default()
     }
+}
+
+/// Whether the container gets an anonymous volume for the forwarding helper: only when its root
+/// file system is read-only (otherwise the helper goes onto it, when first needed). The volume
+/// is removed with the container.
+pub fn helper_volume(exec: &Execution) -> bool {
+    exec.host.readonly_rootfs == Some(true)
 }
 
 /// Ids of containers carrying this gateway instance's labels (running or not).

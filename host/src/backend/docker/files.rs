@@ -56,6 +56,45 @@ fn archive(files: &[(String, Vec<u8>)], (uid, gid): (u64, u64)) -> anyhow::Resul
     tar.into_inner().context("cannot finish the archive")
 }
 
+/// Places the forwarding helper at `HELPER_PATH`: into the helper volume when the container
+/// has one (read-only root file system), else onto the root file system. Mode 0755, owned by
+/// root, so the container's user can run it but not change it.
+pub async fn place_helper(docker: &Docker, id: &str, in_volume: bool) -> anyhow::Result<()> {
+    use crate::backend::{FORWARDING_HELPER, HELPER_DIR};
+    let mut tar = tar::Builder::new(Vec::new());
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (path, file) = if in_volume {
+        (HELPER_DIR.to_string(), "helper")
+    } else {
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        dir.set_mtime(mtime);
+        tar.append_data(&mut dir, ".containerssh/", std::io::empty())
+            .context("cannot archive the helper directory")?;
+        ("/".to_string(), ".containerssh/helper")
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_size(FORWARDING_HELPER.len() as u64);
+    header.set_mode(0o755);
+    header.set_mtime(mtime);
+    tar.append_data(&mut header, file, FORWARDING_HELPER)
+        .context("cannot archive the helper")?;
+    let archive = tar.into_inner().context("cannot finish the archive")?;
+    let options = bollard::query_parameters::UploadToContainerOptions {
+        path,
+        ..Default::default()
+    };
+    docker
+        .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
+        .await
+        .context("cannot place the forwarding helper in the container")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

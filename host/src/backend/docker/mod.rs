@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub use container::host_config;
 
 use crate::backend::pool::WarmPool;
-use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
+use crate::backend::{
+    ForwardingUnavailable, LiveSet, Process, ProcessSpec, Workload, WorkloadOwner,
+};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
 use crate::observe::Metrics;
 
@@ -224,6 +226,8 @@ impl DockerBackend {
             user: exec.container.user.clone(),
             connection_id: owner.connection_id.clone(),
             gone: AtomicBool::new(false),
+            helper_volume: container::helper_volume(exec),
+            helper: tokio::sync::OnceCell::new(),
         });
         let start = async {
             files::place(
@@ -312,6 +316,10 @@ pub struct DockerWorkload {
     connection_id: String,
     /// Set once the container is known to be gone: later removals return at once.
     gone: AtomicBool,
+    /// Whether the forwarding helper goes into its own volume (read-only root file system).
+    helper_volume: bool,
+    /// Set once the forwarding helper is in place.
+    helper: tokio::sync::OnceCell<()>,
 }
 
 #[async_trait]
@@ -335,6 +343,19 @@ impl Workload for DockerWorkload {
         )
         .await
         .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))?
+    }
+
+    async fn forwarding_helper(&self) -> Result<String, ForwardingUnavailable> {
+        let docker = &self.backend.docker;
+        self.helper
+            .get_or_try_init(|| files::place_helper(docker, &self.id, self.helper_volume))
+            .await
+            .map_err(|e| {
+                tracing::error!(connection_id = %self.connection_id, container = %short(&self.id),
+                    error = format!("{e:#}"), "cannot place the forwarding helper");
+                ForwardingUnavailable(format!("{e:#}"))
+            })?;
+        Ok(crate::backend::HELPER_PATH.to_string())
     }
 
     async fn remove(&self) {

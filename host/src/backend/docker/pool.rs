@@ -100,6 +100,8 @@ impl DockerBackend {
             user: execution.container.user.clone(),
             connection_id: owner.connection_id.clone(),
             gone: AtomicBool::new(false),
+            helper_volume: super::container::helper_volume(execution),
+            helper: tokio::sync::OnceCell::new(),
         });
         let name = match owner.session {
             Some(s) => format!("containerssh-{}-{s}", owner.connection_id),

@@ -61,6 +61,7 @@ impl SshHandler {
             AuthOutcome::Failure(_) => AuthResult::Failure,
             AuthOutcome::Unsupported => AuthResult::Unsupported,
             AuthOutcome::Overloaded(_) => AuthResult::Overloaded,
+            AuthOutcome::Unavailable(_) => AuthResult::Unavailable,
             AuthOutcome::Error(_) => AuthResult::Error,
         };
         self.conn.gateway.metrics.auth_attempt(method, metric);
@@ -116,6 +117,11 @@ impl SshHandler {
             AuthOutcome::Overloaded(e) => {
                 tracing::warn!(connection_id = %self.cid(), user, method, reason = e.why.label(), error = %e,
                     "authentication not checked: the auth plugin is overloaded; this attempt fails but does not count as a failed login");
+                Auth::reject()
+            }
+            AuthOutcome::Unavailable(reason) => {
+                tracing::error!(connection_id = %self.cid(), user, method, %reason,
+                    "authentication not checked: the auth service is unavailable; this attempt fails but does not count as a failed login");
                 Auth::reject()
             }
             AuthOutcome::Error(e) => {

@@ -4,7 +4,7 @@ use russh::server::Session;
 use russh::ChannelId;
 
 use super::SshHandler;
-use crate::plugin::{ChannelRequest, Verdict};
+use crate::plugin::{request_kind as kind, ChannelRequest, Verdict};
 
 impl SshHandler {
     /// The filter's verdict on `request`; `channel` is where a denial's reason is written.
@@ -102,7 +102,13 @@ fn audit_fields(session: u32, request: &ChannelRequest, verdict: &Verdict) -> se
         ChannelRequest::Subsystem(name) => json!({"name": name}),
         ChannelRequest::Signal(name) => json!({"signal": name}),
         ChannelRequest::WindowChange { columns, rows } => json!({"columns": columns, "rows": rows}),
-        ChannelRequest::TcpipForwarding(address) => json!({"address": address}),
+        ChannelRequest::DirectTcpip { host, port }
+        | ChannelRequest::TcpipForward { host, port } => {
+            json!({"host": host, "port": port})
+        }
+        ChannelRequest::DirectStreamlocal(path) | ChannelRequest::StreamlocalForward(path) => {
+            json!({"path": path})
+        }
         ChannelRequest::Shell | ChannelRequest::X11 | ChannelRequest::AgentForwarding => json!({}),
     };
     let outcome = match verdict {
@@ -119,21 +125,4 @@ fn audit_fields(session: u32, request: &ChannelRequest, verdict: &Verdict) -> se
         f.extend(o.clone());
     }
     fields
-}
-
-/// The request's type, for logs and metrics.
-fn kind(request: &ChannelRequest) -> &'static str {
-    match request {
-        ChannelRequest::OpenSession(_) => "session",
-        ChannelRequest::Env(..) => "env",
-        ChannelRequest::Pty { .. } => "pty",
-        ChannelRequest::Shell => "shell",
-        ChannelRequest::Exec(_) => "exec",
-        ChannelRequest::Subsystem(_) => "subsystem",
-        ChannelRequest::Signal(_) => "signal",
-        ChannelRequest::WindowChange { .. } => "window-change",
-        ChannelRequest::X11 => "x11",
-        ChannelRequest::AgentForwarding => "agent",
-        ChannelRequest::TcpipForwarding(_) => "tcpip-forward",
-    }
 }

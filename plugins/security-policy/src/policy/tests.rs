@@ -1,6 +1,6 @@
 //! The policy, request by request. Section-specific tests are in `sections.rs`.
 use super::*;
-use containerssh_plugin_sdk::filter::PtyRequest;
+use containerssh_plugin_sdk::filter::{Endpoint, PtyRequest};
 
 mod sections;
 
@@ -69,7 +69,10 @@ fn signal(name: &str) -> ChannelRequest {
 }
 
 fn tcpip() -> ChannelRequest {
-    ChannelRequest::TcpipForwarding("example.com:80".into())
+    ChannelRequest::DirectTcpip(Endpoint {
+        host: "example.com".into(),
+        port: 80,
+    })
 }
 
 #[test]
@@ -195,15 +198,31 @@ fn default_mode_applies_to_unset_sections() {
 }
 
 #[test]
-fn forwarding_modes_default_to_disable_but_empty_falls_back() {
+fn forwarding_modes_absent_or_empty_are_disable() {
     // Absent: disable, even with defaultMode enable.
     assert!(!allowed(r#"{"defaultMode": "enable"}"#, tcpip()));
-    // Explicit "": defaultMode.
-    let json = r#"{"defaultMode": "enable", "forwarding": {"forwardingMode": "", "x11ForwardingMode": "", "socketListenMode": ""}}"#;
-    assert!(allowed(json, tcpip()));
-    assert!(allowed(json, ChannelRequest::X11));
-    assert!(allowed(json, ChannelRequest::AgentForwarding));
-    assert!(allowed(
+    // "" (every mode of a zero-filled answer from ContainerSSH's Go library): disable too,
+    // whatever defaultMode says.
+    let json = r#"{"defaultMode": "enable", "forwarding": {"forwardingMode": "", "reverseForwardingMode": "", "socketForwardingMode": "", "x11ForwardingMode": "", "socketListenMode": ""}}"#;
+    assert!(!allowed(json, tcpip()));
+    assert!(!allowed(json, ChannelRequest::X11));
+    assert!(!allowed(json, ChannelRequest::AgentForwarding));
+    assert!(!allowed(
+        json,
+        ChannelRequest::StreamlocalForward("/tmp/s".into())
+    ));
+    assert!(!allowed(
+        json,
+        ChannelRequest::DirectStreamlocal("/tmp/s".into())
+    ));
+    assert!(!allowed(
+        json,
+        ChannelRequest::TcpipForward(Endpoint {
+            host: "localhost".into(),
+            port: 8080
+        })
+    ));
+    assert!(!allowed(
         r#"{"forwarding": {"forwardingMode": ""}}"#,
         tcpip()
     ));
@@ -264,6 +283,23 @@ fn forwarding_sections() {
     assert!(allowed(x11_only, ChannelRequest::X11));
     assert!(!allowed(x11_only, tcpip()));
     assert!(!allowed(x11_only, ChannelRequest::AgentForwarding));
+    assert!(allowed(
+        x11_only,
+        ChannelRequest::DirectStreamlocal("/run/s".into())
+    ));
+    assert!(!allowed(
+        x11_only,
+        ChannelRequest::StreamlocalForward("/run/s".into())
+    ));
+    let reverse = ChannelRequest::TcpipForward(Endpoint {
+        host: "localhost".into(),
+        port: 9000,
+    });
+    assert!(allowed(x11_only, reverse.clone()));
+    assert_eq!(
+        denial(on, reverse),
+        "reverse port forwarding is disabled by the security policy"
+    );
 }
 
 #[test]
