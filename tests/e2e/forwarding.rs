@@ -289,7 +289,7 @@ fn a_read_only_non_root_container_forwards_tcp_and_unix_sockets_both_ways() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let local_socket = dir.path().join("echo.sock");
-    let local = free_port();
+    let (local, count) = (free_port(), free_port());
     let ssh = spawn_with_forwards(
         &gw,
         &[
@@ -299,8 +299,10 @@ fn a_read_only_non_root_container_forwards_tcp_and_unix_sockets_both_ways() {
             format!("{local}:127.0.0.1:9000"),
             "-L".into(),
             format!("{}:/tmp/echo.sock", local_socket.display()),
+            "-L".into(),
+            format!("{count}:127.0.0.1:9001"),
         ],
-        "socat UNIX-LISTEN:/tmp/echo.sock,fork EXEC:cat & exec socat TCP-LISTEN:9000,bind=127.0.0.1,reuseaddr,fork EXEC:cat",
+        "socat UNIX-LISTEN:/tmp/echo.sock,fork EXEC:cat & socat TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork 'EXEC:wc -c' & exec socat TCP-LISTEN:9000,bind=127.0.0.1,reuseaddr,fork EXEC:cat",
     );
     let len = 8 << 20;
     eventually("the TCP echo server", &gw, || {
@@ -328,6 +330,15 @@ fn a_read_only_non_root_container_forwards_tcp_and_unix_sockets_both_ways() {
     let (sent, received, got) = echo_round_trip(s, clone, len);
     assert_eq!(got, len);
     assert_eq!(sent, received, "Unix-socket echo differs");
+    // The client's EOF reaches the program exactly: `wc -c` answers only once its input ends.
+    let mut s = TcpStream::connect(("127.0.0.1", count)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(&vec![b'x'; 300_000]).expect("send");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("the count");
+    assert_eq!(answer.trim(), "300000");
     let log = gw.log_text();
     assert!(log.contains("direct-streamlocal"), "{log}");
     stop(ssh);

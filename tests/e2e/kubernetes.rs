@@ -689,3 +689,68 @@ fn a_zero_filled_go_answer_picks_the_pod() {
     assert_eq!(server.requests().len(), 1);
     assert_no_pods(c, &gw);
 }
+
+/// `ssh -L` into a pod through the API server's port-forward (no helper in the image): an exec
+/// starts a server on the pod's localhost and the same connection reaches it; a destination
+/// other than the pod's localhost is refused with the reason.
+#[test]
+fn dash_l_reaches_a_server_the_exec_started_in_the_pod() {
+    let c = cluster_or_skip!();
+    let mut config = kubernetes(c, json!({}));
+    merge(
+        &mut config,
+        json!({"security": {"forwarding": {"forwardingMode": "enable"}}}),
+    );
+    let gw = Gateway::start(config);
+    // The test pods share the node's network (hostNetwork): a free port of this machine.
+    let (pod_port, local, elsewhere) = (free_port(), free_port(), free_port());
+    let mut ssh = gw
+        .ssh()
+        .args([
+            "-v".to_string(),
+            "-L".to_string(),
+            format!("{local}:127.0.0.1:{pod_port}"),
+            "-L".to_string(),
+            format!("{elsewhere}:example.com:80"),
+        ])
+        .arg(format!(
+            "mkdir -p /tmp/www && echo page-from-the-pod > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{pod_port} -h /tmp/www"
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh starts");
+    let get = |port: u16| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        (!answer.is_empty()).then_some(answer)
+    };
+    let started = std::time::Instant::now();
+    let answer = loop {
+        if let Some(a) = get(local).filter(|a| a.contains("page-from-the-pod")) {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no page through -L:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert_eq!(get(elsewhere), None);
+    gw.wait_for_log(
+        "forwards to the pod's own localhost only",
+        Duration::from_secs(20),
+    );
+    let _ = ssh.kill();
+    let out = ssh.wait_with_output().expect("ssh ends");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("administratively prohibited"), "{stderr}");
+    assert_no_pods(c, &gw);
+}

@@ -3,6 +3,7 @@
 //! A *workload* is one container (Docker) or pod (Kubernetes) — per connection or per session,
 //! depending on the execution mode. Processes (shell, exec, subsystem) are started inside it.
 pub mod docker;
+pub mod forward;
 pub mod kubernetes;
 mod pool;
 mod settings;
@@ -102,22 +103,21 @@ pub trait Workload: Send + Sync {
     /// Backend-specific id (container id).
     fn id(&self) -> &str;
     async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process>;
-    /// Where the forwarding helper is inside the workload, placing it there first if needed
-    /// (once per workload). Forwarded connections run it as a process (see `forward`).
-    async fn forwarding_helper(&self) -> Result<String, ForwardingUnavailable> {
-        Err(ForwardingUnavailable(
-            "this backend cannot forward connections yet".into(),
+    /// A connection to `target` made from inside the workload (`ssh -L`, `-D`,
+    /// direct-streamlocal).
+    async fn open_forward(
+        &self,
+        target: &forward::ForwardTarget,
+    ) -> Result<forward::ForwardStream, forward::ForwardError> {
+        let _ = target;
+        Err(forward::ForwardError::Unavailable(
+            "this backend cannot forward connections".into(),
         ))
     }
     /// Removes the workload. Idempotent and single-flight: concurrent calls share one removal,
     /// later calls return at once once it is gone.
     async fn remove(&self);
 }
-
-/// Why a workload cannot carry forwarded connections (the channel is refused with this).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ForwardingUnavailable(pub String);
 
 /// The forwarding helper (`helper/`), built for this binary's own target by build.rs.
 pub static FORWARDING_HELPER: &[u8] =

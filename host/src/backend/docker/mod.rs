@@ -3,6 +3,7 @@
 mod client;
 mod container;
 mod files;
+mod forward;
 mod pool;
 mod process;
 
@@ -19,10 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use container::host_config;
 
+use crate::backend::forward::{ForwardError, ForwardStream, ForwardTarget};
 use crate::backend::pool::WarmPool;
-use crate::backend::{
-    ForwardingUnavailable, LiveSet, Process, ProcessSpec, Workload, WorkloadOwner,
-};
+use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
 use crate::observe::Metrics;
 
@@ -345,7 +345,7 @@ impl Workload for DockerWorkload {
         .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))?
     }
 
-    async fn forwarding_helper(&self) -> Result<String, ForwardingUnavailable> {
+    async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
         let docker = &self.backend.docker;
         self.helper
             .get_or_try_init(|| files::place_helper(docker, &self.id, self.helper_volume))
@@ -353,9 +353,9 @@ impl Workload for DockerWorkload {
             .map_err(|e| {
                 tracing::error!(connection_id = %self.connection_id, container = %short(&self.id),
                     error = format!("{e:#}"), "cannot place the forwarding helper");
-                ForwardingUnavailable(format!("{e:#}"))
+                ForwardError::Unavailable(format!("{e:#}"))
             })?;
-        Ok(crate::backend::HELPER_PATH.to_string())
+        forward::open(self, target).await
     }
 
     async fn remove(&self) {

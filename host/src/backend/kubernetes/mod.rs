@@ -4,6 +4,7 @@
 mod client;
 pub mod exec;
 mod files;
+mod forward;
 mod lifecycle;
 pub mod pod;
 mod pool;
@@ -336,6 +337,14 @@ impl Workload for PodWorkload {
             output: stream.output,
             control,
         })
+    }
+
+    async fn open_forward(
+        &self,
+        target: &crate::backend::forward::ForwardTarget,
+    ) -> Result<crate::backend::forward::ForwardStream, crate::backend::forward::ForwardError> {
+        self.backend.throttle.acquire().await;
+        forward::open(&self.target, target).await
     }
 
     async fn remove(&self) {

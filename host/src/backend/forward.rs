@@ -1,0 +1,45 @@
+//! Forwarding as a backend capability: a connection made from inside a workload (its network
+//! namespace and file system), handed to the SSH layer as a byte stream. Backends that cannot
+//! forward keep the trait's default, which refuses with a reason.
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Where a forwarded connection goes, inside the workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardTarget {
+    /// `ssh -L` / `-D` (direct-tcpip): a host (name or address, resolved inside) and port.
+    Tcp { host: String, port: u32 },
+    /// direct-streamlocal: a Unix socket path.
+    Unix(String),
+}
+
+impl ForwardTarget {
+    /// The SSH request's name, for logs, audit events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardTarget::Tcp { .. } => "direct-tcpip",
+            ForwardTarget::Unix(_) => "direct-streamlocal",
+        }
+    }
+}
+
+/// A connected forward. Shutting down the write side passes the client's EOF on; dropping it
+/// ends the connection (and whatever the backend ran for it).
+pub trait ForwardIo: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> ForwardIo for T {}
+
+pub type ForwardStream = Pin<Box<dyn ForwardIo>>;
+
+/// Why a forward did not connect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// The workload cannot forward at all (backend, execution mode, no helper): the client is
+    /// told "administratively prohibited".
+    #[error("{0}")]
+    Unavailable(String),
+    /// The destination refused or could not be reached: the client is told "connect failed",
+    /// as sshd says it.
+    #[error("{0}")]
+    ConnectFailed(String),
+}
