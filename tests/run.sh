@@ -35,6 +35,8 @@ python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet
 # fallbacks and window-change storms; ssh-audit judges the algorithms offered
 # (pinned: its verdicts change between releases).
 python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
+# componentize-py builds the Python plugin example (examples/plugins/python-auth) in the suite.
+python3 -m pip show componentize-py 2>/dev/null | grep -qx "Version: 0.25.1" || python3 -m pip install --quiet "componentize-py==0.25.1"
 python3 -m pip show ssh-audit 2>/dev/null | grep -qx "Version: 3.9.0" || python3 -m pip install --quiet "ssh-audit==3.9.0"
 # Console scripts installed by pip (ssh-audit) need a shim where Python is managed by pyenv.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

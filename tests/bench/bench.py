@@ -14,6 +14,10 @@
   pool:       `ssh gw true` through a gateway with a warm pool (docker.execution.pool) vs
               `docker run --rm IMAGE true` and vs the same gateway without a pool; then
               --pool-burst logins at once against a pool of --pool-size (latency distribution)
+  forwarding: `ssh -L` to servers in the container (socat): --forward-bytes downloaded from
+              `head -c N /dev/zero` and uploaded into `cat > /dev/null` through the forward vs
+              piping the same bytes through `docker exec` / `docker exec -i`; setup time of one
+              forwarded connection (connect until the first byte of `echo`) vs `docker exec echo`
   kubernetes: (with --kubernetes ENV, the env file of tests/k8s/cluster.sh) `ssh gw true` on the
               Kubernetes backend vs the same steps by hand with kubectl (create the pod, wait
               until it runs, exec `true`, delete it without waiting), and `ssh gw head -c N`
@@ -23,7 +27,7 @@
 usage: tests/bench/bench.py [--runs N] [--bytes N] [--kubernetes ENV]   (after `cargo build --release`)
 Targets: latency ratio <= 1.2, output throughput ratio >= 0.95, round trip and upload >= 0.8,
 RSS per idle connection <= 128 KiB, audit on/off throughput ratio >= 0.9;
-warm pool vs docker run <= 0.3; Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7,
+warm pool vs docker run <= 0.3; `ssh -L` throughput vs docker exec >= 0.7; Kubernetes: latency ratio <= 1.2, throughput ratio >= 0.7,
 warm pool vs kubectl steps <= 0.2.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
@@ -52,6 +56,8 @@ def main():
     ap.add_argument("--only-pool", action="store_true")
     ap.add_argument("--pool-size", type=int, default=10)
     ap.add_argument("--pool-burst", type=int, default=20)
+    ap.add_argument("--only-forwarding", action="store_true")
+    ap.add_argument("--forward-bytes", type=int, default=256 << 20)
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release -p containerssh")
@@ -61,6 +67,8 @@ def main():
     pub = open(key + ".pub").read().strip()
     if args.only_pool:
         warm_pool(args, d, key, pub)
+    elif args.only_forwarding:
+        forwarding(args, d, key, pub)
     elif not args.only_kubernetes:
         gw, port = start_gateway(d, pub, {})
         try:
@@ -78,6 +86,7 @@ def main():
             gw.terminate(); gw.wait(60)
         audit_overhead(args, d, key, pub)
         warm_pool(args, d, key, pub)
+        forwarding(args, d, key, pub)
     if args.kubernetes:
         kubernetes(args, d, key, pub)
 
@@ -174,6 +183,86 @@ def streams(args, d, key, port):
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
         subprocess.run(ssh[:-1] + ["-O", "exit", ssh[-1]], capture_output=True)
+        os.unlink(data)
+
+def forwarding(args, d, key, pub):
+    n = args.forward_bytes
+    gw, port = start_gateway(d, pub, {"security": {"forwarding": {"forwardingMode": "enable"}}})
+    ssh = ssh_cmd(key, port)
+    down, up, hello = free_port(), free_port(), free_port()
+    servers = (f"socat TCP-LISTEN:9000,bind=127.0.0.1,reuseaddr,fork 'EXEC:head -c {n} /dev/zero' & "
+               "socat -u TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork OPEN:/dev/null & "
+               "exec socat TCP-LISTEN:9002,bind=127.0.0.1,reuseaddr,fork 'EXEC:echo hi'")
+    client = subprocess.Popen(ssh[:-1] + ["-L", f"{down}:127.0.0.1:9000", "-L", f"{up}:127.0.0.1:9001",
+                                          "-L", f"{hello}:127.0.0.1:9002", ssh[-1], servers],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    cid = subprocess.run(["docker", "run", "-d", "--network", "none", IMAGE, "sleep", "3600"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    data = os.path.join(d, "forward.bin")
+    with open(data, "wb") as f:
+        f.write(b"\0" * n)
+
+    def first_byte(p):
+        t = time.perf_counter()
+        s = socket.create_connection(("127.0.0.1", p))
+        got = s.recv(16)
+        s.close()
+        return time.perf_counter() - t, got
+
+    def download(p):
+        t = time.perf_counter()
+        s = socket.create_connection(("127.0.0.1", p))
+        total = 0
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            total += len(b)
+        s.close()
+        assert total == n, total
+        return time.perf_counter() - t
+
+    def upload(p):
+        t = time.perf_counter()
+        s = socket.create_connection(("127.0.0.1", p))
+        with open(data, "rb") as f:
+            s.sendfile(f)
+        s.shutdown(socket.SHUT_WR)
+        # The server closes once it has read everything.
+        assert s.recv(16) == b""
+        s.close()
+        return time.perf_counter() - t
+
+    try:
+        for _ in range(100):
+            try:
+                if first_byte(hello)[1] == b"hi\n":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        setup, dexec = [], []
+        for _ in range(args.runs):
+            setup.append(first_byte(hello)[0])
+            dexec.append(timed(["docker", "exec", cid, "echo", "hi"]))
+        print(f"forward   setup (connect to first byte): median {statistics.median(setup)*1000:.1f} ms;"
+              f" docker exec echo {statistics.median(dexec)*1000:.1f} ms:"
+              f" ratio {statistics.median(setup)/statistics.median(dexec):.2f}")
+        fwd_dn, dk_dn, fwd_up, dk_up = [], [], [], []
+        for _ in range(3):
+            fwd_dn.append(download(down))
+            dk_dn.append(timed(["docker", "exec", cid, "head", "-c", str(n), "/dev/zero"]))
+            fwd_up.append(upload(up))
+            with open(data, "rb") as f:
+                dk_up.append(timed(["docker", "exec", "-i", cid, "sh", "-c", "cat > /dev/null"], stdin=f))
+        for name, fw, dk in (("download", fwd_dn, dk_dn), ("upload", fwd_up, dk_up)):
+            tf, td = min(fw), min(dk)
+            print(f"forward   ssh -L {name:9s} {n/tf/1e6:7.1f} MB/s vs docker exec {n/td/1e6:7.1f} MB/s:"
+                  f" ratio {td/tf:.2f}   (target >= 0.7)")
+    finally:
+        client.terminate(); client.wait(30)
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        gw.terminate(); gw.wait(60)
         os.unlink(data)
 
 def rss_kib(pid):

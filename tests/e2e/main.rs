@@ -19,6 +19,7 @@ mod lifecycle;
 mod logins;
 mod observe;
 mod operator;
+mod plugins_any_language;
 mod pool;
 mod proxy_protocol;
 mod remote_docker;
