@@ -228,7 +228,7 @@ fn check(file: &Path, role: Role, memory_limit: Option<u64>) -> anyhow::Result<S
             .map(|_| "filter-plugin"),
     }?;
     Ok(format!(
-        "a component for world {world}: imports and exports check out; compiled and cached in {} ms",
+        "a component for world {world}: imports and exports check out, one trial instance fits its memory limit; compiled and cached in {} ms",
         started.elapsed().as_millis()
     ))
 }

@@ -39,6 +39,36 @@ fn validate_accepts_the_quick_start_config() {
     assert!(text(&out.stdout).contains("configuration is valid"));
 }
 
+/// A whole ContainerSSH 0.4 configuration as its `--dump-config` writes it (every default
+/// spelled out: nulls, `ljson`, `SSH-2.0-...`, empty TLS and S3 settings, GeoIP `dummy`, an unused
+/// `sshproxy` section) is accepted as it is; asking for a feature the gateway lacks is an error
+/// that names the key.
+#[test]
+fn validate_accepts_a_whole_containerssh_dump_and_names_what_it_cannot_do() {
+    let path = workspace().join("tests/fixtures/containerssh-0.4-dump.json");
+    let out = validate(&path);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("configuration is valid"),
+        "{out:?}"
+    );
+
+    let mut dump: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    dump["log"]["destination"] = "syslog".into();
+    dump["metrics"]["cert"] = "/etc/containerssh/metrics.crt".into();
+    dump["geoip"]["provider"] = "maxmind".into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changed = dir.path().join("config.json");
+    std::fs::write(&changed, dump.to_string()).expect("write");
+    let out = validate(&changed);
+    assert!(!out.status.success(), "{out:?}");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for key in ["log.destination", "metrics.cert", "geoip.provider"] {
+        assert!(all.contains(key), "{key} missing: {all}");
+    }
+}
+
 /// The in-cluster example, with its certificate paths pointed at real test certificates.
 #[test]
 fn validate_accepts_the_kubernetes_example_config() {

@@ -240,6 +240,7 @@ fn readable_path(path: &str) -> String {
 /// `renames` gets the translated keys' paths as the user wrote them.
 fn normalise(value: &mut Value, renames: &mut Vec<(String, String)>) -> Vec<String> {
     let mut problems = Vec::new();
+    super::unused_keys::accept_containerssh_dump(value, &mut problems);
     super::compat::translate(value, &mut problems, renames);
     super::unused_keys::strip(value);
     // The hardening guide nests resource limits under `docker.execution.host.resources`;

@@ -1,6 +1,8 @@
 //! Keys ContainerSSH accepts (in a config file or a config server's answer) that have no meaning
 //! here: they are removed before the configuration is read, with one warning per key for the
-//! life of the process, instead of refusing the file or every login.
+//! life of the process, instead of refusing the file or every login. A whole ContainerSSH 0.4
+//! configuration (as its `--dump-config` writes it, every default spelled out) is accepted the
+//! same way; settings for features the gateway lacks are errors only when they ask for them.
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
@@ -52,7 +54,140 @@ const UNUSED: &[(&str, &[&str], &str)] = &[
         ],
         "not used for gateway containers (network settings are in docker.execution.host)",
     ),
+    (
+        "docker.execution.container",
+        &["Entrypoint"],
+        "the image's entrypoint is kept and idleCommand is the container's command",
+    ),
+    (
+        "docker.execution",
+        &["network", "platform"],
+        "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",
+    ),
+    (
+        "docker.timeouts",
+        &["http"],
+        "Docker API calls are bounded by the other docker.timeouts",
+    ),
+    (
+        "kubernetes.pod.metadata",
+        &["creationTimestamp"],
+        "the API server sets it",
+    ),
 ];
+
+/// Accepts what a ContainerSSH 0.4 dump spells out for features the gateway does not have, as
+/// long as it does not ask for them: `problems` gets the settings that do.
+pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) {
+    remove_nulls(config);
+    let Some(root) = config.as_object_mut() else {
+        return;
+    };
+    let zero = super::merge::is_zero;
+    if let Some(Value::Object(log)) = get_mut(root, "log") {
+        match take(log, "destination") {
+            None => {}
+            Some(Value::String(d)) if d.is_empty() || d.eq_ignore_ascii_case("stdout") => {}
+            Some(other) => problems.push(format!(
+                "log.destination: {other} is not supported: the gateway logs to standard error (store it with your service manager or container engine)"
+            )),
+        }
+        take(log, "file");
+        take(log, "syslog");
+        if let Some(format) = get_mut(log, "format") {
+            if format
+                .as_str()
+                .is_some_and(|f| f.eq_ignore_ascii_case("ljson"))
+            {
+                *format = Value::String("json".into());
+            }
+        }
+    }
+    if let Some(Value::Object(metrics)) = get_mut(root, "metrics") {
+        for key in ["key", "cert", "clientcacert"] {
+            if let Some(value) = take(metrics, key) {
+                if !zero(&value) {
+                    problems.push(format!(
+                        "metrics.{key}: serving metrics over TLS is not supported (put a TLS proxy in front)"
+                    ));
+                }
+            }
+        }
+        for key in ["tlsVersion", "curves", "cipher"] {
+            take(metrics, key);
+        }
+    }
+    if let Some(geoip) = take(root, "geoip") {
+        let provider = geoip
+            .as_object()
+            .and_then(|g| g.iter().find(|(k, _)| k.eq_ignore_ascii_case("provider")))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if !provider.is_empty() && !provider.eq_ignore_ascii_case("dummy") {
+            problems.push(format!(
+                "geoip.provider: {provider:?} is not supported (GeoIP lookups)"
+            ));
+        }
+    }
+    if let Some(sshproxy) = take(root, "sshproxy") {
+        let server = sshproxy
+            .as_object()
+            .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case("server")))
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null);
+        if !zero(&server) {
+            warn_once(
+                "sshproxy",
+                "the SSH proxy backend is not supported; the section is not used",
+            );
+        }
+    }
+    if let Some(Value::Object(audit)) = get_mut(root, "audit") {
+        take(audit, "s3");
+        let enabled = get_mut(audit, "enable").is_some_and(|e| e.as_bool() == Some(true));
+        let storage_none = get_mut(audit, "storage")
+            .is_some_and(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case("none")));
+        if storage_none && !enabled {
+            take(audit, "storage");
+        }
+    }
+    if let Some(Value::Object(ssh)) = get_mut(root, "ssh") {
+        // `[]` in a dump: no keys configured, so the default key (generated if missing).
+        if get_mut(ssh, "hostkeys").is_some_and(|k| k.as_array().is_some_and(Vec::is_empty)) {
+            take(ssh, "hostkeys");
+        }
+        // ContainerSSH writes the whole identification string ("SSH-2.0-ContainerSSH").
+        if let Some(Value::String(version)) = get_mut(ssh, "serverVersion") {
+            if let Some(software) = version.strip_prefix("SSH-2.0-") {
+                *version = software.to_string();
+            }
+        }
+    }
+}
+
+/// Go's encoders write `null` for unset pointers, maps and slices: the same as absent here.
+fn remove_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(remove_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(remove_nulls),
+        _ => {}
+    }
+}
+
+/// The value of `key` (matched case-insensitively), removed.
+fn take(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    let found = map.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone();
+    map.remove(&found)
+}
+
+fn get_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    let found = map.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone();
+    map.get_mut(&found)
+}
 
 /// Removes the keys of `UNUSED` whose values are not zero (zero values say nothing and go
 /// silently), warning once per key.
@@ -103,6 +238,45 @@ fn warn_once(path: &str, why: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_containerssh_dump_is_accepted_unless_it_asks_for_missing_features() {
+        let mut v = json!({
+            "ssh": {"hostkeys": [], "serverVersion": "SSH-2.0-ContainerSSH"},
+            "log": {"level": "notice", "format": "ljson", "destination": "stdout",
+                    "file": "/var/log/x", "syslog": {"facility": "auth"}},
+            "metrics": {"key": "", "cert": "", "clientcacert": "", "tlsVersion": "1.3", "enable": false},
+            "geoip": {"provider": "dummy"},
+            "sshproxy": {"server": "", "port": 22},
+            "audit": {"enable": false, "storage": "none", "s3": {"bucket": ""}},
+            "docker": {"execution": {"host": null, "network": null}}
+        });
+        let mut problems = Vec::new();
+        accept_containerssh_dump(&mut v, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            v,
+            json!({
+                "ssh": {"serverVersion": "ContainerSSH"},
+                "log": {"level": "notice", "format": "json"},
+                "metrics": {"enable": false},
+                "audit": {"enable": false},
+                "docker": {"execution": {}}
+            })
+        );
+
+        let mut asks = json!({
+            "log": {"destination": "syslog"},
+            "metrics": {"cert": "/etc/cert.pem"},
+            "geoip": {"provider": "maxmind"}
+        });
+        let mut problems = Vec::new();
+        accept_containerssh_dump(&mut asks, &mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("log.destination"), "{problems:?}");
+        assert!(problems[1].starts_with("metrics.cert"), "{problems:?}");
+        assert!(problems[2].starts_with("geoip.provider"), "{problems:?}");
+    }
 
     #[test]
     fn containerssh_only_keys_go_and_the_rest_stays() {

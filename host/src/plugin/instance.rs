@@ -107,24 +107,41 @@ impl PluginRuntime {
             .with_context(|| format!("plugin {source}: cannot link"))?;
         let egress = Egress::new(name, &settings.egress, settings.timeout, self.metrics())
             .with_context(|| format!("plugin {source}"))?;
+        let core = PluginCore {
+            runtime: self.clone(),
+            name: name.to_string(),
+            settings: settings.clone(),
+            config_json: settings.config.to_string(),
+            egress,
+            slots: Semaphore::new(settings.concurrency() as usize),
+            queued: AtomicUsize::new(0),
+        };
+        core.trial(&pre)
+            .with_context(|| format!("plugin {source}"))?;
         tracing::info!(plugin = name, %source, api = %version, elapsed_ms = started.elapsed().as_millis() as u64, "plugin loaded");
-        Ok((
-            PluginCore {
-                runtime: self.clone(),
-                name: name.to_string(),
-                settings: settings.clone(),
-                config_json: settings.config.to_string(),
-                egress,
-                slots: Semaphore::new(settings.concurrency() as usize),
-                queued: AtomicUsize::new(0),
-            },
-            pre,
-            version,
-        ))
+        Ok((core, pre, version))
     }
 }
 
+/// The connection id trial instantiations run under (in logs).
+const TRIAL_CONNECTION: &str = "00000000000000000000000000000000";
+
 impl PluginCore {
+    /// One instantiation when the plugin loads, under its memory limit: a limit too small for
+    /// the plugin (or an instantiation that traps) shows at start, not at the first login.
+    fn trial(&self, pre: &InstancePre<CallState>) -> anyhow::Result<()> {
+        let mut store = self.store(TRIAL_CONNECTION, None);
+        futures::executor::block_on(pre.instantiate_async(&mut store))
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "cannot instantiate the plugin within memoryLimit {} bytes (a larger memoryLimit may help)",
+                    self.settings.memory_limit
+                )
+            })
+    }
+
     /// A fresh store for one call: nothing granted, memory capped, deadline armed. The
     /// plugin sees `config_json` if given (a per-connection config), else its own config.
     pub fn store(&self, connection_id: &str, config_json: Option<String>) -> Store<CallState> {

@@ -390,3 +390,23 @@ async fn static_users_checks_hashes_through_the_host() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A memory limit too small for the plugin is reported when it loads (one trial
+/// instantiation), naming the setting, not at the first login.
+#[test]
+fn a_memory_limit_too_small_shows_when_the_plugin_loads() {
+    let s: PluginSettings = serde_json::from_value(json!({
+        "plugin": "builtin:static-users",
+        "memoryLimit": 1 << 20,
+        "config": {"users": {}}
+    }))
+    .expect("settings");
+    let err = format!(
+        "{:#}",
+        runtime()
+            .load_authenticator("auth", &s)
+            .err()
+            .expect("refused at load")
+    );
+    assert!(err.contains("memoryLimit 1048576"), "{err}");
+}
