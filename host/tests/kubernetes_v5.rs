@@ -287,8 +287,20 @@ impl Spdy {
     async fn finish(&mut self, error_stream: u32, status: &[u8], seen: &Arc<Mutex<Seen>>) {
         self.data(error_stream, false, status).await;
         self.control(GOAWAY, 0, &[0; 8]).await;
-        let mut rest = Vec::new();
-        let _ = self.io.read_to_end(&mut rest).await;
+        // The answer to a ping may come after the end of input: frames are read to the end.
+        while let Some(frame) = self.read().await {
+            if let Frame::Control {
+                kind: PING,
+                payload,
+                ..
+            } = frame
+            {
+                seen.lock()
+                    .unwrap()
+                    .pings
+                    .push(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+        }
         seen.lock().unwrap().closed = true;
     }
 }
