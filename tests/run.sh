@@ -18,6 +18,12 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$ne
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
 command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+# The C plugin examples (examples/plugins/c): Debian's clang, lld, wasi-libc and the compiler's
+# WebAssembly runtime library.
+command -v clang >/dev/null 2>&1 || need_pkgs="$need_pkgs clang"
+command -v wasm-ld >/dev/null 2>&1 || need_pkgs="$need_pkgs lld"
+[ -f /usr/lib/wasm32-wasi/libc.a ] || need_pkgs="$need_pkgs wasi-libc"
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_pkgs="$need_pkgs libclang-rt-14-dev-wasm32"
 # OpenSSH's sshd: the reference that russh's own tests (vendor/russh) and the benchmarks compare with.
 [ -x /usr/sbin/sshd ] || need_pkgs="$need_pkgs openssh-server"
 if [ -n "$need_pkgs" ]; then
@@ -43,6 +49,9 @@ if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 # sshd needs its privilege separation directory (russh's own tests start it with -i).
 [ "$(id -u)" != 0 ] || mkdir -p /run/sshd
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# wit-bindgen's C generator (crates.io; about 3 minutes to build, once).
+wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli 0.63.0" ||
+  cargo install --quiet --locked wit-bindgen-cli --version 0.63.0 --no-default-features --features c
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 docker image inspect containerssh-test/guest:3 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:3
 

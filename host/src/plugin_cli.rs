@@ -1,6 +1,7 @@
 //! `containerssh plugin ...`: what a plugin author needs without a gateway: the WIT this binary
-//! speaks, and a check of a compiled plugin (the same loading the gateway does at start,
-//! with messages that say how to fix what is wrong).
+//! speaks, a check of a compiled plugin (the same loading the gateway does at start, with
+//! messages that say how to fix what is wrong), one call, and the wrapping of a core module
+//! (what C and other wasi-libc toolchains make) into a component.
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -30,6 +31,15 @@ pub enum PluginCommand {
         /// Memory limit in bytes (the plugin setting `memoryLimit`).
         #[arg(long)]
         memory_limit: Option<u64>,
+    },
+    /// Wrap a core WebAssembly module built for WASI preview 1 (clang with wasi-libc, with the
+    /// `*_component_type.o` that wit-bindgen generates linked in) into a component the gateway
+    /// loads. The WASI preview 1 adapter of the gateway's own runtime is built in.
+    Componentize {
+        module: std::path::PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
     },
     /// One authentication call, without SSH or a container: prints the outcome and the grant.
     Call {
@@ -74,6 +84,16 @@ pub fn main(command: PluginCommand) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{}: {e:#}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        PluginCommand::Componentize { module, output } => match componentize(&module, &output) {
+            Ok(size) => {
+                println!("{}: a component of {size} bytes", output.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e:#}", module.display());
                 ExitCode::FAILURE
             }
         },
@@ -189,6 +209,50 @@ fn call(
         AuthOutcome::Error(e) => return Err(e.context("the plugin failed")),
     })
 }
+/// Wraps a core module into a component: its WIT world comes from the component-type custom
+/// section wit-bindgen's generators leave in it, its WASI preview 1 imports go through the
+/// adapter of the same wasmtime release the gateway runs. Returns the component's size.
+fn componentize(module: &Path, output: &Path) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let bytes = std::fs::read(module)?;
+    match kind(&bytes) {
+        Err(_) if bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[1, 0, 0, 0]) => {}
+        Ok(()) => anyhow::bail!("already a component: load it as it is"),
+        Err(e) => anyhow::bail!(e),
+    }
+    if !has_world(&bytes)? {
+        anyhow::bail!(
+            "the module carries no plugin world: link the `*_component_type.o` that \
+             `wit-bindgen c --world ...` generated into it"
+        );
+    }
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .encode()
+        .context("the module cannot be made into a component")?;
+    std::fs::write(output, &component)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(component.len())
+}
+
+/// Whether a core module has the custom section in which wit-bindgen's generators record the
+/// world it was built for (`component-type...`).
+fn has_world(module: &[u8]) -> anyhow::Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::CustomSection(section) = payload? {
+            if section.name().starts_with("component-type") {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// What kind of file it is, from its first bytes.
 fn kind(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -196,11 +260,12 @@ fn kind(bytes: &[u8]) -> Result<(), String> {
     }
     // The version field: 1 for a core module, 0x0d with layer 1 for a component.
     match bytes[4..8] {
-        [1, 0, 0, 0] => Err("a core WebAssembly module, not a component. The gateway loads components \
+        [1, 0, 0, 0] => Err(
+            "a core WebAssembly module, not a component. The gateway loads components \
              (wasm32-wasip2). Build for wasm32-wasip2, or wrap the module: \
-             `wasm-tools component new MODULE.wasm --adapt wasi_snapshot_preview1.reactor.wasm -o plugin.wasm` \
-             (the adapter is in the crate wasi-preview1-component-adapter-provider)"
-            .into()),
+             `containerssh plugin componentize MODULE.wasm -o plugin.wasm`"
+                .into(),
+        ),
         [_, _, 1, 0] => Ok(()),
         _ => Err("a WebAssembly file of an unknown version".into()),
     }
@@ -244,8 +309,31 @@ mod tests {
             .contains("not a WebAssembly file"));
         let core = kind(b"\0asm\x01\0\0\0").unwrap_err();
         assert!(
-            core.contains("core WebAssembly module") && core.contains("wasm-tools component new")
+            core.contains("core WebAssembly module")
+                && core.contains("containerssh plugin componentize")
         );
         assert!(kind(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn componentize_explains_what_it_cannot_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.wasm");
+        let empty = dir.path().join("empty.wasm");
+        std::fs::write(&empty, b"\0asm\x01\0\0\0").unwrap();
+        let e = format!("{:#}", componentize(&empty, &out).unwrap_err());
+        assert!(
+            e.contains("no plugin world") && e.contains("component_type.o"),
+            "{e}"
+        );
+        let text = dir.path().join("plugin.c");
+        std::fs::write(&text, b"int main() {}").unwrap();
+        let e = format!("{:#}", componentize(&text, &out).unwrap_err());
+        assert!(e.contains("not a WebAssembly file"), "{e}");
+        let component = dir.path().join("component.wasm");
+        std::fs::write(&component, b"\0asm\x0d\0\x01\0").unwrap();
+        let e = format!("{:#}", componentize(&component, &out).unwrap_err());
+        assert!(e.contains("already a component"), "{e}");
+        assert!(!out.exists());
     }
 }
