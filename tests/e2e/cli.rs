@@ -176,9 +176,19 @@ fn plugin_check_says_what_a_file_is_and_how_to_fix_it() {
     let out = plugin_command(&["check", &core.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("wasm-tools component new"),
+        text(&out.stderr).contains("containerssh plugin componentize"),
         "{out:?}"
     );
+    // The fix it names explains why this module cannot be wrapped: it was built without bindings.
+    let wrapped = dir.path().join("wrapped.wasm");
+    let out = plugin_command(&[
+        "componentize",
+        &core.to_string_lossy(),
+        "-o",
+        &wrapped.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no plugin world"), "{out:?}");
 
     let not_wasm = dir.path().join("plugin.py");
     std::fs::write(&not_wasm, b"print('hello')\n").unwrap();

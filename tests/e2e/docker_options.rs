@@ -174,3 +174,21 @@ fn pull_policy_if_not_present_uses_the_local_image_and_always_pulls() {
         "{log}"
     );
 }
+
+/// An entrypoint in the container settings replaces the image's and gets the idle command as
+/// its arguments, as Docker does; the session's programs run in the container it started.
+#[test]
+fn a_configured_entrypoint_wraps_the_idle_command() {
+    let gw = Gateway::start(json!({"docker": {"execution": {"container": {
+        "entrypoint": ["/bin/sh", "-c", "echo wrapped > /tmp/entrypoint-ran; exec \"$@\"", "entrypoint"]
+    }}}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("cat /tmp/entrypoint-ran");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "wrapped\n", "{out:?}\n{}", gw.log_text());
+    assert!(
+        !gw.log_text().contains("Entrypoint"),
+        "no warning: it is applied"
+    );
+    gw.assert_no_containers();
+}

@@ -147,6 +147,10 @@ pub struct ContainerSettings {
     /// "KEY=value" entries.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Replaces the image's entrypoint when not empty (as in Docker: `idleCommand` is then its
+    /// arguments); empty keeps the image's.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
     /// User (name or uid[:gid]) that every process runs as.
     #[serde(default)]
     pub user: String,
@@ -166,6 +170,7 @@ impl Default for ContainerSettings {
         Self {
             image: default_image(),
             env: Vec::new(),
+            entrypoint: Vec::new(),
             user: String::new(),
             working_dir: String::new(),
             hostname: String::new(),

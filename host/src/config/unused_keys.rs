@@ -55,11 +55,6 @@ const UNUSED: &[(&str, &[&str], &str)] = &[
         "not used for gateway containers (network settings are in docker.execution.host)",
     ),
     (
-        "docker.execution.container",
-        &["Entrypoint"],
-        "the image's entrypoint is kept and idleCommand is the container's command",
-    ),
-    (
         "docker.execution",
         &["network", "platform"],
         "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",

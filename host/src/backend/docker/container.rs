@@ -91,6 +91,7 @@ pub fn container_body(
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     ContainerCreateBody {
         image: Some(c.image.clone()),
+        entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
         cmd: Some(exec.idle_command.clone()),
         env: Some(env),
         user: non_empty(&c.user),
