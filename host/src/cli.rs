@@ -240,7 +240,7 @@ async fn plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Resu
 
 async fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::logging::init(&config.log);
+    let _log = crate::logging::init(&config.log)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let plugins = load_plugins(&config, Some(metrics.clone())).await?;

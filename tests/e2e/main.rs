@@ -16,6 +16,7 @@ mod flow;
 mod forwarding;
 mod kubernetes;
 mod lifecycle;
+mod log_destinations;
 mod logins;
 mod observe;
 mod operator;

@@ -158,6 +158,15 @@ pub struct LogConfig {
     /// `text` or `json`.
     #[serde(default)]
     pub format: LogFormat,
+    /// `stdout` (the process's standard error, as before), `file` or `syslog`.
+    #[serde(default)]
+    pub destination: LogDestination,
+    /// With `destination: file`: appended to, created with mode 0640.
+    #[serde(default = "default_log_file")]
+    pub file: std::path::PathBuf,
+    /// With `destination: syslog`.
+    #[serde(default)]
+    pub syslog: SyslogConfig,
 }
 
 impl Default for LogConfig {
@@ -165,8 +174,64 @@ impl Default for LogConfig {
         Self {
             level: default_log_level(),
             format: LogFormat::default(),
+            destination: LogDestination::default(),
+            file: default_log_file(),
+            syslog: SyslogConfig::default(),
         }
     }
+}
+
+/// Where log lines go (ContainerSSH's `log.destination`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogDestination {
+    /// Standard error (ContainerSSH's name for the console destination).
+    #[default]
+    Stdout,
+    File,
+    Syslog,
+}
+
+/// ContainerSSH's `log.syslog`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyslogConfig {
+    /// A Unix datagram socket (`/dev/log`) or `host:port` for UDP.
+    #[serde(default = "default_syslog_destination")]
+    pub destination: String,
+    /// `kern`, `user`, `mail`, `daemon`, `auth`, `syslog`, `lpr`, `news`, `uucp`, `cron`,
+    /// `authpriv`, `ftp`, `local0` to `local7`.
+    #[serde(default = "default_syslog_facility")]
+    pub facility: String,
+    #[serde(default = "default_syslog_tag")]
+    pub tag: String,
+    /// Add the process id to the tag (`tag[pid]`).
+    #[serde(default)]
+    pub pid: bool,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        Self {
+            destination: default_syslog_destination(),
+            facility: default_syslog_facility(),
+            tag: default_syslog_tag(),
+            pid: false,
+        }
+    }
+}
+
+fn default_log_file() -> std::path::PathBuf {
+    "/var/log/containerssh/containerssh.log".into()
+}
+fn default_syslog_destination() -> String {
+    "/dev/log".into()
+}
+fn default_syslog_facility() -> String {
+    "auth".into()
+}
+fn default_syslog_tag() -> String {
+    "ContainerSSH".into()
 }
 
 fn default_log_level() -> String {
@@ -204,12 +269,35 @@ impl Config {
         }
         if !matches!(
             self.log.level.as_str(),
-            "trace" | "debug" | "info" | "notice" | "warn" | "warning" | "error"
+            "trace"
+                | "debug"
+                | "info"
+                | "notice"
+                | "warn"
+                | "warning"
+                | "error"
+                | "critical"
+                | "alert"
+                | "emergency"
         ) {
             problems.push(format!(
-                "log.level: unknown level {:?} (trace, debug, info, warning, error)",
+                "log.level: unknown level {:?} (trace, debug, info, notice, warning, error, critical, alert, emergency)",
                 self.log.level
             ));
+        }
+        if self.log.destination == LogDestination::Syslog {
+            if crate::logging::facility_code(&self.log.syslog.facility).is_none() {
+                problems.push(format!(
+                    "log.syslog.facility: unknown facility {:?} (auth, authpriv, daemon, user, local0 to local7, ...)",
+                    self.log.syslog.facility
+                ));
+            }
+            let d = &self.log.syslog.destination;
+            if !d.starts_with('/') && d.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!(
+                    "log.syslog.destination: {d:?} is neither a socket path (/dev/log) nor an address:port"
+                ));
+            }
         }
         if self.metrics.enable {
             if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -80,15 +80,6 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
     };
     let zero = super::merge::is_zero;
     if let Some(Value::Object(log)) = get_mut(root, "log") {
-        match take(log, "destination") {
-            None => {}
-            Some(Value::String(d)) if d.is_empty() || d.eq_ignore_ascii_case("stdout") => {}
-            Some(other) => problems.push(format!(
-                "log.destination: {other} is not supported: the gateway logs to standard error (store it with your service manager or container engine)"
-            )),
-        }
-        take(log, "file");
-        take(log, "syslog");
         if let Some(format) = get_mut(log, "format") {
             if format
                 .as_str()
@@ -253,7 +244,8 @@ mod tests {
             v,
             json!({
                 "ssh": {"serverVersion": "ContainerSSH"},
-                "log": {"level": "notice", "format": "json"},
+                "log": {"level": "notice", "format": "json", "destination": "stdout",
+                        "file": "/var/log/x", "syslog": {"facility": "auth"}},
                 "metrics": {"enable": false},
                 "audit": {"enable": false},
                 "docker": {"execution": {}}
@@ -261,16 +253,14 @@ mod tests {
         );
 
         let mut asks = json!({
-            "log": {"destination": "syslog"},
             "metrics": {"cert": "/etc/cert.pem"},
             "geoip": {"provider": "maxmind"}
         });
         let mut problems = Vec::new();
         accept_containerssh_dump(&mut asks, &mut problems);
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("log.destination"), "{problems:?}");
-        assert!(problems[1].starts_with("metrics.cert"), "{problems:?}");
-        assert!(problems[2].starts_with("geoip.provider"), "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("metrics.cert"), "{problems:?}");
+        assert!(problems[1].starts_with("geoip.provider"), "{problems:?}");
     }
 
     #[test]

@@ -227,14 +227,19 @@ pub async fn wait_running(
     }
 }
 
-/// Deletes a pod and waits until it is gone; if it lingers past `timeout`, deletes it without
-/// a grace period. True when the pod is gone.
+/// After shutdown began: how long a deletion still waits for the pod's graceful end.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Deletes a pod and waits until it is gone; if it lingers past `timeout` (or, once `hurry` is
+/// cancelled at shutdown, past `SHUTDOWN_PATIENCE`), deletes it without a grace period. True
+/// when the pod is gone.
 pub async fn delete_and_wait(
     api: &Api<Pod>,
     throttle: &Throttle,
     name: &str,
     http_timeout: Duration,
     timeout: Duration,
+    hurry: &tokio_util::sync::CancellationToken,
     connection_id: &str,
 ) -> anyhow::Result<bool> {
     throttle.acquire().await;
@@ -250,20 +255,29 @@ pub async fn delete_and_wait(
         Err(e) => return Err(e).with_context(|| format!("cannot delete pod {name}")),
     };
     let version = pod.metadata.resource_version.clone().unwrap_or_default();
-    let gone = tokio::time::timeout(
-        timeout,
-        watch_pod(api, throttle, name, version, |pod| {
-            pod.is_none().then_some(())
-        }),
-    )
-    .await;
+    let gone = watch_pod(api, throttle, name, version, |pod| {
+        pod.is_none().then_some(())
+    });
+    let patience = async {
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => {}
+            () = async {
+                hurry.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_PATIENCE).await;
+            } => {}
+        }
+    };
+    let gone = tokio::select! {
+        result = gone => Some(result),
+        () = patience => None,
+    };
     match gone {
-        Ok(result) => result.map(|_| true),
-        Err(_) => {
+        Some(result) => result.map(|_| true),
+        None => {
             tracing::warn!(
                 connection_id,
                 pod = name,
-                "pod still terminating after {timeout:?}; deleting it without grace period"
+                "pod still terminating; deleting it without grace period"
             );
             throttle.acquire().await;
             match api

@@ -47,6 +47,9 @@ pub struct KubernetesBackend {
     live: LiveSet,
     /// The warm pool, if `kubernetes.pod.pool` asks for one (set once, after the reaping).
     pool: Arc<OnceLock<WarmPool<pool::PodPoolMembers>>>,
+    /// Cancelled when shutdown removes everything: deletions still waiting for a graceful end
+    /// then force the deletion soon, so shutdown keeps its deadline.
+    hurry: CancellationToken,
 }
 
 impl KubernetesBackend {
@@ -70,6 +73,7 @@ impl KubernetesBackend {
             namespace: config.pod.metadata.namespace.as_str().into(),
             live: LiveSet::default(),
             pool: Arc::default(),
+            hurry: CancellationToken::new(),
         })
     }
 
@@ -135,6 +139,7 @@ impl KubernetesBackend {
     /// Deletes every pod this process still has (shutdown path), joining deletions already in
     /// flight instead of repeating them.
     pub async fn remove_all(&self) {
+        self.hurry.cancel();
         futures::stream::iter(self.live.snapshot())
             .map(|key| async move {
                 if let Some((namespace, name)) = key.split_once('/') {
@@ -176,6 +181,7 @@ impl KubernetesBackend {
         let timeouts = self.timeouts.clone();
         let name = name.to_string();
         let connection_id = connection_id.to_string();
+        let hurry = self.hurry.clone();
         async move {
             let deleted = lifecycle::delete_and_wait(
                 &api,
@@ -183,6 +189,7 @@ impl KubernetesBackend {
                 &name,
                 timeouts.http,
                 timeouts.pod_stop,
+                &hurry,
                 &connection_id,
             )
             .await;

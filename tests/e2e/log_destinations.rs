@@ -1,0 +1,185 @@
+//! ContainerSSH's `log.destination`: `file` (appended to) and `syslog` (one datagram per event
+//! to a Unix socket such as `/dev/log`, with the configured facility and tag).
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// A gateway started with `log` merged into the test configuration; stopped when dropped.
+struct Running {
+    child: Child,
+    port: u16,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(log: Value) -> Running {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(port, dir.path());
+        merge(&mut config, json!({ "log": log }));
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config.to_string()).expect("write config");
+        let stderr = dir.path().join("stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("gateway starts");
+        Running {
+            child,
+            port,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn ssh(&self, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args(["-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+            ])
+            .arg(&shared().key)
+            .arg(format!("{USER}@127.0.0.1"))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh runs")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        signal(self.child.id(), "TERM");
+        if wait_timeout(&mut self.child, Duration::from_secs(60)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn logs_go_to_a_file_as_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("containerssh.log");
+    std::fs::write(&file, "an earlier line\n").expect("write");
+    let gw = Running::start(json!({"destination": "file", "file": file, "format": "json"}));
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    wait_until("the file log", Duration::from_secs(120), || {
+        read().contains("containerssh is listening")
+    });
+    let out = gw.ssh("echo to-file");
+    assert!(out.status.success(), "{out:?}");
+    wait_until("the login in the file log", Duration::from_secs(20), || {
+        read().contains("connection accepted")
+    });
+    let text = read();
+    // Appended, never truncated; every line after that is one JSON object.
+    assert!(text.starts_with("an earlier line\n"), "{text}");
+    for line in text.lines().skip(1) {
+        let event: Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(event["level"].is_string(), "{line}");
+    }
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    assert!(!stderr.contains("containerssh is listening"), "{stderr}");
+}
+
+#[test]
+fn logs_go_to_syslog_with_facility_tag_and_severity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("log");
+    let receiver = UnixDatagram::bind(&socket).expect("bind a syslog socket");
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let gw = Running::start(json!({"destination": "syslog", "syslog": {
+        "destination": socket, "facility": "local3", "tag": "cssh-test", "pid": true
+    }}));
+    let pid = gw.child.id();
+    let mut seen: Vec<String> = Vec::new();
+    let receive_until = |needle: &str, seen: &mut Vec<String>| {
+        let start = Instant::now();
+        let mut buf = vec![0u8; 65536];
+        while !seen.iter().any(|m| m.contains(needle)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no {needle:?} in {seen:?}"
+            );
+            if let Ok(n) = receiver.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    receive_until("containerssh is listening", &mut seen);
+    let listening = seen
+        .iter()
+        .find(|m| m.contains("containerssh is listening"))
+        .expect("seen");
+    // local3 (19) * 8 + informational (6) = 158.
+    assert!(
+        listening.starts_with(&format!("<158>cssh-test[{pid}]: ")),
+        "{listening}"
+    );
+    assert!(!listening.ends_with('\n'), "{listening:?}");
+
+    let out = gw.ssh("echo to-syslog");
+    assert!(out.status.success(), "{out:?}");
+    receive_until("connection accepted", &mut seen);
+    // The test configuration logs at debug: severity 7, so 159.
+    receive_until("connection cleaned up", &mut seen);
+    let cleaned = seen
+        .iter()
+        .find(|m| m.contains("connection cleaned up"))
+        .expect("seen");
+    assert!(cleaned.starts_with("<159>"), "{cleaned}");
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    assert!(!stderr.contains("containerssh is listening"), "{stderr}");
+}
+
+#[test]
+fn a_log_destination_that_cannot_be_opened_stops_the_start_with_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing: &Path = &dir.path().join("no-such-dir/containerssh.log");
+    let mut gw = Running::start(json!({"destination": "file", "file": missing}));
+    let status = wait_timeout(&mut gw.child, Duration::from_secs(60)).expect("exits");
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    assert!(stderr.contains("log.file: cannot open"), "{stderr}");
+
+    let mut gw = Running::start(json!({"destination": "syslog", "syslog": {
+        "destination": dir.path().join("no-socket")
+    }}));
+    let status = wait_timeout(&mut gw.child, Duration::from_secs(60)).expect("exits");
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    assert!(
+        stderr.contains("log.syslog.destination: cannot connect"),
+        "{stderr}"
+    );
+}
