@@ -27,7 +27,7 @@ pub fn init(config: &LogConfig) -> anyhow::Result<LogGuard> {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,kube=warn,kube_client=warn,tower=warn,tungstenite=warn,tokio_tungstenite=warn,object_store=warn"
+            "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,kube=warn,kube_client=warn,tower=warn,tungstenite=warn,tokio_tungstenite=warn"
         ))
     });
     match config.destination {
@@ -97,6 +97,21 @@ pub fn facility_code(name: &str) -> Option<u8> {
     (local <= 7).then_some(16 + local)
 }
 
+/// Where `log.syslog.destination` points.
+pub enum SyslogTarget<'a> {
+    /// A Unix datagram socket such as `/dev/log`.
+    Unix(&'a str),
+    Udp(std::net::SocketAddr),
+}
+
+/// `None` when the destination is neither an absolute socket path nor an address:port.
+pub fn syslog_target(destination: &str) -> Option<SyslogTarget<'_>> {
+    if destination.starts_with('/') {
+        return Some(SyslogTarget::Unix(destination));
+    }
+    destination.parse().ok().map(SyslogTarget::Udp)
+}
+
 enum Socket {
     Unix(UnixDatagram),
     Udp(UdpSocket),
@@ -120,34 +135,36 @@ impl Syslog {
                 config.facility
             )
         })?;
-        let socket = if config.destination.starts_with('/') {
-            let socket = UnixDatagram::unbound().context("log.syslog: cannot create a socket")?;
-            socket.connect(&config.destination).with_context(|| {
-                format!(
-                    "log.syslog.destination: cannot connect to {}",
-                    config.destination
-                )
-            })?;
-            socket.set_nonblocking(true)?;
-            Socket::Unix(socket)
-        } else {
-            let target: std::net::SocketAddr = config.destination.parse().with_context(|| {
-                format!(
-                    "log.syslog.destination: {:?} is not a socket path or address:port",
-                    config.destination
-                )
-            })?;
-            let local = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            let socket = UdpSocket::bind(local).context("log.syslog: cannot create a socket")?;
-            socket
-                .connect(target)
-                .with_context(|| format!("log.syslog.destination: cannot reach {target}"))?;
-            socket.set_nonblocking(true)?;
-            Socket::Udp(socket)
+        let target = syslog_target(&config.destination).with_context(|| {
+            format!(
+                "log.syslog.destination: {:?} is not a socket path or address:port",
+                config.destination
+            )
+        })?;
+        let socket = match target {
+            SyslogTarget::Unix(path) => {
+                let socket =
+                    UnixDatagram::unbound().context("log.syslog: cannot create a socket")?;
+                socket
+                    .connect(path)
+                    .with_context(|| format!("log.syslog.destination: cannot connect to {path}"))?;
+                socket.set_nonblocking(true)?;
+                Socket::Unix(socket)
+            }
+            SyslogTarget::Udp(target) => {
+                let local = if target.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let socket =
+                    UdpSocket::bind(local).context("log.syslog: cannot create a socket")?;
+                socket
+                    .connect(target)
+                    .with_context(|| format!("log.syslog.destination: cannot reach {target}"))?;
+                socket.set_nonblocking(true)?;
+                Socket::Udp(socket)
+            }
         };
         let tag = if config.pid {
             format!("{}[{}]", config.tag, std::process::id())

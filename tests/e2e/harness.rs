@@ -141,6 +141,23 @@ impl Gateway {
         overrides: Value,
         auth: Option<Value>,
     ) -> Gateway {
+        let gw = Self::launch_inner(prepare, overrides, auth);
+        gw.wait_for_log("containerssh is listening", Duration::from_secs(120));
+        gw
+    }
+
+    /// Starts a gateway without waiting for it to listen: for a log that goes somewhere other
+    /// than standard error (`gw.log` then holds only what is written there), or a start that
+    /// is meant to fail.
+    pub fn launch(overrides: Value) -> Gateway {
+        Self::launch_inner(|_, _| {}, overrides, None)
+    }
+
+    fn launch_inner(
+        prepare: impl FnOnce(u16, &Path),
+        overrides: Value,
+        auth: Option<Value>,
+    ) -> Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = base_config(port, dir.path());
@@ -164,14 +181,12 @@ impl Gateway {
             .stderr(log_file)
             .spawn()
             .expect("gateway starts");
-        let gw = Gateway {
+        Gateway {
             child: Some(child),
             port,
             dir,
             log,
-        };
-        gw.wait_for_log("containerssh is listening", Duration::from_secs(120));
-        gw
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -345,6 +360,16 @@ impl Gateway {
             .as_ref()
             .map(|c| c.id())
             .expect("gateway still running")
+    }
+
+    /// Waits (up to `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("gateway still running");
+        let status = wait_timeout(&mut child, timeout);
+        if status.is_none() {
+            self.child = Some(child);
+        }
+        status
     }
 
     /// Sends SIGTERM and waits for the process to exit.

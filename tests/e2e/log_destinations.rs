@@ -2,78 +2,22 @@
 //! to a Unix socket such as `/dev/log`, with the configured facility and tag).
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::*;
 
-/// A gateway started with `log` merged into the test configuration; stopped when dropped.
-struct Running {
-    child: Child,
-    port: u16,
-    stderr: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// A gateway whose `log` section is `log`, not waited for (its log is not on standard error).
+fn launch(log: Value) -> Gateway {
+    Gateway::launch(json!({ "log": log }))
 }
 
-impl Running {
-    fn start(log: Value) -> Running {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = base_config(port, dir.path());
-        merge(&mut config, json!({ "log": log }));
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, config.to_string()).expect("write config");
-        let stderr = dir.path().join("stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_containerssh"))
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("gateway starts");
-        Running {
-            child,
-            port,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn ssh(&self, command: &str) -> std::process::Output {
-        Command::new("ssh")
-            .args(["-p", &self.port.to_string()])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-            ])
-            .arg(&shared().key)
-            .arg(format!("{USER}@127.0.0.1"))
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ssh runs")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        signal(self.child.id(), "TERM");
-        if wait_timeout(&mut self.child, Duration::from_secs(60)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `ssh gw command` with the test key; its output.
+fn ssh(gw: &Gateway, command: &str) -> std::process::Output {
+    let mut cmd = gw.ssh();
+    cmd.arg(command);
+    run(cmd, b"")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -89,12 +33,12 @@ fn logs_go_to_a_file_as_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("containerssh.log");
     std::fs::write(&file, "an earlier line\n").expect("write");
-    let gw = Running::start(json!({"destination": "file", "file": file, "format": "json"}));
+    let gw = launch(json!({"destination": "file", "file": file, "format": "json"}));
     let read = || std::fs::read_to_string(&file).unwrap_or_default();
     wait_until("the file log", Duration::from_secs(120), || {
         read().contains("containerssh is listening")
     });
-    let out = gw.ssh("echo to-file");
+    let out = ssh(&gw, "echo to-file");
     assert!(out.status.success(), "{out:?}");
     wait_until("the login in the file log", Duration::from_secs(20), || {
         read().contains("connection accepted")
@@ -106,7 +50,7 @@ fn logs_go_to_a_file_as_json_lines() {
         let event: Value = serde_json::from_str(line).expect("a JSON line");
         assert!(event["level"].is_string(), "{line}");
     }
-    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    let stderr = gw.log_text();
     assert!(!stderr.contains("containerssh is listening"), "{stderr}");
 }
 
@@ -118,10 +62,10 @@ fn logs_go_to_syslog_with_facility_tag_and_severity() {
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
-    let gw = Running::start(json!({"destination": "syslog", "syslog": {
+    let gw = launch(json!({"destination": "syslog", "syslog": {
         "destination": socket, "facility": "local3", "tag": "cssh-test", "pid": true
     }}));
-    let pid = gw.child.id();
+    let pid = gw.pid();
     let mut seen: Vec<String> = Vec::new();
     let receive_until = |needle: &str, seen: &mut Vec<String>| {
         let start = Instant::now();
@@ -148,7 +92,7 @@ fn logs_go_to_syslog_with_facility_tag_and_severity() {
     );
     assert!(!listening.ends_with('\n'), "{listening:?}");
 
-    let out = gw.ssh("echo to-syslog");
+    let out = ssh(&gw, "echo to-syslog");
     assert!(out.status.success(), "{out:?}");
     receive_until("connection accepted", &mut seen);
     // The test configuration logs at debug: severity 7, so 159.
@@ -158,7 +102,7 @@ fn logs_go_to_syslog_with_facility_tag_and_severity() {
         .find(|m| m.contains("connection cleaned up"))
         .expect("seen");
     assert!(cleaned.starts_with("<159>"), "{cleaned}");
-    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    let stderr = gw.log_text();
     assert!(!stderr.contains("containerssh is listening"), "{stderr}");
 }
 
@@ -166,18 +110,18 @@ fn logs_go_to_syslog_with_facility_tag_and_severity() {
 fn a_log_destination_that_cannot_be_opened_stops_the_start_with_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing: &Path = &dir.path().join("no-such-dir/containerssh.log");
-    let mut gw = Running::start(json!({"destination": "file", "file": missing}));
-    let status = wait_timeout(&mut gw.child, Duration::from_secs(60)).expect("exits");
+    let mut gw = launch(json!({"destination": "file", "file": missing}));
+    let status = gw.wait_exit(Duration::from_secs(60)).expect("exits");
     assert!(!status.success());
-    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    let stderr = gw.log_text();
     assert!(stderr.contains("log.file: cannot open"), "{stderr}");
 
-    let mut gw = Running::start(json!({"destination": "syslog", "syslog": {
+    let mut gw = launch(json!({"destination": "syslog", "syslog": {
         "destination": dir.path().join("no-socket")
     }}));
-    let status = wait_timeout(&mut gw.child, Duration::from_secs(60)).expect("exits");
+    let status = gw.wait_exit(Duration::from_secs(60)).expect("exits");
     assert!(!status.success());
-    let stderr = std::fs::read_to_string(&gw.stderr).unwrap_or_default();
+    let stderr = gw.log_text();
     assert!(
         stderr.contains("log.syslog.destination: cannot connect"),
         "{stderr}"

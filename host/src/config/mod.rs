@@ -293,7 +293,7 @@ impl Config {
                 ));
             }
             let d = &self.log.syslog.destination;
-            if !d.starts_with('/') && d.parse::<std::net::SocketAddr>().is_err() {
+            if crate::logging::syslog_target(d).is_none() {
                 problems.push(format!(
                     "log.syslog.destination: {d:?} is neither a socket path (/dev/log) nor an address:port"
                 ));
