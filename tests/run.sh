@@ -53,7 +53,7 @@ rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup ta
 wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli 0.63.0" ||
   cargo install --quiet --locked wit-bindgen-cli --version 0.63.0 --no-default-features --features c
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-docker image inspect containerssh-test/guest:3 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:3
+docker image inspect containerssh-test/guest:4 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:4
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --exclude russh -- -D warnings

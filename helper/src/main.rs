@@ -5,6 +5,8 @@
 //! ```text
 //! containerssh-helper tcp HOST PORT     # ssh -L / -D: connect to HOST:PORT
 //! containerssh-helper unix PATH         # direct-streamlocal: connect to a Unix socket
+//! containerssh-helper listen ...        # ssh -R, streamlocal-forward, agent (see listen.rs)
+//! containerssh-helper join ...          # one connection a listener accepted
 //! ```
 //!
 //! Once connected it writes `connected` on stderr (or `error: ...` and exits 1). Then both
@@ -20,12 +22,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod listen;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame the gateway sends (its channel packets are smaller).
 const MAX_FRAME: usize = 1 << 20;
 
 /// A connected socket of either kind.
-trait Socket: Read + Write + Send + 'static {
+pub(crate) trait Socket: Read + Write + Send + 'static {
     fn shutdown_write(&self) -> io::Result<()>;
     fn try_clone_box(&self) -> io::Result<Box<dyn Socket>>;
 }
@@ -58,8 +62,12 @@ fn main() -> ExitCode {
         [kind, path] if kind == "unix" => {
             UnixStream::connect(path).map(|s| Box::new(s) as Box<dyn Socket>)
         }
+        [mode, kind, address @ .., name, secret] if mode == "listen" => {
+            return listen::listen(kind, address, name, secret)
+        }
+        [mode, name, secret, id] if mode == "join" => return listen::join(name, secret, id),
         _ => {
-            eprintln!("usage: containerssh-helper tcp HOST PORT | unix PATH");
+            eprintln!("usage: containerssh-helper tcp HOST PORT | unix PATH | listen KIND ADDRESS.. NAME SECRET | join NAME SECRET ID");
             return ExitCode::from(2);
         }
     };
@@ -130,7 +138,7 @@ struct Done {
     writing: bool,
 }
 
-fn relay(socket: Box<dyn Socket>) -> ExitCode {
+pub(crate) fn relay(socket: Box<dyn Socket>) -> ExitCode {
     let done = Arc::new(Mutex::new(Done::default()));
     let reader = match socket.try_clone_box() {
         Ok(r) => r,

@@ -344,3 +344,32 @@ fn a_read_only_non_root_container_forwards_tcp_and_unix_sockets_both_ways() {
     stop(ssh);
     gw.assert_no_containers();
 }
+
+/// A server that speaks first (an SSH or SMTP banner): its greeting may reach the gateway
+/// before the helper's word that it connected, and must still arrive, first and whole.
+#[test]
+fn dash_l_to_a_server_that_speaks_first_gets_its_greeting() {
+    let gw = gateway(json!({"forwardingMode": "enable"}), json!({}));
+    let local = free_port();
+    let ssh = spawn_with_forwards(
+        &gw,
+        &["-L".into(), format!("{local}:127.0.0.1:9002")],
+        "exec socat TCP-LISTEN:9002,bind=127.0.0.1,reuseaddr,fork SYSTEM:'echo SSH-2.0-greeting-first; cat'",
+    );
+    for round in 0..5 {
+        let greeting = eventually("the greeting", &gw, || {
+            let mut s = TcpStream::connect(("127.0.0.1", local)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            let mut line = [0u8; 23];
+            s.read_exact(&mut line).ok()?;
+            s.write_all(b"after\n").ok()?;
+            let mut echoed = [0u8; 6];
+            s.read_exact(&mut echoed).ok()?;
+            Some((String::from_utf8_lossy(&line).into_owned(), echoed))
+        });
+        assert_eq!(greeting.0, "SSH-2.0-greeting-first\n", "round {round}");
+        assert_eq!(&greeting.1, b"after\n", "round {round}");
+    }
+    stop(ssh);
+    gw.assert_no_containers();
+}

@@ -24,6 +24,7 @@ mod plugins_any_language;
 mod pool;
 mod proxy_protocol;
 mod remote_docker;
+mod remote_forwarding;
 mod retries;
 mod security;
 mod sessions;

@@ -43,3 +43,46 @@ pub enum ForwardError {
     #[error("{0}")]
     ConnectFailed(String),
 }
+
+/// Where a listener goes, inside the workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenTarget {
+    /// `ssh -R` (tcpip-forward): an address and port inside the workload.
+    Tcp { host: String, port: u32 },
+    /// streamlocal-forward: a Unix socket path inside the workload.
+    Unix(String),
+    /// The agent socket (`ssh -A`): a Unix socket in a directory of its own, made for it.
+    Agent(String),
+}
+
+impl ListenTarget {
+    /// The SSH request's name, for logs, audit events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ListenTarget::Tcp { .. } => "tcpip-forward",
+            ListenTarget::Unix(_) => "streamlocal-forward",
+            ListenTarget::Agent(_) => "auth-agent",
+        }
+    }
+}
+
+/// A connection a listener accepted inside the workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: u64,
+    /// The connecting peer inside the workload (empty for Unix sockets).
+    pub originator_host: String,
+    pub originator_port: u32,
+}
+
+/// A listener inside a workload. Dropping it closes the listener (connections already taken
+/// go on).
+#[async_trait::async_trait]
+pub trait ForwardListener: Send + Sync {
+    /// The next accepted connection; None once the listener has ended.
+    async fn accepted(&self) -> Option<Accepted>;
+    /// Takes an accepted connection as a byte stream.
+    async fn take(&self, id: u64) -> Result<ForwardStream, ForwardError>;
+    /// Closes an accepted connection nobody will take (the client refused the channel).
+    async fn refuse(&self, id: u64);
+}

@@ -114,6 +114,16 @@ pub trait Workload: Send + Sync {
             "this backend cannot forward connections".into(),
         ))
     }
+    /// A listener inside the workload (`ssh -R`, streamlocal-forward, the agent socket).
+    async fn open_listener(
+        &self,
+        target: &forward::ListenTarget,
+    ) -> Result<Box<dyn forward::ForwardListener>, forward::ForwardError> {
+        let _ = target;
+        Err(forward::ForwardError::Unavailable(
+            "this backend cannot listen inside the workload".into(),
+        ))
+    }
     /// Removes the workload. Idempotent and single-flight: concurrent calls share one removal,
     /// later calls return at once once it is gone.
     async fn remove(&self);

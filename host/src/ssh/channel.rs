@@ -21,16 +21,23 @@ use crate::ssh::connection::{Connection, DISCONNECT_SEND_TIMEOUT};
 /// pending SIGINT from ten, and delivering one takes a helper exec).
 const SIGNAL_QUEUE: usize = 8;
 
+/// What a session runs.
+pub struct Program {
+    pub spec: ProcessSpec,
+    /// The client asked for agent forwarding: the agent socket must listen first.
+    pub agent: bool,
+}
+
 /// The russh handler's side of a channel task's controls.
 pub struct ChannelControls {
-    start: Option<oneshot::Sender<ProcessSpec>>,
+    start: Option<oneshot::Sender<Program>>,
     size: watch::Sender<Option<(u32, u32)>>,
     signals: mpsc::Sender<String>,
 }
 
 /// The channel task's side.
 pub struct ControlReceivers {
-    start: oneshot::Receiver<ProcessSpec>,
+    start: oneshot::Receiver<Program>,
     size: watch::Receiver<Option<(u32, u32)>>,
     signals: mpsc::Receiver<String>,
 }
@@ -66,8 +73,8 @@ pub enum SignalDropped {
 impl ChannelControls {
     /// Hands the program to the channel task; false if it was handed over before or the task
     /// has ended.
-    pub fn start(&mut self, spec: ProcessSpec) -> bool {
-        self.start.take().is_some_and(|tx| tx.send(spec).is_ok())
+    pub fn start(&mut self, program: Program) -> bool {
+        self.start.take().is_some_and(|tx| tx.send(program).is_ok())
     }
 
     /// The terminal's new size. Sizes not yet applied are replaced: a storm of window changes
@@ -150,11 +157,16 @@ impl ChannelTask {
         // Until exec/shell/subsystem arrives, what the client sends stays in the channel
         // (within the window it was granted) for the program: nothing is read ahead of it. An
         // error: the handler dropped its side (channel closed, program refused).
-        let spec = start.await.ok();
-        let Some(spec) = spec else {
+        let program = start.await.ok();
+        let Some(Program { mut spec, agent }) = program else {
             conn.release_session_workload(&workload).await;
             return;
         };
+        if agent && !conn.agent.ensure(&conn, &workload).await {
+            // The session goes on without an agent (the reason is logged); a variable naming a
+            // socket that does not exist would only mislead.
+            spec.env.retain(|v| !v.starts_with("SSH_AUTH_SOCK="));
+        }
         let argv = spec.argv.clone();
         let tty = spec.tty.clone();
         let Process {
@@ -404,11 +416,14 @@ pub fn sig_to_name(sig: &Sig) -> String {
 mod tests {
     use super::*;
 
-    fn spec() -> ProcessSpec {
-        ProcessSpec {
-            argv: vec!["/bin/sh".into()],
-            env: Vec::new(),
-            tty: None,
+    fn spec() -> Program {
+        Program {
+            spec: ProcessSpec {
+                argv: vec!["/bin/sh".into()],
+                env: Vec::new(),
+                tty: None,
+            },
+            agent: false,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Connection {
     closing: AtomicBool,
     /// Set once the connection is being ended for a failed audit log.
     audit_disconnect: AtomicBool,
+    /// The agent socket in the container, for sessions that ask for agent forwarding.
+    pub agent: crate::ssh::listen::AgentSocket,
 }
 
 /// How long a disconnect message may take to reach russh's queue (a connection whose loop is
@@ -121,6 +123,7 @@ impl Connection {
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
             audit_disconnect: AtomicBool::new(false),
+            agent: Default::default(),
         }
     }
 

@@ -91,6 +91,16 @@ impl ForwardTask {
     }
 }
 
+/// `base` with the fields of `more` added.
+pub(crate) fn audit_fields_extended(
+    base: &serde_json::Value,
+    more: serde_json::Value,
+) -> serde_json::Value {
+    let mut fields = base.clone();
+    extend(&mut fields, more);
+    fields
+}
+
 fn extend(fields: &mut serde_json::Value, more: serde_json::Value) {
     if let (Some(f), serde_json::Value::Object(m)) = (fields.as_object_mut(), more) {
         f.extend(m);
@@ -112,7 +122,7 @@ async fn open(conn: &Arc<Connection>, target: &Target) -> Result<ForwardStream, 
 }
 
 /// Carries bytes both ways until either side closes; returns (to container, to client).
-async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64, u64) {
+pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64, u64) {
     let (mut reader, writer) = channel.split();
     let (mut from_container, mut to_container_io) = tokio::io::split(stream);
     let mut to_container = 0u64;

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Pty, Sig};
 
+use crate::backend::forward::ListenTarget;
 use crate::backend::{ProcessSpec, TtySpec};
-use crate::config::MAX_AUTH_ATTEMPTS;
+use crate::config::{ExecutionMode, MAX_AUTH_ATTEMPTS};
 use crate::plugin::{ChannelRequest, Verdict};
-use crate::ssh::channel::{self, sig_to_name, ChannelControls, ChannelTask, SignalDropped};
+use crate::ssh::channel::{
+    self, sig_to_name, ChannelControls, ChannelTask, Program, SignalDropped,
+};
 use crate::ssh::connection::Connection;
 use crate::ssh::forward;
+use crate::ssh::listen::{self, ListenKey, Listeners};
 
 mod login;
 mod policy;
@@ -30,6 +34,8 @@ pub struct SshHandler {
     attempts: usize,
     channels: HashMap<ChannelId, ChannelState>,
     next_session: u32,
+    /// `ssh -R` and streamlocal-forward listeners.
+    listeners: Listeners,
 }
 
 struct ChannelState {
@@ -38,6 +44,8 @@ struct ChannelState {
     env: Vec<String>,
     tty: Option<TtySpec>,
     started: bool,
+    /// The client asked for agent forwarding on this session.
+    agent: bool,
     /// The channel task's controls; never block a callback.
     controls: ChannelControls,
 }
@@ -49,6 +57,7 @@ impl SshHandler {
             attempts: 0,
             channels: HashMap::new(),
             next_session: 0,
+            listeners: Listeners::default(),
         }
     }
 
@@ -86,12 +95,19 @@ impl SshHandler {
         let mut env = grant_env;
         env.extend(state.env.iter().cloned());
         env.extend(extra_env);
+        if state.agent {
+            env.push(format!("SSH_AUTH_SOCK={}", self.conn.agent.path));
+        }
         let spec = ProcessSpec {
             argv,
             env,
             tty: state.tty.clone(),
         };
-        if !state.controls.start(spec) {
+        let program = Program {
+            spec,
+            agent: state.agent,
+        };
+        if !state.controls.start(program) {
             return session.channel_failure(channel);
         }
         session.channel_success(channel)
@@ -175,6 +191,40 @@ impl SshHandler {
             originator,
         };
         self.conn.spawn(task.run());
+    }
+
+    /// Why nothing can listen in this connection's container, if so.
+    fn cannot_listen(&self) -> Option<&'static str> {
+        let settings = self.conn.workload_settings();
+        if !settings.can_listen() {
+            Some("the Kubernetes backend cannot listen inside the pod yet")
+        } else if settings.mode() != ExecutionMode::Connection {
+            Some("listening needs the connection execution mode (one container per connection)")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a new listener (`ssh -R`, streamlocal-forward) may start: authenticated, the
+    /// policy allows it (audited), the backend can listen, and the connection has room.
+    async fn listen_allowed(&mut self, request: ChannelRequest, session: &mut Session) -> bool {
+        if !self.conn.is_authenticated() {
+            return false;
+        }
+        let verdict = self.judge(None, 0, request, session).await;
+        self.conn.audit_written().await;
+        if !matches!(verdict, Verdict::Allow) {
+            return false;
+        }
+        if let Some(refusal) = self.cannot_listen() {
+            tracing::info!(connection_id = %self.cid(), reason = refusal, "listener refused");
+            return false;
+        }
+        if self.listeners.live() >= listen::MAX_LISTENERS {
+            tracing::warn!(connection_id = %self.cid(), "listener refused (limit reached)");
+            return false;
+        }
+        true
     }
 
     fn forget_finished_channels(&mut self) {
@@ -302,6 +352,7 @@ impl russh::server::Handler for SshHandler {
                 env: Vec::new(),
                 tty: None,
                 started: false,
+                agent: false,
                 controls,
             },
         );
@@ -582,12 +633,94 @@ impl russh::server::Handler for SshHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        if self
-            .audited_allowed(channel, ChannelRequest::AgentForwarding, session)
-            .await
+        let fresh = matches!(self.channels.get(&channel), Some(s) if !s.started);
+        if !fresh
+            || !self
+                .audited_allowed(channel, ChannelRequest::AgentForwarding, session)
+                .await
         {
-            tracing::info!(connection_id = %self.cid(), "agent forwarding is not supported");
+            return Ok(false);
         }
-        Ok(false)
+        if let Some(refusal) = self.cannot_listen() {
+            tracing::info!(connection_id = %self.cid(), reason = refusal, "agent forwarding refused");
+            return Ok(false);
+        }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.agent = true;
+        }
+        Ok(true)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if *port > u32::from(u16::MAX) {
+            return Ok(false);
+        }
+        let request = ChannelRequest::TcpipForward {
+            host: address.to_string(),
+            port: *port,
+        };
+        if !self.listen_allowed(request, session).await {
+            return Ok(false);
+        }
+        if *port == 0 {
+            *port = listen::pick_port();
+        }
+        let key = ListenKey::Tcp(address.to_string(), *port);
+        if self.listeners.contains(&key) {
+            return Ok(false);
+        }
+        let target = ListenTarget::Tcp {
+            host: listen::bind_address(address),
+            port: *port,
+        };
+        self.listeners.start(&self.conn, key, target);
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self
+            .listeners
+            .cancel(&ListenKey::Tcp(address.to_string(), port)))
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if socket_path.is_empty() || socket_path.contains('\0') || socket_path.len() > 107 {
+            return Ok(false);
+        }
+        let request = ChannelRequest::StreamlocalForward(socket_path.to_string());
+        if !self.listen_allowed(request, session).await {
+            return Ok(false);
+        }
+        let key = ListenKey::Unix(socket_path.to_string());
+        if self.listeners.contains(&key) {
+            return Ok(false);
+        }
+        let target = ListenTarget::Unix(socket_path.to_string());
+        self.listeners.start(&self.conn, key, target);
+        Ok(true)
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self
+            .listeners
+            .cancel(&ListenKey::Unix(socket_path.to_string())))
     }
 }

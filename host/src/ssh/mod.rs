@@ -6,6 +6,7 @@ mod forward;
 mod handler;
 mod hostkey;
 mod limits;
+mod listen;
 mod proxy_protocol;
 mod server;
 mod sniff;

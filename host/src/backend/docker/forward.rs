@@ -1,5 +1,7 @@
 //! Forwarded connections in a Docker container: the forwarding helper (`helper/`), placed in the
-//! container once, runs as an exec per connection and connects from inside. Its stdin and stdout
+//! container once, runs as an exec per connection and connects from inside; for `ssh -R`,
+//! streamlocal-forward and the agent, one exec listens and one more per accepted connection
+//! takes it over (see `helper/src/listen.rs`). Its stdin and stdout
 //! carry length-prefixed frames (an empty frame is EOF), so half-closes are exact whatever the
 //! engine does with stream ends; dropping the stream closes the exec's stdin, which ends the
 //! helper at once.
@@ -8,11 +10,16 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::sync::Arc;
 
-use crate::backend::forward::{ForwardError, ForwardStream, ForwardTarget};
+use bytes::{Buf, BufMut, BytesMut};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::backend::forward::{
+    Accepted, ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
+};
 use crate::backend::{Output, OutputStream, Process, ProcessSpec, Workload, HELPER_PATH};
 
 /// How long the helper may take to start and connect.
@@ -21,6 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_FRAME: usize = 1 << 20;
 /// Largest frame the gateway writes at once.
 const WRITE_FRAME: usize = 64 * 1024;
+
+/// Starts processes in the container (an exec each); kept by a listener, which starts one
+/// per connection it hands over.
+pub type Starter =
+    Arc<dyn Fn(ProcessSpec) -> BoxFuture<'static, anyhow::Result<Process>> + Send + Sync>;
 
 /// Starts the helper for `target` in `workload` (the helper is already in place) and waits
 /// until it has connected.
@@ -35,14 +47,34 @@ pub async fn open(
         }
         ForwardTarget::Unix(path) => argv.extend(["unix".to_string(), path.clone()]),
     }
-    let spec = ProcessSpec {
+    let started = start_helper(workload.start_process(helper_spec(argv)), b"connected\n").await?;
+    Ok(HelperStream::boxed(started))
+}
+
+fn helper_spec(argv: Vec<String>) -> ProcessSpec {
+    ProcessSpec {
         argv,
         env: Vec::new(),
         tty: None,
-    };
-    let connected = async {
-        let process = workload
-            .start_process(spec)
+    }
+}
+
+/// A helper that said it is ready: its stdin, its output, and what it wrote on stdout before
+/// the word on stderr reached us (the engine copies the two streams independently, so data
+/// can overtake the word).
+struct Started {
+    stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    output: OutputStream,
+    early: BytesMut,
+}
+
+/// Starts a helper process and waits until it says `ready` on stderr (or why not).
+async fn start_helper(
+    start: impl std::future::Future<Output = anyhow::Result<Process>>,
+    ready: &[u8],
+) -> Result<Started, ForwardError> {
+    let started = async {
+        let process = start
             .await
             .map_err(|e| ForwardError::Unavailable(format!("cannot start the helper: {e:#}")))?;
         let Process {
@@ -50,22 +82,19 @@ pub async fn open(
             mut output,
             control: _,
         } = process;
-        // The helper says "connected" or "error: ..." on stderr before anything else.
+        // The helper speaks on stderr before anything else.
         let mut said = Vec::new();
+        let mut early = BytesMut::new();
         loop {
             match output.next().await {
                 Some(Ok(Output::Stderr(b))) => {
                     said.extend_from_slice(&b);
-                    if said.starts_with(b"connected\n") {
-                        return Ok(Box::pin(HelperStream {
+                    if said.starts_with(ready) {
+                        return Ok(Started {
                             stdin,
                             output,
-                            to_helper: BytesMut::new(),
-                            eof_queued: false,
-                            from_helper: BytesMut::new(),
-                            frame_left: 0,
-                            read_eof: false,
-                        }) as ForwardStream);
+                            early,
+                        });
                     }
                     if said.contains(&b'\n') || said.len() > 4096 {
                         let text = String::from_utf8_lossy(&said);
@@ -75,10 +104,13 @@ pub async fn open(
                         ));
                     }
                 }
-                Some(Ok(Output::Stdout(_))) => {
-                    return Err(ForwardError::ConnectFailed(
-                        "the helper wrote before it connected".into(),
-                    ))
+                Some(Ok(Output::Stdout(b))) => {
+                    if early.len() + b.len() > MAX_FRAME + 4 {
+                        return Err(ForwardError::ConnectFailed(
+                            "the helper wrote too much before it was ready".into(),
+                        ));
+                    }
+                    early.extend_from_slice(&b);
                 }
                 Some(Err(e)) => return Err(ForwardError::ConnectFailed(format!("{e:#}"))),
                 None => {
@@ -89,11 +121,116 @@ pub async fn open(
             }
         }
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, connected)
+    tokio::time::timeout(CONNECT_TIMEOUT, started)
         .await
-        .map_err(|_| {
-            ForwardError::ConnectFailed(format!("no connection within {CONNECT_TIMEOUT:?}"))
-        })?
+        .map_err(|_| ForwardError::ConnectFailed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+}
+
+/// Starts a listener helper for `target`; `start` runs processes in the same container.
+pub async fn listen(
+    start: Starter,
+    target: &ListenTarget,
+) -> Result<Box<dyn ForwardListener>, ForwardError> {
+    let name = format!("containerssh-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let secret = hex::encode(rand::random::<[u8; 16]>());
+    let mut argv = vec![HELPER_PATH.to_string(), "listen".to_string()];
+    match target {
+        ListenTarget::Tcp { host, port } => {
+            argv.extend(["tcp".to_string(), host.clone(), port.to_string()])
+        }
+        ListenTarget::Unix(path) => argv.extend(["unix".to_string(), path.clone()]),
+        ListenTarget::Agent(path) => argv.extend(["agent".to_string(), path.clone()]),
+    }
+    argv.extend([name.clone(), secret.clone()]);
+    let started = start_helper(start(helper_spec(argv)), b"listening\n").await?;
+    Ok(Box::new(HelperListener {
+        start,
+        name,
+        secret,
+        stdin: tokio::sync::Mutex::new(started.stdin),
+        lines: tokio::sync::Mutex::new((started.output, started.early)),
+    }))
+}
+
+/// A listener helper: its stdout says what it accepted, its stdin takes refusals, and its
+/// stdin's end (this being dropped) ends it.
+struct HelperListener {
+    start: Starter,
+    name: String,
+    secret: String,
+    stdin: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    lines: tokio::sync::Mutex<(OutputStream, BytesMut)>,
+}
+
+/// Longest line the listener helper writes.
+const MAX_LINE: usize = 1024;
+
+#[async_trait::async_trait]
+impl ForwardListener for HelperListener {
+    async fn accepted(&self) -> Option<Accepted> {
+        let mut guard = self.lines.lock().await;
+        let (output, buffered) = &mut *guard;
+        loop {
+            if let Some(end) = buffered.iter().position(|b| *b == b'\n') {
+                let line = buffered.split_to(end + 1);
+                match parse_accept(&line[..end]) {
+                    Some(a) => return Some(a),
+                    None => continue,
+                }
+            }
+            if buffered.len() > MAX_LINE {
+                return None;
+            }
+            match output.next().await {
+                Some(Ok(Output::Stdout(b))) => buffered.extend_from_slice(&b),
+                Some(Ok(Output::Stderr(_))) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    async fn take(&self, id: u64) -> Result<ForwardStream, ForwardError> {
+        let argv = vec![
+            HELPER_PATH.to_string(),
+            "join".to_string(),
+            self.name.clone(),
+            self.secret.clone(),
+            id.to_string(),
+        ];
+        let started = start_helper((self.start)(helper_spec(argv)), b"connected\n").await?;
+        Ok(HelperStream::boxed(started))
+    }
+
+    async fn refuse(&self, id: u64) {
+        let mut stdin = self.stdin.lock().await;
+        let line = format!("drop {id}\n");
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        })
+        .await;
+    }
+}
+
+/// `accept ID HOST PORT` (HOST is `-` for a Unix socket).
+fn parse_accept(line: &[u8]) -> Option<Accepted> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split(' ');
+    if words.next()? != "accept" {
+        return None;
+    }
+    let id = words.next()?.parse().ok()?;
+    let host = words.next()?;
+    let port = words.next()?.parse().ok()?;
+    Some(Accepted {
+        id,
+        originator_host: if host == "-" {
+            String::new()
+        } else {
+            host.to_string()
+        },
+        originator_port: port,
+    })
 }
 
 /// The helper's framed stdin and stdout as one byte stream.
@@ -111,6 +248,18 @@ struct HelperStream {
 }
 
 impl HelperStream {
+    fn boxed(started: Started) -> ForwardStream {
+        Box::pin(HelperStream {
+            stdin: started.stdin,
+            output: started.output,
+            to_helper: BytesMut::new(),
+            eof_queued: false,
+            from_helper: started.early,
+            frame_left: 0,
+            read_eof: false,
+        })
+    }
+
     /// Writes queued frames until none are left or the helper's stdin is full.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.to_helper.is_empty() {
@@ -207,6 +356,36 @@ impl AsyncRead for HelperStream {
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(format!("{e:#}")))),
                 None => this.read_eof = true,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_lines_are_read_and_anything_else_is_not() {
+        assert_eq!(
+            parse_accept(b"accept 7 127.0.0.1 40028"),
+            Some(Accepted {
+                id: 7,
+                originator_host: "127.0.0.1".into(),
+                originator_port: 40028
+            })
+        );
+        assert_eq!(
+            parse_accept(b"accept 8 - 0").map(|a| a.originator_host),
+            Some(String::new())
+        );
+        for bad in [
+            &b"accept x 1.2.3.4 5"[..],
+            b"accept 1 1.2.3.4",
+            b"accept 1 1.2.3.4 99999999999",
+            b"hello",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse_accept(bad), None, "{bad:?}");
         }
     }
 }

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use container::host_config;
 
-use crate::backend::forward::{ForwardError, ForwardStream, ForwardTarget};
+use crate::backend::forward::{
+    ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
+};
 use crate::backend::pool::WarmPool;
 use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
@@ -308,6 +310,22 @@ pub(crate) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+impl DockerWorkload {
+    /// Puts the forwarding helper in the container, once.
+    async fn place_helper(&self) -> Result<(), ForwardError> {
+        let docker = &self.backend.docker;
+        self.helper
+            .get_or_try_init(|| files::place_helper(docker, &self.id, self.helper_volume))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(connection_id = %self.connection_id, container = %short(&self.id),
+                    error = format!("{e:#}"), "cannot place the forwarding helper");
+                ForwardError::Unavailable(format!("{e:#}"))
+            })
+    }
+}
+
 /// One container.
 pub struct DockerWorkload {
     backend: DockerBackend,
@@ -346,16 +364,35 @@ impl Workload for DockerWorkload {
     }
 
     async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
-        let docker = &self.backend.docker;
-        self.helper
-            .get_or_try_init(|| files::place_helper(docker, &self.id, self.helper_volume))
-            .await
-            .map_err(|e| {
-                tracing::error!(connection_id = %self.connection_id, container = %short(&self.id),
-                    error = format!("{e:#}"), "cannot place the forwarding helper");
-                ForwardError::Unavailable(format!("{e:#}"))
-            })?;
+        self.place_helper().await?;
         forward::open(self, target).await
+    }
+
+    async fn open_listener(
+        &self,
+        target: &ListenTarget,
+    ) -> Result<Box<dyn ForwardListener>, ForwardError> {
+        self.place_helper().await?;
+        let (docker, id, user) = (
+            self.backend.docker.clone(),
+            self.id.clone(),
+            self.user.clone(),
+        );
+        let (timeouts, connection_id) = (self.backend.timeouts.clone(), self.connection_id.clone());
+        let start: forward::Starter = Arc::new(move |spec| {
+            let (docker, id, user) = (docker.clone(), id.clone(), user.clone());
+            let (timeouts, connection_id) = (timeouts.clone(), connection_id.clone());
+            Box::pin(async move {
+                let limit = timeouts.command_start;
+                tokio::time::timeout(
+                    limit,
+                    process::start(&docker, &id, &user, spec, &timeouts, &connection_id),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("command did not start within {limit:?}"))?
+            })
+        });
+        forward::listen(start, target).await
     }
 
     async fn remove(&self) {

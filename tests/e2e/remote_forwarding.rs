@@ -1,0 +1,253 @@
+//! Listeners inside the container whose connections come back to the client, with the real
+//! OpenSSH client and asyncssh: `ssh -R` (TCP, and a Unix socket through
+//! streamlocal-forward), port 0 chosen by the gateway, cancel, agent forwarding (`ssh -A`,
+//! `ssh-add -l` inside), all off unless the security policy turns them on.
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// An echo server on the test machine: every connection gets back what it sent, then EOF.
+fn echo_tcp() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
+        }
+    });
+    port
+}
+
+fn echo_unix(path: &std::path::Path) {
+    let listener = UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
+        }
+    });
+}
+
+fn echo(mut reader: impl Read, mut writer: impl Write) {
+    let _ = std::io::copy(&mut reader, &mut writer);
+    // Dropping both ends closes the connection: the program inside sees EOF.
+}
+
+/// The script run inside: a random file through the forwarded socket (`socat` address) and
+/// back; prints the file's digest, then what came back's.
+fn round_trip_inside(socat_address: &str) -> String {
+    format!(
+        "head -c 8388608 /dev/urandom > /tmp/d && sha256sum < /tmp/d && \
+         socat -t30 {socat_address},retry=100,interval=0.2 - < /tmp/d | sha256sum"
+    )
+}
+
+fn digests(out: &str) -> Vec<String> {
+    out.split_whitespace()
+        .filter(|w| w.len() == 64)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn dash_r_brings_tcp_and_unix_socket_connections_from_the_container_back_to_the_client() {
+    let gw = Gateway::start(json!({"security": {"forwarding": {
+        "reverseForwardingMode": "enable", "socketListenMode": "enable"}}}));
+    let echo_port = echo_tcp();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local_socket = dir.path().join("echo.sock");
+    echo_unix(&local_socket);
+    let script = format!(
+        "{} && {}",
+        round_trip_inside("TCP:127.0.0.1:9100"),
+        round_trip_inside("UNIX-CONNECT:/tmp/app.sock")
+    );
+    let out = gw
+        .ssh()
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("9100:127.0.0.1:{echo_port}"))
+        .arg("-R")
+        .arg(format!("/tmp/app.sock:{}", local_socket.display()))
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let printed = text(&out.stdout);
+    let sums = digests(&printed);
+    assert!(
+        out.status.success() && sums.len() == 4,
+        "{printed}\n{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    assert_eq!(sums[0], sums[1], "TCP through -R differs");
+    assert_eq!(sums[2], sums[3], "Unix socket through -R differs");
+    let log = gw.log_text();
+    assert!(log.contains("forwarded-tcpip"), "{log}");
+    assert!(log.contains("forwarded-streamlocal"), "{log}");
+    gw.assert_no_containers();
+}
+
+#[test]
+fn asyncssh_gets_a_port_for_port_zero_many_connections_at_once_and_cancels() {
+    let gw =
+        Gateway::start(json!({"security": {"forwarding": {"reverseForwardingMode": "enable"}}}));
+    let script = workspace().join("tests/e2e/remote_forward_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(gw.port.to_string())
+        .arg(&shared().key)
+        .arg(USER)
+        .output()
+        .expect("python3 runs");
+    let printed = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}\n{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    assert!(printed.contains("four connections ok"), "{printed}");
+    assert!(printed.contains("cancel ok"), "{printed}");
+    gw.assert_no_containers();
+}
+
+/// An ssh-agent on the test machine holding one new key: (the agent, its socket, the key's
+/// fingerprint).
+fn start_agent(dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf, String) {
+    let agent_socket = dir.join("agent.sock");
+    let key = dir.join("agent_key");
+    let keygen = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "forwarded-agent-key",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let start = std::time::Instant::now();
+    while !agent_socket.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let add = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .output()
+        .expect("ssh-add");
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .expect("ssh-keygen -l");
+    let fingerprint = text(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+
+    (agent, agent_socket, fingerprint)
+}
+
+#[test]
+fn agent_forwarding_lists_the_clients_keys_inside() {
+    let gw = Gateway::start(json!({"security": {"forwarding": {"socketListenMode": "enable"}}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut agent, agent_socket, fingerprint) = start_agent(dir.path());
+    let out = gw
+        .ssh()
+        .arg("-A")
+        .arg("echo sock=$SSH_AUTH_SOCK; ls -ld $(dirname $SSH_AUTH_SOCK); ssh-add -l")
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let printed = text(&out.stdout);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        out.status.success() && printed.contains(&fingerprint),
+        "{printed}\n{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    assert!(printed.contains("forwarded-agent-key"), "{printed}");
+    // The socket's directory is the user's alone, as sshd makes it.
+    assert!(printed.contains("drwx------"), "{printed}");
+    gw.assert_no_containers();
+}
+
+#[test]
+fn listeners_and_the_agent_are_off_by_default() {
+    let gw = Gateway::start(json!({}));
+    let out = gw
+        .ssh()
+        .args(["-o", "ExitOnForwardFailure=yes", "-R", "9100:127.0.0.1:9"])
+        .arg("echo should-not-run")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("remote port forwarding failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = gw
+        .ssh()
+        .args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "/tmp/x.sock:/tmp/y.sock",
+        ])
+        .arg("echo should-not-run")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut agent, agent_socket, _) = start_agent(dir.path());
+    let out = gw
+        .ssh()
+        .arg("-A")
+        .arg("echo \"agent=[$SSH_AUTH_SOCK]\"")
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        text(&out.stdout).contains("agent=[]"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("request denied by the security policy"),
+        "{log}"
+    );
+    assert!(log.contains("auth-agent") || log.contains("agent"), "{log}");
+    gw.assert_no_containers();
+}
