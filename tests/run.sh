@@ -13,6 +13,11 @@ command -v ssh >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
 command -v rsync >/dev/null 2>&1 || need_pkgs="$need_pkgs rsync"
 command -v socat >/dev/null 2>&1 || need_pkgs="$need_pkgs socat"
 command -v curl >/dev/null 2>&1 || need_pkgs="$need_pkgs curl"
+# X11 forwarding: an X server on the client's side (Xvfb), xauth for the client, and an X client
+# (xdpyinfo) for the test image.
+command -v Xvfb >/dev/null 2>&1 || need_pkgs="$need_pkgs xvfb"
+command -v xauth >/dev/null 2>&1 || need_pkgs="$need_pkgs xauth"
+command -v xdpyinfo >/dev/null 2>&1 || need_pkgs="$need_pkgs x11-utils"
 # HAProxy (started by the PROXY protocol tests themselves, never as a service).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
@@ -53,7 +58,7 @@ rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup ta
 wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli 0.63.0" ||
   cargo install --quiet --locked wit-bindgen-cli --version 0.63.0 --no-default-features --features c
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-docker image inspect containerssh-test/guest:4 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:4
+docker image inspect containerssh-test/guest:5 >/dev/null 2>&1 || tests/images/build.sh containerssh-test/guest:5
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --exclude russh -- -D warnings

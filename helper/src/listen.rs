@@ -4,6 +4,7 @@
 //! containerssh-helper listen tcp HOST PORT NAME SECRET
 //! containerssh-helper listen unix PATH NAME SECRET
 //! containerssh-helper listen agent PATH NAME SECRET   # unix, in a fresh 0700 directory
+//! containerssh-helper listen x11 DISPLAY XAUTHORITY PROTOCOL COOKIE NAME SECRET
 //! containerssh-helper join NAME SECRET ID
 //! ```
 //!
@@ -55,6 +56,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 enum Bound {
     Tcp(TcpListener),
+    /// An X display's port, and the authority file made for it (in a directory of its own).
+    X11 {
+        listener: TcpListener,
+        xauthority: String,
+    },
     Unix {
         listener: UnixListener,
         /// What to remove at the end: the socket file, and the directory made for it.
@@ -90,7 +96,7 @@ pub fn listen(kind: &str, address: &[String], name: &str, secret: &str) -> ExitC
         std::thread::spawn(move || serve_joins(joins, pending, &secret));
     }
     match &bound {
-        Bound::Tcp(l) => {
+        Bound::Tcp(l) | Bound::X11 { listener: l, .. } => {
             let l = match l.try_clone() {
                 Ok(l) => l,
                 Err(e) => {
@@ -165,6 +171,20 @@ fn bind(kind: &str, address: &[String]) -> io::Result<Bound> {
             }?;
             Ok(Bound::Tcp(l))
         }
+        ("x11", [display, xauthority, protocol, cookie]) => {
+            let number: u16 = display
+                .parse()
+                .ok()
+                .filter(|n| *n < 1000)
+                .ok_or_else(|| io::Error::other(format!("bad display {display:?}")))?;
+            // X clients of display N connect to TCP port 6000 + N.
+            let l = TcpListener::bind(("127.0.0.1", 6000 + number))?;
+            write_xauthority(xauthority, display, protocol, cookie)?;
+            Ok(Bound::X11 {
+                listener: l,
+                xauthority: xauthority.clone(),
+            })
+        }
         ("unix" | "agent", [path]) => {
             let mut made_dir = None;
             if kind == "agent" {
@@ -199,12 +219,55 @@ fn bind(kind: &str, address: &[String]) -> io::Result<Bound> {
 }
 
 fn cleanup(bound: &Bound) {
-    if let Bound::Unix { path, made_dir, .. } = bound {
-        let _ = std::fs::remove_file(path);
-        if let Some(dir) = made_dir {
-            let _ = std::fs::remove_dir(dir);
+    match bound {
+        Bound::Unix { path, made_dir, .. } => {
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = made_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
+        Bound::X11 { xauthority, .. } => {
+            let _ = std::fs::remove_file(xauthority);
+            if let Some(dir) = std::path::Path::new(xauthority).parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        Bound::Tcp(_) => {}
     }
+}
+
+/// An X authority file (as `xauth` writes) with one entry for any address of `display`: the
+/// cookie the client's ssh checks and replaces with the real one. Its directory is made 0700.
+fn write_xauthority(path: &str, display: &str, protocol: &str, cookie: &str) -> io::Result<()> {
+    let cookie = (0..cookie.len())
+        .step_by(2)
+        .map(|i| {
+            cookie
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| io::Error::other("the X11 cookie is not hexadecimal"))?;
+    let dir = std::path::Path::new(path)
+        .parent()
+        .ok_or_else(|| io::Error::other("the X authority file needs a directory"))?;
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    let mut entry = Vec::new();
+    // FamilyWild: the entry matches the display whatever address the client used.
+    entry.extend_from_slice(&0xffffu16.to_be_bytes());
+    for field in [&b""[..], display.as_bytes(), protocol.as_bytes(), &cookie] {
+        let len = u16::try_from(field.len()).map_err(|_| io::Error::other("field too long"))?;
+        entry.extend_from_slice(&len.to_be_bytes());
+        entry.extend_from_slice(field);
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(&entry)
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -34,7 +34,7 @@ import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("CONTAINERSSH_BIN", os.path.join(ROOT, "target/release/containerssh"))
-IMAGE = "containerssh-test/guest:4"
+IMAGE = "containerssh-test/guest:5"
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p

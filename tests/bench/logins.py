@@ -51,7 +51,7 @@ def start_gateway(d, pub):
                 "maxUnauthenticatedPerSource": 0},
         "log": {"level": "warn"},
         "auth": {"plugin": "builtin:static-users", "config": {"users": {"bench": {"authorizedKeys": [pub]}}}},
-        "docker": {"execution": {"container": {"image": "containerssh-test/guest:4"},
+        "docker": {"execution": {"container": {"image": "containerssh-test/guest:5"},
                                   "host": {"networkMode": "none"}, "imagePullPolicy": "Never"}},
     }
     cfg = os.path.join(d, "gateway.json")

@@ -153,7 +153,7 @@ fn pull_policy_if_not_present_uses_the_local_image_and_always_pulls() {
     drop(gw);
     // Always: the gateway pulls even a present image. The registry is a closed local port,
     // so the pull is attempted and fails fast, without any DNS lookup.
-    let tagged = "127.0.0.1:9/containerssh-test/guest:4";
+    let tagged = "127.0.0.1:9/containerssh-test/guest:5";
     assert!(Command::new("docker")
         .args(["tag", IMAGE, tagged])
         .status()

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 pub const USER: &str = "demo";
 pub const PASSWORD: &str = "correct horse battery staple";
-pub const IMAGE: &str = "containerssh-test/guest:4";
+pub const IMAGE: &str = "containerssh-test/guest:5";
 
 /// Files shared by every test in this process: the client key pair and the password hash.
 pub struct Shared {

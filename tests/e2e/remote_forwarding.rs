@@ -251,3 +251,62 @@ fn listeners_and_the_agent_are_off_by_default() {
     assert!(log.contains("auth-agent") || log.contains("agent"), "{log}");
     gw.assert_no_containers();
 }
+
+/// `ssh -X` and `ssh -Y`: the session's DISPLAY reaches an X server on the client's side (Xvfb),
+/// through the cookie the client's ssh checks (written to XAUTHORITY by the gateway).
+#[test]
+fn x11_forwarding_reaches_the_clients_x_server() {
+    let gw = Gateway::start(json!({"security": {"forwarding": {"x11ForwardingMode": "enable"}}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let display = 90 + (std::process::id() % 9) as u16;
+    let xauthority = dir.path().join("Xauthority");
+    // The client's X server, with a real cookie (MIT-MAGIC-COOKIE-1) known to xauth.
+    let cookie: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let add = Command::new("xauth")
+        .args(["-f"])
+        .arg(&xauthority)
+        .args(["add", &format!(":{display}"), "MIT-MAGIC-COOKIE-1", &cookie])
+        .output()
+        .expect("xauth");
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let mut xvfb = Command::new("Xvfb")
+        .arg(format!(":{display}"))
+        .arg("-auth")
+        .arg(&xauthority)
+        .args(["-nolisten", "tcp", "-screen", "0", "640x480x24"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb");
+    let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
+    let start = std::time::Instant::now();
+    while !socket.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for flag in ["-Y", "-X"] {
+        let out = gw
+            .ssh()
+            .arg(flag)
+            .arg("echo display=$DISPLAY; xdpyinfo | grep -E 'name of display|dimensions'")
+            .env("DISPLAY", format!(":{display}"))
+            .env("XAUTHORITY", &xauthority)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh runs");
+        let printed = text(&out.stdout);
+        assert!(
+            out.status.success()
+                && printed.contains("display=localhost:10.0")
+                && printed.contains("640x480"),
+            "{flag}: {printed}\n{}\n{}",
+            text(&out.stderr),
+            gw.log_text()
+        );
+    }
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+    assert!(gw.log_text().contains("kind=\"x11\""), "{}", gw.log_text());
+    gw.assert_no_containers();
+}

@@ -2,12 +2,12 @@
 # Builds a small guest image without any registry: busybox-static, OpenSSH's sftp-server and scp
 # (for `scp -O`), rsync, socat (servers on Unix sockets for the forwarding tests), the C
 # libraries they need, and a user with uid 1000.
-#   tests/images/build.sh [TAG]      (default TAG: containerssh-test/guest:4)
+#   tests/images/build.sh [TAG]      (default TAG: containerssh-test/guest:5)
 # Needs: docker, busybox-static, openssh-sftp-server, openssh-client, rsync, socat (Debian packages).
 set -eu
-tag=${1:-containerssh-test/guest:4}
-for f in /bin/busybox /usr/lib/openssh/sftp-server /usr/bin/scp /usr/bin/ssh-add /usr/bin/rsync /usr/bin/socat; do
-  [ -x "$f" ] || { echo "build.sh: $f is missing (apt-get install busybox-static openssh-sftp-server openssh-client rsync socat)" >&2; exit 1; }
+tag=${1:-containerssh-test/guest:5}
+for f in /bin/busybox /usr/lib/openssh/sftp-server /usr/bin/scp /usr/bin/ssh-add /usr/bin/xdpyinfo /usr/bin/rsync /usr/bin/socat; do
+  [ -x "$f" ] || { echo "build.sh: $f is missing (apt-get install busybox-static openssh-sftp-server openssh-client x11-utils rsync socat)" >&2; exit 1; }
 done
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -18,7 +18,7 @@ for applet in $(/bin/busybox --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
 # Copy each binary with the shared libraries ldd names.
-for bin in /usr/lib/openssh/sftp-server /usr/bin/scp /usr/bin/ssh-add /usr/bin/rsync /usr/bin/socat; do
+for bin in /usr/lib/openssh/sftp-server /usr/bin/scp /usr/bin/ssh-add /usr/bin/xdpyinfo /usr/bin/rsync /usr/bin/socat; do
   install -D -m 0755 "$bin" "$root$bin"
   ldd "$bin" | awk '/=>/ {print $3} /^\t\/.*ld-linux/ {print $1}' | while read -r lib; do
     [ -n "$lib" ] && install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"

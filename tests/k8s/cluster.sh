@@ -18,7 +18,7 @@ bin=$cache/bin
 # Short paths: containerd's socket lives under the exec root and unix socket paths are short.
 run=/run/cssh-k8s
 namespace=containerssh-sessions
-image=containerssh-test/guest:4
+image=containerssh-test/guest:5
 api_port=16443
 export PATH="$bin:$PATH"
 

@@ -53,6 +53,14 @@ pub enum ListenTarget {
     Unix(String),
     /// The agent socket (`ssh -A`): a Unix socket in a directory of its own, made for it.
     Agent(String),
+    /// An X display (`ssh -X`): TCP port 6000 + `display` on the loopback, and an X authority
+    /// file at `xauthority` (in a directory of its own) holding the client's cookie.
+    X11 {
+        display: u16,
+        xauthority: String,
+        protocol: String,
+        cookie: String,
+    },
 }
 
 impl ListenTarget {
@@ -62,6 +70,7 @@ impl ListenTarget {
             ListenTarget::Tcp { .. } => "tcpip-forward",
             ListenTarget::Unix(_) => "streamlocal-forward",
             ListenTarget::Agent(_) => "auth-agent",
+            ListenTarget::X11 { .. } => "x11",
         }
     }
 }

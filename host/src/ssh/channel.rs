@@ -26,6 +26,8 @@ pub struct Program {
     pub spec: ProcessSpec,
     /// The client asked for agent forwarding: the agent socket must listen first.
     pub agent: bool,
+    /// The client asked for X11 forwarding: the display must listen first.
+    pub x11: Option<crate::ssh::listen::X11Request>,
 }
 
 /// The russh handler's side of a channel task's controls.
@@ -158,7 +160,12 @@ impl ChannelTask {
         // (within the window it was granted) for the program: nothing is read ahead of it. An
         // error: the handler dropped its side (channel closed, program refused).
         let program = start.await.ok();
-        let Some(Program { mut spec, agent }) = program else {
+        let Some(Program {
+            mut spec,
+            agent,
+            x11,
+        }) = program
+        else {
             conn.release_session_workload(&workload).await;
             return;
         };
@@ -166,6 +173,12 @@ impl ChannelTask {
             // The session goes on without an agent (the reason is logged); a variable naming a
             // socket that does not exist would only mislead.
             spec.env.retain(|v| !v.starts_with("SSH_AUTH_SOCK="));
+        }
+        if let Some(x11) = x11 {
+            // Without a display the session starts without DISPLAY (the reason is logged).
+            if let Some(env) = conn.x11.ensure(&conn, &workload, &x11).await {
+                spec.env.extend(env);
+            }
         }
         let argv = spec.argv.clone();
         let tty = spec.tty.clone();
@@ -424,6 +437,7 @@ mod tests {
                 tty: None,
             },
             agent: false,
+            x11: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Connection {
     audit_disconnect: AtomicBool,
     /// The agent socket in the container, for sessions that ask for agent forwarding.
     pub agent: crate::ssh::listen::AgentSocket,
+    /// The X display in the container, for sessions that ask for X11 forwarding.
+    pub x11: crate::ssh::listen::X11Display,
 }
 
 /// How long a disconnect message may take to reach russh's queue (a connection whose loop is
@@ -124,6 +126,7 @@ impl Connection {
             closing: AtomicBool::new(false),
             audit_disconnect: AtomicBool::new(false),
             agent: Default::default(),
+            x11: Default::default(),
         }
     }
 

@@ -46,6 +46,8 @@ struct ChannelState {
     started: bool,
     /// The client asked for agent forwarding on this session.
     agent: bool,
+    /// The client asked for X11 forwarding on this session.
+    x11: Option<listen::X11Request>,
     /// The channel task's controls; never block a callback.
     controls: ChannelControls,
 }
@@ -106,6 +108,7 @@ impl SshHandler {
         let program = Program {
             spec,
             agent: state.agent,
+            x11: state.x11.clone(),
         };
         if !state.controls.start(program) {
             return session.channel_failure(channel);
@@ -353,6 +356,7 @@ impl russh::server::Handler for SshHandler {
                 tty: None,
                 started: false,
                 agent: false,
+                x11: None,
                 controls,
             },
         );
@@ -612,19 +616,41 @@ impl russh::server::Handler for SshHandler {
         &mut self,
         channel: ChannelId,
         _single_connection: bool,
-        _x11_auth_protocol: &str,
-        _x11_auth_cookie: &str,
-        _x11_screen_number: u32,
+        x11_auth_protocol: &str,
+        x11_auth_cookie: &str,
+        x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // The policy is asked (and logs a denial), but X11 forwarding is not offered at all.
-        if self
-            .audited_allowed(channel, ChannelRequest::X11, session)
-            .await
+        let fresh = matches!(self.channels.get(&channel), Some(s) if !s.started);
+        let well_formed = x11_auth_protocol.len() <= 64
+            && x11_auth_protocol.bytes().all(|b| b.is_ascii_graphic())
+            && !x11_auth_cookie.is_empty()
+            && x11_auth_cookie.len() <= 512
+            && x11_auth_cookie.len().is_multiple_of(2)
+            && x11_auth_cookie.bytes().all(|b| b.is_ascii_hexdigit())
+            && x11_screen_number < 1000;
+        if !fresh
+            || !well_formed
+            || !self
+                .audited_allowed(channel, ChannelRequest::X11, session)
+                .await
         {
-            tracing::info!(connection_id = %self.cid(), "X11 forwarding is not supported");
+            session.channel_failure(channel)?;
+            return Ok(());
         }
-        session.channel_failure(channel)?;
+        if let Some(refusal) = self.cannot_listen() {
+            tracing::info!(connection_id = %self.cid(), reason = refusal, "X11 forwarding refused");
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.x11 = Some(listen::X11Request {
+                protocol: x11_auth_protocol.to_string(),
+                cookie: x11_auth_cookie.to_string(),
+                screen: x11_screen_number,
+            });
+        }
+        session.channel_success(channel)?;
         Ok(())
     }
 

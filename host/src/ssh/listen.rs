@@ -1,5 +1,6 @@
 //! Listeners inside the container whose connections come back to the client: `ssh -R`
-//! (tcpip-forward), streamlocal-forward and the agent socket of `ssh -A`. The backend listens
+//! (tcpip-forward), streamlocal-forward, the agent socket of `ssh -A` and the X display of
+//! `ssh -X`. The backend listens
 //! (`Workload::open_listener`); for each connection it accepts, the gateway opens a channel to
 //! the client (forwarded-tcpip, forwarded-streamlocal or auth-agent) and bridges the two.
 //!
@@ -135,10 +136,96 @@ impl AgentSocket {
     }
 }
 
+/// What a session's x11-req asked for.
+#[derive(Debug, Clone)]
+pub struct X11Request {
+    pub protocol: String,
+    /// The (fake) cookie, hexadecimal, as the client sent it.
+    pub cookie: String,
+    pub screen: u32,
+}
+
+/// First display number tried, as sshd's `X11DisplayOffset`.
+const X11_FIRST_DISPLAY: u16 = 10;
+/// Display numbers tried before giving up.
+const X11_DISPLAYS_TRIED: u16 = 10;
+
+/// The connection's X display (`ssh -X`): one per connection, started with the first session
+/// that asks for it (OpenSSH sends the same cookie for every session of a connection).
+pub struct X11Display {
+    ready: OnceCell<Option<(u16, String)>>,
+}
+
+impl Default for X11Display {
+    fn default() -> Self {
+        Self {
+            ready: OnceCell::new(),
+        }
+    }
+}
+
+impl X11Display {
+    /// Listens for the display once per connection; the environment a session then needs
+    /// (`DISPLAY`, `XAUTHORITY`), or None (logged and audited) if it cannot.
+    pub async fn ensure(
+        &self,
+        conn: &Arc<Connection>,
+        workload: &Arc<dyn Workload>,
+        request: &X11Request,
+    ) -> Option<[String; 2]> {
+        let ready = self
+            .ready
+            .get_or_init(|| async {
+                let dir = format!(
+                    "/tmp/containerssh-x11.{}",
+                    hex::encode(rand::random::<[u8; 6]>())
+                );
+                let xauthority = format!("{dir}/Xauthority");
+                for display in X11_FIRST_DISPLAY..X11_FIRST_DISPLAY + X11_DISPLAYS_TRIED {
+                    let target = ListenTarget::X11 {
+                        display,
+                        xauthority: xauthority.clone(),
+                        protocol: request.protocol.clone(),
+                        cookie: request.cookie.clone(),
+                    };
+                    match workload.open_listener(&target).await {
+                        Ok(listener) => {
+                            listening(conn, &target).await;
+                            let (conn2, cancel) = (conn.clone(), conn.cancel.clone());
+                            let key = ListenKey::Unix(target_path(&target));
+                            let listener: Arc<dyn ForwardListener> = Arc::from(listener);
+                            conn.spawn(async move {
+                                accept_loop(conn2, key, target, listener, cancel).await
+                            });
+                            return Some((display, xauthority));
+                        }
+                        // Taken: the next display.
+                        Err(ForwardError::ConnectFailed(_)) => continue,
+                        Err(ForwardError::Unavailable(r)) => {
+                            refused(conn, &target, "unavailable", &r).await;
+                            return None;
+                        }
+                    }
+                }
+                tracing::warn!(connection_id = %conn.id, "no free X display in the container");
+                conn.gateway.metrics.forward("x11", "bind_failed");
+                None
+            })
+            .await;
+        ready.as_ref().map(|(display, xauthority)| {
+            [
+                format!("DISPLAY=localhost:{display}.{}", request.screen),
+                format!("XAUTHORITY={xauthority}"),
+            ]
+        })
+    }
+}
+
 fn target_path(target: &ListenTarget) -> String {
     match target {
         ListenTarget::Tcp { host, port } => format!("{host}:{port}"),
         ListenTarget::Unix(p) | ListenTarget::Agent(p) => p.clone(),
+        ListenTarget::X11 { display, .. } => format!("localhost:{display}"),
     }
 }
 
@@ -193,17 +280,7 @@ async fn open(
     }
     match workload.open_listener(target).await {
         Ok(l) => {
-            let kind = target.kind();
-            tracing::info!(connection_id = %conn.id, kind, target = %target_path(target), "listening in the container");
-            conn.gateway.metrics.forward(kind, "ok");
-            conn.audit_now(
-                "forward",
-                audit_fields_extended(
-                    &target_fields(target),
-                    serde_json::json!({"kind": kind, "result": "listening"}),
-                ),
-            )
-            .await;
+            listening(conn, target).await;
             Some(Arc::from(l))
         }
         Err(ForwardError::Unavailable(r)) => {
@@ -217,10 +294,25 @@ async fn open(
     }
 }
 
+async fn listening(conn: &Arc<Connection>, target: &ListenTarget) {
+    let kind = target.kind();
+    tracing::info!(connection_id = %conn.id, kind, target = %target_path(target), "listening in the container");
+    conn.gateway.metrics.forward(kind, "ok");
+    conn.audit_now(
+        "forward",
+        audit_fields_extended(
+            &target_fields(target),
+            serde_json::json!({"kind": kind, "result": "listening"}),
+        ),
+    )
+    .await;
+}
+
 fn target_fields(target: &ListenTarget) -> serde_json::Value {
     match target {
         ListenTarget::Tcp { host, port } => serde_json::json!({"host": host, "port": port}),
         ListenTarget::Unix(path) | ListenTarget::Agent(path) => serde_json::json!({"path": path}),
+        ListenTarget::X11 { display, .. } => serde_json::json!({"display": display}),
     }
 }
 
@@ -277,6 +369,12 @@ async fn hand_over(
     };
     let (kind, channel) = match (&target, &key) {
         (ListenTarget::Agent(_), _) => ("auth-agent", handle.channel_open_agent().await),
+        (ListenTarget::X11 { .. }, _) => (
+            "x11",
+            handle
+                .channel_open_x11(accepted.originator_host.clone(), accepted.originator_port)
+                .await,
+        ),
         (ListenTarget::Unix(path), _) => (
             "forwarded-streamlocal",
             handle

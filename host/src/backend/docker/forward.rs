@@ -140,6 +140,18 @@ pub async fn listen(
         }
         ListenTarget::Unix(path) => argv.extend(["unix".to_string(), path.clone()]),
         ListenTarget::Agent(path) => argv.extend(["agent".to_string(), path.clone()]),
+        ListenTarget::X11 {
+            display,
+            xauthority,
+            protocol,
+            cookie,
+        } => argv.extend([
+            "x11".to_string(),
+            display.to_string(),
+            xauthority.clone(),
+            protocol.clone(),
+            cookie.clone(),
+        ]),
     }
     argv.extend([name.clone(), secret.clone()]);
     let started = start_helper(start(helper_spec(argv)), b"listening\n").await?;
