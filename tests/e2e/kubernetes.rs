@@ -703,7 +703,8 @@ fn a_zero_filled_go_answer_picks_the_pod() {
 
 /// `ssh -L` into a pod through the API server's port-forward (no helper in the image): an exec
 /// starts a server on the pod's localhost and the same connection reaches it; a destination
-/// other than the pod's localhost is refused with the reason.
+/// other than the pod's localhost goes through the helper, and one that does not resolve is
+/// "connect failed", as from sshd.
 #[test]
 fn dash_l_reaches_a_server_the_exec_started_in_the_pod() {
     let c = cluster_or_skip!();
@@ -755,13 +756,91 @@ fn dash_l_reaches_a_server_the_exec_started_in_the_pod() {
     };
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     assert_eq!(get(elsewhere), None);
-    gw.wait_for_log(
-        "forwards to the pod's own localhost only",
-        Duration::from_secs(20),
-    );
+    gw.wait_for_log("forwarded connection refused", Duration::from_secs(30));
     let _ = ssh.kill();
     let out = ssh.wait_with_output().expect("ssh ends");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("administratively prohibited"), "{stderr}");
+    assert!(stderr.contains("connect failed"), "{stderr}");
+    assert_no_pods(c, &gw);
+}
+
+/// Listening in the pod through the helper the gateway places there: `ssh -R` (TCP and a Unix
+/// socket) and the agent, with a random file each way compared by digest.
+#[test]
+fn dash_r_and_the_agent_work_in_a_pod() {
+    let c = cluster_or_skip!();
+    let mut config = kubernetes(c, json!({}));
+    merge(
+        &mut config,
+        json!({"security": {"forwarding": {"reverseForwardingMode": "enable", "socketListenMode": "enable"}}}),
+    );
+    let gw = Gateway::start(config);
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_port = echo.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().expect("clone");
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    // hostNetwork test pods share this machine's ports: a free one for the listener.
+    let pod_port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_socket = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let key = dir.path().join("k");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "pod-agent-key", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(keygen.status.success());
+    let started = std::time::Instant::now();
+    while !agent_socket.exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let add = std::process::Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .output()
+        .expect("ssh-add");
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let script = format!(
+        "head -c 4194304 /dev/urandom > /tmp/d && sha256sum < /tmp/d && \
+         socat -t30 TCP:127.0.0.1:{pod_port},retry=150,interval=0.2 - < /tmp/d | sha256sum && \
+         ssh-add -l"
+    );
+    let out = gw
+        .ssh()
+        .args(["-A", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{pod_port}:127.0.0.1:{echo_port}"))
+        .arg(script)
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let printed = text(&out.stdout);
+    let sums: Vec<&str> = printed
+        .split_whitespace()
+        .filter(|w| w.len() == 64)
+        .collect();
+    assert!(
+        out.status.success() && sums.len() == 2 && sums[0] == sums[1],
+        "{printed}\n{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    assert!(printed.contains("pod-agent-key"), "{printed}");
     assert_no_pods(c, &gw);
 }

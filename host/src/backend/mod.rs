@@ -4,6 +4,7 @@
 //! depending on the execution mode. Processes (shell, exec, subsystem) are started inside it.
 pub mod docker;
 pub mod forward;
+pub mod helper;
 pub mod kubernetes;
 mod pool;
 mod settings;

@@ -34,12 +34,6 @@ impl WorkloadSettings {
         }
     }
 
-    /// Whether the backend can listen inside the workload (`ssh -R`, streamlocal-forward,
-    /// agent forwarding): Docker places the helper; the Kubernetes backend has none yet.
-    pub fn can_listen(&self) -> bool {
-        matches!(self, Self::Docker(_))
-    }
-
     /// The shell for `shell` requests, and `<shell> -c <command>` for exec.
     pub fn shell_command(&self) -> &[String] {
         match self {

@@ -199,9 +199,7 @@ impl SshHandler {
     /// Why nothing can listen in this connection's container, if so.
     fn cannot_listen(&self) -> Option<&'static str> {
         let settings = self.conn.workload_settings();
-        if !settings.can_listen() {
-            Some("the Kubernetes backend cannot listen inside the pod yet")
-        } else if settings.mode() != ExecutionMode::Connection {
+        if settings.mode() != ExecutionMode::Connection {
             Some("listening needs the connection execution mode (one container per connection)")
         } else {
             None

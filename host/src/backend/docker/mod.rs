@@ -3,7 +3,6 @@
 mod client;
 mod container;
 mod files;
-mod forward;
 mod pool;
 mod process;
 
@@ -24,7 +23,7 @@ use crate::backend::forward::{
     ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
 };
 use crate::backend::pool::WarmPool;
-use crate::backend::{LiveSet, Process, ProcessSpec, Workload, WorkloadOwner};
+use crate::backend::{helper, LiveSet, Process, ProcessSpec, Workload, WorkloadOwner, HELPER_PATH};
 use crate::config::{DockerConfig, DockerTimeouts, Execution};
 use crate::observe::Metrics;
 
@@ -311,6 +310,29 @@ pub(crate) fn short(id: &str) -> &str {
 }
 
 impl DockerWorkload {
+    /// Starts processes in this container for the helper (which outlive no borrow of it).
+    fn starter(&self) -> helper::Starter {
+        let (docker, id, user) = (
+            self.backend.docker.clone(),
+            self.id.clone(),
+            self.user.clone(),
+        );
+        let (timeouts, connection_id) = (self.backend.timeouts.clone(), self.connection_id.clone());
+        Arc::new(move |spec| {
+            let (docker, id, user) = (docker.clone(), id.clone(), user.clone());
+            let (timeouts, connection_id) = (timeouts.clone(), connection_id.clone());
+            Box::pin(async move {
+                let limit = timeouts.command_start;
+                tokio::time::timeout(
+                    limit,
+                    process::start(&docker, &id, &user, spec, &timeouts, &connection_id),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("command did not start within {limit:?}"))?
+            })
+        })
+    }
+
     /// Puts the forwarding helper in the container, once.
     async fn place_helper(&self) -> Result<(), ForwardError> {
         let docker = &self.backend.docker;
@@ -365,7 +387,7 @@ impl Workload for DockerWorkload {
 
     async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
         self.place_helper().await?;
-        forward::open(self, target).await
+        helper::open(self.starter(), HELPER_PATH, target).await
     }
 
     async fn open_listener(
@@ -373,26 +395,7 @@ impl Workload for DockerWorkload {
         target: &ListenTarget,
     ) -> Result<Box<dyn ForwardListener>, ForwardError> {
         self.place_helper().await?;
-        let (docker, id, user) = (
-            self.backend.docker.clone(),
-            self.id.clone(),
-            self.user.clone(),
-        );
-        let (timeouts, connection_id) = (self.backend.timeouts.clone(), self.connection_id.clone());
-        let start: forward::Starter = Arc::new(move |spec| {
-            let (docker, id, user) = (docker.clone(), id.clone(), user.clone());
-            let (timeouts, connection_id) = (timeouts.clone(), connection_id.clone());
-            Box::pin(async move {
-                let limit = timeouts.command_start;
-                tokio::time::timeout(
-                    limit,
-                    process::start(&docker, &id, &user, spec, &timeouts, &connection_id),
-                )
-                .await
-                .map_err(|_| anyhow::anyhow!("command did not start within {limit:?}"))?
-            })
-        });
-        forward::listen(start, target).await
+        helper::listen(self.starter(), HELPER_PATH, target).await
     }
 
     async fn remove(&self) {

@@ -21,6 +21,38 @@ const SCRIPT: &str = "umask 077; \
     done; \
     echo 'containerssh: the list of granted files was cut short' >&2; exit 1";
 
+/// Where the forwarding helper goes in a pod (the pod spec is the operator's, so no volume is
+/// added for it: /tmp must be writable).
+pub const HELPER_PATH: &str = "/tmp/.containerssh/helper";
+
+/// Puts the forwarding helper in the pod: its base64 on the stdin of one `sh` exec, whose
+/// `head -c` knows where it ends (so v4 streams need no end of input), executable by the
+/// container's user alone.
+pub async fn place_helper(target: &Target) -> anyhow::Result<()> {
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(crate::backend::FORWARDING_HELPER);
+    let dir = HELPER_PATH
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or("/tmp");
+    let script = format!(
+        "umask 077 && mkdir -p {dir} && head -c {len} | base64 -d > {HELPER_PATH}.part && \
+         chmod 700 {HELPER_PATH}.part && mv -f {HELPER_PATH}.part {HELPER_PATH}",
+        len = encoded.len()
+    );
+    let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
+    let (exit, printed) = exec::run_with_input(target, &argv, encoded.as_bytes())
+        .await
+        .context("cannot place the forwarding helper in the pod")?;
+    if exit != ExitReason::Status(0) {
+        bail!(
+            "cannot place the forwarding helper in the pod (it needs sh, head, base64 and a writable /tmp; {exit:?}): {}",
+            printed.trim().chars().take(300).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
 pub async fn place(target: &Target, files: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
     if files.is_empty() {
         return Ok(());

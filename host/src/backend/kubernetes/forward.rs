@@ -1,7 +1,8 @@
 //! Forwarded connections into a pod through the API server's port-forward subresource (what
 //! `kubectl port-forward` uses): the kubelet connects to the port inside the pod's network
 //! namespace, so no helper is needed in the image. Port-forward reaches the pod's own
-//! localhost only, so other hosts and Unix sockets are refused with the reason.
+//! localhost only; the workload sends other hosts and Unix sockets to the helper instead
+//! (`port_forwardable` decides).
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,6 +21,11 @@ fn is_local(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether port-forward can make this connection (a port on the pod's own loopback).
+pub fn port_forwardable(forward: &ForwardTarget) -> bool {
+    matches!(forward, ForwardTarget::Tcp { host, .. } if is_local(host))
 }
 
 pub async fn open(target: &Target, forward: &ForwardTarget) -> Result<ForwardStream, ForwardError> {

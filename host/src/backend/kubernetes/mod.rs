@@ -22,10 +22,13 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::forward::{
+    ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
+};
 use crate::backend::pool::WarmPool;
 use crate::backend::{
-    signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl, ProcessSpec,
-    Workload, WorkloadOwner, LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
+    helper, signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl,
+    ProcessSpec, Workload, WorkloadOwner, LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
 };
 use crate::config::{is_env_name, KubernetesConfig, KubernetesPod, KubernetesTimeouts};
 use crate::observe::Metrics;
@@ -264,6 +267,7 @@ impl KubernetesBackend {
                 container: pod::console_container(config),
             },
             id: format!("{namespace}/{name}"),
+            helper: Default::default(),
             gone: AtomicBool::new(false),
         });
         let ready = async {
@@ -309,8 +313,67 @@ pub struct PodWorkload {
     backend: KubernetesBackend,
     target: Target,
     id: String,
+    /// Set once the forwarding helper is in the pod.
+    helper: tokio::sync::OnceCell<()>,
     /// Set once the pod is known to be gone: later removals return at once.
     gone: AtomicBool,
+}
+
+impl PodWorkload {
+    /// Starts processes in this pod for the helper.
+    fn starter(&self) -> helper::Starter {
+        let (backend, target) = (self.backend.clone(), self.target.clone());
+        Arc::new(move |spec| {
+            let (backend, target) = (backend.clone(), target.clone());
+            Box::pin(async move { start_process(&backend, &target, spec).await })
+        })
+    }
+
+    /// Puts the forwarding helper in the pod, once.
+    async fn place_helper(&self) -> Result<(), ForwardError> {
+        self.backend.throttle.acquire().await;
+        self.helper
+            .get_or_try_init(|| files::place_helper(&self.target))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(connection_id = %self.target.connection_id, pod = %self.id,
+                    error = format!("{e:#}"), "cannot place the forwarding helper");
+                ForwardError::Unavailable(format!("{e:#}"))
+            })
+    }
+}
+
+/// A process in the pod's console container, as an exec.
+async fn start_process(
+    backend: &KubernetesBackend,
+    target: &Target,
+    spec: ProcessSpec,
+) -> anyhow::Result<Process> {
+    let timeout = backend.timeouts.command_start;
+    let marker = hex::encode(rand::random::<[u8; 12]>());
+    let argv = with_environment(&spec, &marker, &target.connection_id);
+    let tty = spec
+        .tty
+        .as_ref()
+        .map(|t| (clamp_size(t.columns), clamp_size(t.rows)));
+    backend.throttle.acquire().await;
+    let stream = tokio::time::timeout(timeout, exec::open(target, &argv, true, tty))
+        .await
+        .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))??;
+    let control = Arc::new(PodProcess {
+        target: target.clone(),
+        resize: stream.resize,
+        exit: tokio::sync::Mutex::new(stream.exit),
+        marker,
+        timeouts: backend.timeouts.clone(),
+        throttle: backend.throttle.clone(),
+    });
+    Ok(Process {
+        stdin: Box::pin(stream.stdin),
+        output: stream.output,
+        control,
+    })
 }
 
 #[async_trait]
@@ -320,38 +383,27 @@ impl Workload for PodWorkload {
     }
 
     async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process> {
-        let timeout = self.backend.timeouts.command_start;
-        let marker = hex::encode(rand::random::<[u8; 12]>());
-        let argv = with_environment(&spec, &marker, &self.target.connection_id);
-        let tty = spec
-            .tty
-            .as_ref()
-            .map(|t| (clamp_size(t.columns), clamp_size(t.rows)));
-        self.backend.throttle.acquire().await;
-        let stream = tokio::time::timeout(timeout, exec::open(&self.target, &argv, true, tty))
-            .await
-            .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))??;
-        let control = Arc::new(PodProcess {
-            target: self.target.clone(),
-            resize: stream.resize,
-            exit: tokio::sync::Mutex::new(stream.exit),
-            marker,
-            timeouts: self.backend.timeouts.clone(),
-            throttle: self.backend.throttle.clone(),
-        });
-        Ok(Process {
-            stdin: Box::pin(stream.stdin),
-            output: stream.output,
-            control,
-        })
+        start_process(&self.backend, &self.target, spec).await
     }
 
-    async fn open_forward(
+    /// To the pod's own localhost through port-forward (nothing needed in the image); other
+    /// hosts and Unix sockets through the helper (which needs `sh`, `base64`, `head` and a
+    /// writable /tmp in the image).
+    async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
+        if forward::port_forwardable(target) {
+            self.backend.throttle.acquire().await;
+            return forward::open(&self.target, target).await;
+        }
+        self.place_helper().await?;
+        helper::open(self.starter(), files::HELPER_PATH, target).await
+    }
+
+    async fn open_listener(
         &self,
-        target: &crate::backend::forward::ForwardTarget,
-    ) -> Result<crate::backend::forward::ForwardStream, crate::backend::forward::ForwardError> {
-        self.backend.throttle.acquire().await;
-        forward::open(&self.target, target).await
+        target: &ListenTarget,
+    ) -> Result<Box<dyn ForwardListener>, ForwardError> {
+        self.place_helper().await?;
+        helper::listen(self.starter(), files::HELPER_PATH, target).await
     }
 
     async fn remove(&self) {

@@ -1,7 +1,7 @@
-//! Forwarded connections in a Docker container: the forwarding helper (`helper/`), placed in the
-//! container once, runs as an exec per connection and connects from inside; for `ssh -R`,
-//! streamlocal-forward and the agent, one exec listens and one more per accepted connection
-//! takes it over (see `helper/src/listen.rs`). Its stdin and stdout
+//! The forwarding helper's protocol (`helper/`), for any backend that can place the helper in a
+//! workload and run processes there: it runs as a process per forwarded connection and
+//! connects from inside; for `ssh -R`, streamlocal-forward, the agent and X11, one process
+//! listens and one more per accepted connection takes it over (see `helper/src/listen.rs`). Its stdin and stdout
 //! carry length-prefixed frames (an empty frame is EOF), so half-closes are exact whatever the
 //! engine does with stream ends; dropping the stream closes the exec's stdin, which ends the
 //! helper at once.
@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::backend::forward::{
     Accepted, ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
 };
-use crate::backend::{Output, OutputStream, Process, ProcessSpec, Workload, HELPER_PATH};
+use crate::backend::{Output, OutputStream, Process, ProcessSpec};
 
 /// How long the helper may take to start and connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,20 +34,21 @@ const WRITE_FRAME: usize = 64 * 1024;
 pub type Starter =
     Arc<dyn Fn(ProcessSpec) -> BoxFuture<'static, anyhow::Result<Process>> + Send + Sync>;
 
-/// Starts the helper for `target` in `workload` (the helper is already in place) and waits
-/// until it has connected.
+/// Starts the helper (at `helper` in the workload) for `target` and waits until it has
+/// connected.
 pub async fn open(
-    workload: &dyn Workload,
+    start: Starter,
+    helper: &str,
     target: &ForwardTarget,
 ) -> Result<ForwardStream, ForwardError> {
-    let mut argv = vec![HELPER_PATH.to_string()];
+    let mut argv = vec![helper.to_string()];
     match target {
         ForwardTarget::Tcp { host, port } => {
             argv.extend(["tcp".to_string(), host.clone(), port.to_string()])
         }
         ForwardTarget::Unix(path) => argv.extend(["unix".to_string(), path.clone()]),
     }
-    let started = start_helper(workload.start_process(helper_spec(argv)), b"connected\n").await?;
+    let started = start_helper(start(helper_spec(argv)), b"connected\n").await?;
     Ok(HelperStream::boxed(started))
 }
 
@@ -126,14 +127,16 @@ async fn start_helper(
         .map_err(|_| ForwardError::ConnectFailed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
 }
 
-/// Starts a listener helper for `target`; `start` runs processes in the same container.
+/// Starts a listener helper (at `helper` in the workload) for `target`; `start` runs processes
+/// in the same workload.
 pub async fn listen(
     start: Starter,
+    helper: &str,
     target: &ListenTarget,
 ) -> Result<Box<dyn ForwardListener>, ForwardError> {
     let name = format!("containerssh-{}", hex::encode(rand::random::<[u8; 12]>()));
     let secret = hex::encode(rand::random::<[u8; 16]>());
-    let mut argv = vec![HELPER_PATH.to_string(), "listen".to_string()];
+    let mut argv = vec![helper.to_string(), "listen".to_string()];
     match target {
         ListenTarget::Tcp { host, port } => {
             argv.extend(["tcp".to_string(), host.clone(), port.to_string()])
@@ -157,6 +160,7 @@ pub async fn listen(
     let started = start_helper(start(helper_spec(argv)), b"listening\n").await?;
     Ok(Box::new(HelperListener {
         start,
+        helper: helper.to_string(),
         name,
         secret,
         stdin: tokio::sync::Mutex::new(started.stdin),
@@ -168,6 +172,7 @@ pub async fn listen(
 /// stdin's end (this being dropped) ends it.
 struct HelperListener {
     start: Starter,
+    helper: String,
     name: String,
     secret: String,
     stdin: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
@@ -203,7 +208,7 @@ impl ForwardListener for HelperListener {
 
     async fn take(&self, id: u64) -> Result<ForwardStream, ForwardError> {
         let argv = vec![
-            HELPER_PATH.to_string(),
+            self.helper.clone(),
             "join".to_string(),
             self.name.clone(),
             self.secret.clone(),
