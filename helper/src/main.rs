@@ -11,10 +11,10 @@
 //!
 //! Once connected it writes `connected` on stderr (or `error: ...` and exits 1). Then both
 //! directions carry frames: a 4-byte big-endian length and that many bytes; a zero length is
-//! EOF (from the gateway: shut the socket's write side; to the gateway: the socket's read side
-//! ended). Frames keep EOF exact whatever the container engine does with stream ends. The end
-//! of stdin is the channel's close: the helper exits at once, so no helper outlives its forward
-//! even if the other end never closes.
+//! EOF (from the gateway: shut the socket's write side, then say `eof` on stderr; to the
+//! gateway: the socket's read side ended). Frames keep EOF exact whatever the container
+//! engine does with stream ends. The end of stdin is the channel's close: the helper exits at
+//! once, so no helper outlives its forward even if the other end never closes.
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -183,6 +183,8 @@ pub(crate) fn relay(socket: Box<dyn Socket>) -> ExitCode {
         let len = u32::from_be_bytes(len) as usize;
         if len == 0 {
             let _ = socket.shutdown_write();
+            // Everything before the EOF is in the socket now: the gateway may close.
+            eprintln!("eof");
             finish(&done, |d| d.writing = true);
             // Keep reading stdin: its end still means the channel closed.
             let mut rest = [0u8; 4096];
@@ -198,7 +200,9 @@ pub(crate) fn relay(socket: Box<dyn Socket>) -> ExitCode {
             std::process::exit(0);
         }
         if socket.write_all(&buffer).is_err() {
-            // The other end is gone; its EOF reaches the gateway through stdout.
+            // The other end is gone; its EOF reaches the gateway through stdout. Nothing
+            // more can pass, so an EOF the gateway sends later needs no waiting for.
+            eprintln!("eof");
             let mut rest = [0u8; 4096];
             while matches!(stdin.read(&mut rest), Ok(n) if n > 0) {}
             std::process::exit(0);

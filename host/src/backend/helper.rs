@@ -7,7 +7,7 @@
 //! helper at once.
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -26,6 +26,8 @@ use crate::backend::{Output, OutputStream, Process, ProcessSpec};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest frame either side sends (the helper sends at most 32 KiB).
 const MAX_FRAME: usize = 1 << 20;
+/// What the helper says on stderr once it passed the gateway's EOF on to the socket.
+const EOF_ACK: &[u8] = b"eof\n";
 /// Largest frame the gateway writes at once.
 const WRITE_FRAME: usize = 64 * 1024;
 
@@ -262,6 +264,16 @@ struct HelperStream {
     /// Bytes of the current frame not yet handed out.
     frame_left: usize,
     read_eof: bool,
+    /// The helper said it passed the gateway's EOF on (everything before it is in the socket).
+    eof_acked: bool,
+    /// The end of what the helper said on stderr, where the acknowledgement is looked for.
+    stderr_tail: Vec<u8>,
+    /// The helper's output ended (with this error, if any).
+    output_ended: bool,
+    output_error: Option<String>,
+    /// Whoever waits for output the other half took: both halves take from one stream.
+    read_waker: Option<Waker>,
+    shutdown_waker: Option<Waker>,
 }
 
 impl HelperStream {
@@ -274,7 +286,59 @@ impl HelperStream {
             from_helper: started.early,
             frame_left: 0,
             read_eof: false,
+            eof_acked: false,
+            stderr_tail: Vec::new(),
+            output_ended: false,
+            output_error: None,
+            read_waker: None,
+            shutdown_waker: None,
         })
+    }
+
+    /// Takes one item of the helper's output: stdout for the reader, stderr for the EOF
+    /// acknowledgement. Ready once something was taken; wakes the other half when it was its.
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.output_ended {
+            return Poll::Ready(());
+        }
+        match ready!(Pin::new(&mut self.output).poll_next(cx)) {
+            Some(Ok(Output::Stdout(b))) => {
+                self.from_helper.extend_from_slice(&b);
+                if let Some(w) = self.read_waker.take() {
+                    w.wake();
+                }
+            }
+            Some(Ok(Output::Stderr(b))) => {
+                // Nothing but the acknowledgement is expected there once connected; it never
+                // reaches the client.
+                self.stderr_tail.extend_from_slice(&b);
+                if self
+                    .stderr_tail
+                    .windows(EOF_ACK.len())
+                    .any(|w| w == EOF_ACK)
+                {
+                    self.eof_acked = true;
+                    if let Some(w) = self.shutdown_waker.take() {
+                        w.wake();
+                    }
+                }
+                let keep = self.stderr_tail.len().saturating_sub(EOF_ACK.len());
+                self.stderr_tail.drain(..keep);
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    self.output_error = Some(format!("{e:#}"));
+                }
+                self.output_ended = true;
+                for w in [self.read_waker.take(), self.shutdown_waker.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    w.wake();
+                }
+            }
+        }
+        Poll::Ready(())
     }
 
     /// Writes queued frames until none are left or the helper's stdin is full.
@@ -318,8 +382,10 @@ impl AsyncWrite for HelperStream {
         this.stdin.as_mut().poll_flush(cx)
     }
 
-    /// The client's EOF: an empty frame (the helper shuts its socket's write side). The
-    /// helper's stdin stays open: closing it would end the connection.
+    /// The client's EOF: an empty frame (the helper shuts its socket's write side). Done once
+    /// the helper says it passed the EOF on, so everything written before it is in the socket
+    /// (an engine may drop input still in flight when the stream closes). The helper's stdin
+    /// stays open: closing it would end the connection.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.eof_queued {
@@ -328,7 +394,16 @@ impl AsyncWrite for HelperStream {
             this.eof_queued = true;
         }
         ready!(this.poll_drain(cx))?;
-        this.stdin.as_mut().poll_flush(cx)
+        ready!(this.stdin.as_mut().poll_flush(cx))?;
+        loop {
+            if this.eof_acked || this.output_ended {
+                return Poll::Ready(Ok(()));
+            }
+            if this.pump(cx).is_pending() {
+                this.shutdown_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
     }
 }
 
@@ -366,12 +441,16 @@ impl AsyncRead for HelperStream {
             if this.read_eof {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut this.output).poll_next(cx)) {
-                Some(Ok(Output::Stdout(b))) => this.from_helper.extend_from_slice(&b),
-                // Nothing is expected there once connected; it never reaches the client.
-                Some(Ok(Output::Stderr(_))) => {}
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(format!("{e:#}")))),
-                None => this.read_eof = true,
+            if this.output_ended {
+                if let Some(e) = this.output_error.take() {
+                    return Poll::Ready(Err(io::Error::other(e)));
+                }
+                this.read_eof = true;
+                continue;
+            }
+            if this.pump(cx).is_pending() {
+                this.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
         }
     }

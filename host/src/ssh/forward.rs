@@ -14,6 +14,8 @@ use crate::backend::forward::{ForwardError, ForwardStream};
 use crate::config::ExecutionMode;
 use crate::ssh::connection::Connection;
 
+/// How long the client's EOF may take to reach the workload side.
+const EOF_PASS_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes read from the forwarded connection at once (one SSH data message at most).
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -140,7 +142,8 @@ pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64
                     }
                 }
                 Some(ChannelMsg::Eof) if open => {
-                    let _ = to_container_io.shutdown().await;
+                    // Returns once the workload side has everything sent before the EOF.
+                    let _ = tokio::time::timeout(EOF_PASS_LIMIT, to_container_io.shutdown()).await;
                     open = false;
                 }
                 Some(ChannelMsg::Close) | None => break,

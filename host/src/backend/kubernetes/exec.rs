@@ -56,6 +56,8 @@ const CLOSE: u8 = 255;
 const STDIN_BUFFER: usize = 64 * 1024;
 /// Keeps idle sessions' streams open through proxies and load balancers.
 pub(super) const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long input written before the stream was dropped may take to reach the program.
+pub(super) const STDIN_DRAIN: Duration = Duration::from_secs(5);
 /// Largest error answer to an exec request that is read for its message.
 const REFUSAL_LIMIT: usize = 64 * 1024;
 
@@ -486,7 +488,29 @@ async fn write_frames(
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
         let frame = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled() => {
+                // Input written before the stream was dropped still reaches the program, then
+                // its end (a forwarded connection's last bytes before its close).
+                let _ = tokio::time::timeout(STDIN_DRAIN, async {
+                    while stdin.is_some() {
+                        let frame = match read_stdin(&mut stdin, &mut buffer[1..]).await {
+                            Some(n) => {
+                                buffer[0] = STDIN;
+                                Message::Binary(Bytes::copy_from_slice(&buffer[..=n]))
+                            }
+                            None => {
+                                stdin = None;
+                                Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))
+                            }
+                        };
+                        if sink.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                break;
+            }
             read = read_stdin(&mut stdin, &mut buffer[1..]) => match read {
                 Some(n) => {
                     buffer[0] = STDIN;

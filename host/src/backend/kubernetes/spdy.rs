@@ -657,7 +657,11 @@ struct Writer {
 impl Writer {
     async fn run(mut self, cancel: CancellationToken) {
         tokio::select! {
-            _ = cancel.cancelled() => {}
+            _ = cancel.cancelled() => {
+                // Input written before the stream was dropped still reaches the program, then
+                // its end (a forwarded connection's last bytes before its close).
+                let _ = tokio::time::timeout(exec::STDIN_DRAIN, self.drain_stdin()).await;
+            }
             result = self.frames() => if let Err(e) = result {
                 // The reader sees the broken connection too and reports it.
                 tracing::debug!(connection_id = %self.connection_id, error = %e, "exec stream: cannot write");
@@ -665,6 +669,26 @@ impl Writer {
         }
         // Closes our half of the connection (TLS close_notify); the server then ends.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    /// The input still buffered, then its end.
+    async fn drain_stdin(&mut self) -> std::io::Result<()> {
+        let mut buffer = vec![0u8; frame::HEAD_LEN + CHUNK];
+        let stdin_id = self.ids.stdin.unwrap_or_default();
+        while self.stdin.is_some() {
+            match exec::read_stdin(&mut self.stdin, &mut buffer[frame::HEAD_LEN..]).await {
+                Some(n) => {
+                    buffer[..frame::HEAD_LEN]
+                        .copy_from_slice(&frame::data_head(stdin_id, false, n));
+                    send(&mut self.io, &buffer[..frame::HEAD_LEN + n]).await?;
+                }
+                None => {
+                    self.stdin = None;
+                    send(&mut self.io, &frame::data_head(stdin_id, true, 0)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn frames(&mut self) -> std::io::Result<()> {
