@@ -8,8 +8,8 @@
 //! containerssh-helper join NAME SECRET ID
 //! ```
 //!
-//! The listener binds, says `listening` on stderr (or `error: ...` and exits 1), and then
-//! writes one line per accepted connection on stdout: `accept ID HOST PORT`. The gateway opens
+//! The listener binds, says `listening` first on stdout (or `error: ...` on stderr and exits
+//! 1), and then writes one line per accepted connection on stdout: `accept ID HOST PORT`. The gateway opens
 //! a channel to the client and starts `join` for the connection (or writes `drop ID` on the
 //! listener's stdin when the client refused it). `join` takes the accepted socket itself from
 //! the listener over a private abstract Unix socket (`NAME`, checked with `SECRET`), as a file
@@ -87,7 +87,10 @@ pub fn listen(kind: &str, address: &[String], name: &str, secret: &str) -> ExitC
             return ExitCode::from(1);
         }
     };
-    eprintln!("listening");
+    if !crate::ready("listening") {
+        cleanup(&bound);
+        return ExitCode::from(1);
+    }
     let pending: Pending = Arc::default();
     let stdout = Arc::new(Mutex::new(io::stdout()));
     {
@@ -364,7 +367,9 @@ pub fn join(name: &str, secret: &str, id: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("connected");
+    if !crate::ready("connected") {
+        return ExitCode::from(1);
+    }
     relay(socket)
 }
 

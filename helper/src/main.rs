@@ -9,7 +9,7 @@
 //! containerssh-helper join ...          # one connection a listener accepted
 //! ```
 //!
-//! Once connected it writes `connected` on stderr (or `error: ...` and exits 1). Then both
+//! Once connected it writes `connected` first on stdout (or `error: ...` on stderr and exits 1). Then both
 //! directions carry frames: a 4-byte big-endian length and that many bytes; a zero length is
 //! EOF (from the gateway: shut the socket's write side, then say `eof` on stderr; to the
 //! gateway: the socket's read side ended). Frames keep EOF exact whatever the container
@@ -78,8 +78,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("connected");
+    if !ready("connected") {
+        return ExitCode::from(1);
+    }
     relay(socket)
+}
+
+/// Says `word` first on stdout, ahead of any data (the gateway waits for it there); false if
+/// nobody listens any more.
+pub(crate) fn ready(word: &str) -> bool {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{word}").and_then(|_| out.flush()).is_ok()
 }
 
 /// HOST as an address, `localhost`, a name in /etc/hosts, or else the system resolver.

@@ -144,7 +144,9 @@ fn start_agent(dir: &std::path::Path) -> (std::process::Child, std::path::PathBu
         .spawn()
         .expect("ssh-agent");
     let start = std::time::Instant::now();
-    while !agent_socket.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+    while std::os::unix::net::UnixStream::connect(&agent_socket).is_err()
+        && start.elapsed() < std::time::Duration::from_secs(10)
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let add = Command::new("ssh-add")

@@ -62,16 +62,17 @@ fn helper_spec(argv: Vec<String>) -> ProcessSpec {
     }
 }
 
-/// A helper that said it is ready: its stdin, its output, and what it wrote on stdout before
-/// the word on stderr reached us (the engine copies the two streams independently, so data
-/// can overtake the word).
+/// A helper that said it is ready: its stdin, its output, and what followed the word on
+/// stdout in the same read.
 struct Started {
     stdin: Pin<Box<dyn AsyncWrite + Send>>,
     output: OutputStream,
     early: BytesMut,
 }
 
-/// Starts a helper process and waits until it says `ready` on stderr (or why not).
+/// Starts a helper process and waits until it says `ready` on stdout, or why not on stderr.
+/// The word comes first on stdout itself: the engines copy stdout and stderr independently, so
+/// only the same stream keeps it ahead of the data.
 async fn start_helper(
     start: impl std::future::Future<Output = anyhow::Result<Process>>,
     ready: &[u8],
@@ -85,20 +86,28 @@ async fn start_helper(
             mut output,
             control: _,
         } = process;
-        // The helper speaks on stderr before anything else.
         let mut said = Vec::new();
         let mut early = BytesMut::new();
         loop {
             match output.next().await {
-                Some(Ok(Output::Stderr(b))) => {
-                    said.extend_from_slice(&b);
-                    if said.starts_with(ready) {
+                Some(Ok(Output::Stdout(b))) => {
+                    early.extend_from_slice(&b);
+                    if early.starts_with(ready) {
+                        early.advance(ready.len());
                         return Ok(Started {
                             stdin,
                             output,
                             early,
                         });
                     }
+                    if !ready.starts_with(&early) {
+                        return Err(ForwardError::ConnectFailed(
+                            "the helper wrote before it was ready".into(),
+                        ));
+                    }
+                }
+                Some(Ok(Output::Stderr(b))) => {
+                    said.extend_from_slice(&b);
                     if said.contains(&b'\n') || said.len() > 4096 {
                         let text = String::from_utf8_lossy(&said);
                         let line = text.lines().next().unwrap_or_default();
@@ -106,14 +115,6 @@ async fn start_helper(
                             line.trim_start_matches("error: ").chars().take(300).collect(),
                         ));
                     }
-                }
-                Some(Ok(Output::Stdout(b))) => {
-                    if early.len() + b.len() > MAX_FRAME + 4 {
-                        return Err(ForwardError::ConnectFailed(
-                            "the helper wrote too much before it was ready".into(),
-                        ));
-                    }
-                    early.extend_from_slice(&b);
                 }
                 Some(Err(e)) => return Err(ForwardError::ConnectFailed(format!("{e:#}"))),
                 None => {

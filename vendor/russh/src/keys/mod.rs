@@ -855,8 +855,9 @@ Cog3JMeTrb3LiPHgN6gU2P30MRp6L1j1J/MtlOAr5rux
             .stderr(Stdio::null())
             .spawn()?;
 
-        // Wait for the socket to be created
-        while agent_path.canonicalize().is_err() {
+        // Wait until the agent accepts connections (its socket file exists a moment before it
+        // listens).
+        while tokio::net::UnixStream::connect(&agent_path).await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
 
@@ -1100,8 +1101,9 @@ Cog3JMeTrb3LiPHgN6gU2P30MRp6L1j1J/MtlOAr5rux
             .stderr(Stdio::null())
             .spawn()?;
 
-        // Wait for the socket to be created
-        while agent_path.canonicalize().is_err() {
+        // Wait until the agent accepts connections (its socket file exists a moment before it
+        // listens).
+        while tokio::net::UnixStream::connect(&agent_path).await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
 
