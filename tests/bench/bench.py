@@ -259,6 +259,36 @@ def forwarding(args, d, key, pub):
             tf, td = min(fw), min(dk)
             print(f"forward   ssh -L {name:9s} {n/tf/1e6:7.1f} MB/s vs docker exec {n/td/1e6:7.1f} MB/s:"
                   f" ratio {td/tf:.2f}   (target >= 0.7)")
+        # ssh -R: a server on this machine sends n bytes into the container through a listener
+        # there; timed from its accept until the container's reader closed.
+        rev_times = []
+        src = socket.socket(); src.bind(("127.0.0.1", 0)); src.listen(8)
+        src_port = src.getsockname()[1]
+        rev_gw, rev_port = start_gateway(d, pub, {"security": {"forwarding": {"reverseForwardingMode": "enable"}}})
+        reader = ("for i in 1 2 3; do socat -u TCP:127.0.0.1:9100,retry=100,interval=0.1 OPEN:/dev/null; done")
+        rev = subprocess.Popen(ssh_cmd(key, rev_port)[:-1] + ["-R", f"9100:127.0.0.1:{src_port}",
+                                                             ssh_cmd(key, rev_port)[-1], reader],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            chunk = b"\0" * (1 << 20)
+            src.settimeout(120)
+            for _ in range(3):
+                conn, _ = src.accept()
+                t = time.perf_counter()
+                left = n
+                while left:
+                    left -= conn.send(chunk[:min(left, len(chunk))])
+                conn.shutdown(socket.SHUT_WR)
+                assert conn.recv(16) == b""
+                rev_times.append(time.perf_counter() - t)
+                conn.close()
+        finally:
+            rev.terminate(); rev.wait(30)
+            rev_gw.terminate(); rev_gw.wait(60)
+            src.close()
+        tr, td = min(rev_times), min(dk_up)
+        print(f"forward   ssh -R into the container {n/tr/1e6:7.1f} MB/s vs docker exec -i {n/td/1e6:7.1f} MB/s:"
+              f" ratio {td/tr:.2f}")
     finally:
         client.terminate(); client.wait(30)
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
