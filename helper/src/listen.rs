@@ -98,51 +98,22 @@ pub fn listen(kind: &str, address: &[String], name: &str, secret: &str) -> ExitC
         let secret = secret.to_string();
         std::thread::spawn(move || serve_joins(joins, pending, &secret));
     }
-    match &bound {
-        Bound::Tcp(l) | Bound::X11 { listener: l, .. } => {
-            let l = match l.try_clone() {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let (pending, stdout) = (pending.clone(), stdout.clone());
-            std::thread::spawn(move || loop {
-                match l.accept() {
-                    Ok((s, peer)) => {
-                        let _ = s.set_nodelay(true);
-                        announce(
-                            &pending,
-                            &stdout,
-                            OwnedFd::from(s),
-                            true,
-                            &peer.ip().to_string(),
-                            peer.port(),
-                        );
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            });
+    let accept = match accepter(&bound) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
         }
-        Bound::Unix { listener, .. } => {
-            let l = match listener.try_clone() {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let (pending, stdout) = (pending.clone(), stdout.clone());
-            std::thread::spawn(move || loop {
-                match l.accept() {
-                    Ok((s, _)) => announce(&pending, &stdout, OwnedFd::from(s), false, "", 0),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            });
-        }
+    };
+    {
+        let (pending, stdout) = (pending.clone(), stdout.clone());
+        std::thread::spawn(move || loop {
+            match accept() {
+                Ok((fd, tcp, host, port)) => announce(&pending, &stdout, fd, tcp, &host, port),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        });
     }
     // The gateway's instructions; their end is the end of the forward.
     for line in BufReader::new(io::stdin().lock()).lines() {
@@ -156,6 +127,32 @@ pub fn listen(kind: &str, address: &[String], name: &str, secret: &str) -> ExitC
     }
     cleanup(&bound);
     std::process::exit(0)
+}
+
+/// One accepted connection: its socket, whether it is TCP, and the peer (empty for Unix).
+type Accepted = (OwnedFd, bool, String, u16);
+
+/// Accepts the next connection on a copy of the bound socket (for the accepting thread).
+fn accepter(bound: &Bound) -> io::Result<impl Fn() -> io::Result<Accepted> + Send + 'static> {
+    enum Listener {
+        Tcp(TcpListener),
+        Unix(UnixListener),
+    }
+    let listener = match bound {
+        Bound::Tcp(l) | Bound::X11 { listener: l, .. } => Listener::Tcp(l.try_clone()?),
+        Bound::Unix { listener, .. } => Listener::Unix(listener.try_clone()?),
+    };
+    Ok(move || match &listener {
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept()?;
+            let _ = s.set_nodelay(true);
+            Ok((OwnedFd::from(s), true, peer.ip().to_string(), peer.port()))
+        }
+        Listener::Unix(l) => {
+            let (s, _) = l.accept()?;
+            Ok((OwnedFd::from(s), false, String::new(), 0))
+        }
+    })
 }
 
 fn bind(kind: &str, address: &[String]) -> io::Result<Bound> {

@@ -493,16 +493,8 @@ async fn write_frames(
                 // its end (a forwarded connection's last bytes before its close).
                 let _ = tokio::time::timeout(STDIN_DRAIN, async {
                     while stdin.is_some() {
-                        let frame = match read_stdin(&mut stdin, &mut buffer[1..]).await {
-                            Some(n) => {
-                                buffer[0] = STDIN;
-                                Message::Binary(Bytes::copy_from_slice(&buffer[..=n]))
-                            }
-                            None => {
-                                stdin = None;
-                                Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))
-                            }
-                        };
+                        let read = read_stdin(&mut stdin, &mut buffer[1..]).await;
+                        let frame = stdin_frame(read, &mut buffer, &mut stdin);
                         if sink.send(frame).await.is_err() {
                             return;
                         }
@@ -511,16 +503,7 @@ async fn write_frames(
                 .await;
                 break;
             }
-            read = read_stdin(&mut stdin, &mut buffer[1..]) => match read {
-                Some(n) => {
-                    buffer[0] = STDIN;
-                    Message::Binary(Bytes::copy_from_slice(&buffer[..=n]))
-                }
-                None => {
-                    stdin = None;
-                    Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))
-                }
-            },
+            read = read_stdin(&mut stdin, &mut buffer[1..]) => stdin_frame(read, &mut buffer, &mut stdin),
             size = next_size(&mut resize) => match size {
                 Some((columns, rows)) => {
                     let mut frame = vec![RESIZE];
@@ -539,6 +522,25 @@ async fn write_frames(
         }
     }
     let _ = sink.close().await;
+}
+
+/// The message for what `read_stdin` read into `buffer[1..]`: the input, or at its end the
+/// half-close (and no more input).
+fn stdin_frame(
+    read: Option<usize>,
+    buffer: &mut [u8],
+    stdin: &mut Option<ReadHalf<SimplexStream>>,
+) -> Message {
+    match read {
+        Some(n) => {
+            buffer[0] = STDIN;
+            Message::Binary(Bytes::copy_from_slice(&buffer[..=n]))
+        }
+        None => {
+            *stdin = None;
+            Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))
+        }
+    }
 }
 
 /// The next chunk of input (its length in `buffer`), or `None` at its end; pends forever once

@@ -676,19 +676,31 @@ impl Writer {
         let mut buffer = vec![0u8; frame::HEAD_LEN + CHUNK];
         let stdin_id = self.ids.stdin.unwrap_or_default();
         while self.stdin.is_some() {
-            match exec::read_stdin(&mut self.stdin, &mut buffer[frame::HEAD_LEN..]).await {
-                Some(n) => {
-                    buffer[..frame::HEAD_LEN]
-                        .copy_from_slice(&frame::data_head(stdin_id, false, n));
-                    send(&mut self.io, &buffer[..frame::HEAD_LEN + n]).await?;
-                }
-                None => {
-                    self.stdin = None;
-                    send(&mut self.io, &frame::data_head(stdin_id, true, 0)).await?;
-                }
-            }
+            let read = exec::read_stdin(&mut self.stdin, &mut buffer[frame::HEAD_LEN..]).await;
+            self.send_stdin(read, stdin_id, &mut buffer).await?;
         }
         Ok(())
+    }
+
+    /// Sends what `read_stdin` read behind the head room of `buffer`: a data frame, or at the
+    /// end of input the empty one with FIN (and no more input).
+    async fn send_stdin(
+        &mut self,
+        read: Option<usize>,
+        stdin_id: u32,
+        buffer: &mut [u8],
+    ) -> std::io::Result<()> {
+        match read {
+            Some(n) => {
+                buffer[..frame::HEAD_LEN].copy_from_slice(&frame::data_head(stdin_id, false, n));
+                send(&mut self.io, &buffer[..frame::HEAD_LEN + n]).await
+            }
+            None => {
+                // End of input: the exact half-close v4 WebSocket streams lack.
+                self.stdin = None;
+                send(&mut self.io, &frame::data_head(stdin_id, true, 0)).await
+            }
+        }
     }
 
     async fn frames(&mut self) -> std::io::Result<()> {
@@ -701,17 +713,9 @@ impl Writer {
         loop {
             let stdin_open = self.stdin.is_some();
             tokio::select! {
-                read = exec::read_stdin(&mut self.stdin, &mut buffer[frame::HEAD_LEN..]) => match read {
-                    Some(n) => {
-                        buffer[..frame::HEAD_LEN].copy_from_slice(&frame::data_head(stdin_id, false, n));
-                        send(&mut self.io, &buffer[..frame::HEAD_LEN + n]).await?;
-                    }
-                    None => {
-                        // End of input: the exact half-close v4 WebSocket streams lack.
-                        self.stdin = None;
-                        send(&mut self.io, &frame::data_head(stdin_id, true, 0)).await?;
-                    }
-                },
+                read = exec::read_stdin(&mut self.stdin, &mut buffer[frame::HEAD_LEN..]) => {
+                    self.send_stdin(read, stdin_id, &mut buffer).await?;
+                }
                 _ = self.stdin_gone.notified(), if stdin_open => {
                     // The program's input is closed: stop taking the client's, and close our
                     // half so the stream can end (as kubectl does).
