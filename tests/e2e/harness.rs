@@ -516,3 +516,84 @@ pub fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
     std::fs::write(&path, data).expect("write");
     path
 }
+
+/// An echo server on the test machine: every connection gets back what it sent, then EOF.
+pub fn echo_tcp() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
+        }
+    });
+    port
+}
+
+/// An echo server on a Unix socket at `path`.
+pub fn echo_unix(path: &Path) {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
+        }
+    });
+}
+
+fn echo(mut reader: impl Read, mut writer: impl Write) {
+    let _ = std::io::copy(&mut reader, &mut writer);
+    // Dropping both ends closes the connection: the program inside sees EOF.
+}
+
+/// An ssh-agent on the test machine holding one new key: (the agent, its socket, the key's
+/// fingerprint).
+pub fn start_agent(dir: &Path) -> (Child, PathBuf, String) {
+    let agent_socket = dir.join("agent.sock");
+    let key = dir.join("agent_key");
+    let keygen = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "forwarded-agent-key",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&agent_socket).is_err()
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let add = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .output()
+        .expect("ssh-add");
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .expect("ssh-keygen -l");
+    let fingerprint = text(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+
+    (agent, agent_socket, fingerprint)
+}

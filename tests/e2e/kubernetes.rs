@@ -8,6 +8,10 @@
 //! `kubectl exec`), with an exact end of input and exit status; the v5 WebSocket path is tested
 //! against a local server in `host/tests/kubernetes_v5.rs`.
 //!
+//! What every backend must do is in the conformance suite (`conformance.rs`); this file has
+//! what is the Kubernetes backend's own (pod hardening, labels, RBAC, the exec protocols,
+//! pools, reaping).
+//!
 //! These tests need `CONTAINERSSH_K8S_ENV` (the cluster's env file; `tests/run.sh` sets it).
 //! Without it they print that they were skipped and pass.
 use std::process::{Command, Stdio};
@@ -17,7 +21,6 @@ use std::time::{Duration, Instant};
 use containerssh::backend::kubernetes::exec::{self, ExecProtocol, Protocol, Target};
 use containerssh::backend::{ExitReason, Output};
 use futures::StreamExt;
-use russh::Sig;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -33,7 +36,7 @@ pub struct Cluster {
     kubeconfig: String,
 }
 
-fn cluster() -> Option<&'static Cluster> {
+pub fn cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
     CLUSTER
         .get_or_init(|| {
@@ -75,7 +78,7 @@ macro_rules! cluster_or_skip {
 /// The backend settings of every test: the restricted token, the test image, and
 /// `hostNetwork` (the test kubelet's engine has no bridge network; pods without an IP would be
 /// recreated by the 1.20 kubelet).
-fn kubernetes(c: &Cluster, pod_extra: Value) -> Value {
+pub fn kubernetes(c: &Cluster, pod_extra: Value) -> Value {
     let mut pod = json!({
         "metadata": {"namespace": c.namespace},
         "spec": {
@@ -109,7 +112,7 @@ fn instance_label(gw: &Gateway) -> String {
     gw.instance().replace(':', "-")
 }
 
-fn pods(c: &Cluster, gw: &Gateway) -> Vec<String> {
+pub fn pods(c: &Cluster, gw: &Gateway) -> Vec<String> {
     let selector = format!("containerssh.instance={}", instance_label(gw));
     let out = kubectl(c, &["get", "pods", "-l", &selector, "-o", "name"]);
     assert!(out.status.success(), "{out:?}");
@@ -120,7 +123,7 @@ fn pods(c: &Cluster, gw: &Gateway) -> Vec<String> {
         .collect()
 }
 
-fn wait_for_pod(c: &Cluster, gw: &Gateway) -> String {
+pub fn wait_for_pod(c: &Cluster, gw: &Gateway) -> String {
     let start = Instant::now();
     loop {
         if let Some(p) = pods(c, gw).into_iter().next() {
@@ -136,7 +139,7 @@ fn wait_for_pod(c: &Cluster, gw: &Gateway) -> String {
 }
 
 /// Pods are gone only once the kubelet confirmed their end, which takes a few seconds.
-fn assert_no_pods(c: &Cluster, gw: &Gateway) {
+pub fn assert_no_pods(c: &Cluster, gw: &Gateway) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(90) {
         if pods(c, gw).is_empty() {
@@ -173,7 +176,10 @@ fn exec_runs_in_a_hardened_pod_with_environment_stderr_and_exit_status() {
     );
     assert_eq!(text(&out.stderr), "to-stderr\n");
     assert_no_pods(c, &gw);
-    assert!(gw.log_text().contains("pod removed"), "{}", gw.log_text());
+    let log = gw.log_text();
+    assert!(log.contains("pod removed"), "{log}");
+    // A 1.20 API server is known to lack v5: SPDY from the first exec on.
+    assert!(log.contains("SPDY/3.1"), "{log}");
 }
 
 #[test]
@@ -213,104 +219,6 @@ fn pods_carry_labels_and_secure_defaults_and_go_when_the_client_vanishes() {
     // SIGKILL: the client sends nothing more, the TCP connection just closes.
     child.kill().expect("kill ssh");
     let _ = child.wait();
-    assert_no_pods(c, &gw);
-}
-
-#[test]
-fn terminal_sessions_get_their_size_and_follow_resizes() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    // Kubernetes sizes an exec's terminal right after the program starts (as kubectl does),
-    // so the first look waits a moment.
-    let (code, screen) = crate::sessions::pty_run(
-        &gw,
-        (101, 33),
-        None,
-        "sleep 0.5; stty size; tty; echo TERM=$TERM; exit 3\\n",
-        None,
-    );
-    assert_eq!(code, 3, "{screen}\n{}", gw.log_text());
-    assert!(screen.contains("33 101"), "{screen}");
-    assert!(screen.contains("/dev/pts/"), "{screen}");
-    assert!(screen.contains("TERM=xterm"), "{screen}");
-    crate::sessions::assert_window_change_reaches_the_terminal(&gw);
-    assert_no_pods(c, &gw);
-}
-
-#[tokio::test]
-async fn signals_reach_the_program_in_the_pod() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    let (out, status, _) = crate::client::exec_and_signal(
-        gw.port,
-        "trap 'echo got-USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
-        Duration::from_secs(3),
-        Sig::USR1,
-    )
-    .await;
-    assert!(
-        out.contains("ready") && out.contains("got-USR1"),
-        "{out}\n{}",
-        gw.log_text()
-    );
-    assert_eq!(status, Some(7));
-    let (_, status, sig) =
-        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(3), Sig::TERM)
-            .await;
-    assert_eq!(
-        sig.as_deref(),
-        Some("TERM"),
-        "status {status:?}\n{}",
-        gw.log_text()
-    );
-}
-
-#[test]
-fn sftp_and_scp_carry_files_through_the_pod() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    crate::transfer::assert_sftp_round_trip(&gw);
-    // Every file arrives whole, and scp, which judges by the exit status, succeeds: end of
-    // input and the exit status are exact over SPDY.
-    for (name, upload, download) in crate::transfer::scp_round_trips(&gw) {
-        for (what, out) in [("upload", &upload), ("download", &download)] {
-            assert!(
-                out.status.success(),
-                "scp {name} {what}: {out:?}\n{}",
-                gw.log_text()
-            );
-        }
-    }
-    assert_no_pods(c, &gw);
-}
-
-/// `printf 'b\na\n' | ssh gw sort`: sort prints only after end of input, which must reach it.
-#[test]
-fn end_of_input_reaches_the_program_exactly() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    let mut ssh = gw.ssh();
-    ssh.arg("sort");
-    let out = run(ssh, b"b\na\n");
-    assert_eq!(text(&out.stdout), "a\nb\n", "{out:?}\n{}", gw.log_text());
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    // A 1.20 API server is known to lack v5: SPDY from the first exec on.
-    let log = gw.log_text();
-    assert!(log.contains("SPDY/3.1"), "{log}");
-    assert_no_pods(c, &gw);
-}
-
-/// `ssh -n gw 'sleep 2; echo late; exit 7'`: output long after the (empty) input ended, and
-/// the exit status, both arrive.
-#[test]
-fn output_and_exit_status_after_the_end_of_input_arrive() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    let mut ssh = gw.ssh();
-    ssh.args(["-n", "sleep 2; echo late; exit 7"]);
-    let out = run(ssh, b"");
-    assert_eq!(text(&out.stdout), "late\n", "{out:?}\n{}", gw.log_text());
-    assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_no_pods(c, &gw);
 }
 
@@ -420,25 +328,6 @@ async fn a_refused_v5_request_runs_nothing_and_spdy_takes_over() {
     assert_eq!((exit, printed.as_str()), (ExitReason::Status(0), "ran\n"));
     let _ = session.kill();
     let _ = session.wait();
-    assert_no_pods(c, &gw);
-}
-
-#[test]
-fn session_mode_gives_each_session_its_own_pod() {
-    let c = cluster_or_skip!();
-    let gw = Gateway::start(kubernetes(c, json!({"mode": "session"})));
-    // A mark left by the first session is not there for the second: another pod.
-    let (first, second) = two_sessions(&gw, "touch /tmp/mark && echo made", "ls /tmp/mark 2>&1");
-    assert_eq!(first, "made\n");
-    assert!(
-        second.contains("No such file"),
-        "{second}\n{}",
-        gw.log_text()
-    );
-    assert_no_pods(c, &gw);
-    let gw = Gateway::start(kubernetes(c, json!({})));
-    let (_, second) = two_sessions(&gw, "touch /tmp/mark", "ls /tmp/mark");
-    assert_eq!(second, "/tmp/mark\n", "connection mode shares the pod");
     assert_no_pods(c, &gw);
 }
 
@@ -698,151 +587,5 @@ fn a_zero_filled_go_answer_picks_the_pod() {
         "pod-from-answer\n1000\n",
     );
     assert_eq!(server.requests().len(), 1);
-    assert_no_pods(c, &gw);
-}
-
-/// `ssh -L` into a pod through the API server's port-forward (no helper in the image): an exec
-/// starts a server on the pod's localhost and the same connection reaches it; a destination
-/// other than the pod's localhost goes through the helper, and one that does not resolve is
-/// "connect failed", as from sshd.
-#[test]
-fn dash_l_reaches_a_server_the_exec_started_in_the_pod() {
-    let c = cluster_or_skip!();
-    let mut config = kubernetes(c, json!({}));
-    merge(
-        &mut config,
-        json!({"security": {"forwarding": {"forwardingMode": "enable"}}}),
-    );
-    let gw = Gateway::start(config);
-    // The test pods share the node's network (hostNetwork): a free port of this machine.
-    let (pod_port, local, elsewhere) = (free_port(), free_port(), free_port());
-    let mut ssh = gw
-        .ssh()
-        .args([
-            "-v".to_string(),
-            "-L".to_string(),
-            format!("{local}:127.0.0.1:{pod_port}"),
-            "-L".to_string(),
-            format!("{elsewhere}:example.com:80"),
-        ])
-        .arg(format!(
-            "mkdir -p /tmp/www && echo page-from-the-pod > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{pod_port} -h /tmp/www"
-        ))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh starts");
-    let get = |port: u16| -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        (!answer.is_empty()).then_some(answer)
-    };
-    let started = std::time::Instant::now();
-    let answer = loop {
-        if let Some(a) = get(local).filter(|a| a.contains("page-from-the-pod")) {
-            break a;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no page through -L:\n{}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(answer.starts_with("HTTP/1."), "{answer}");
-    assert_eq!(get(elsewhere), None);
-    gw.wait_for_log("forwarded connection refused", Duration::from_secs(30));
-    let _ = ssh.kill();
-    let out = ssh.wait_with_output().expect("ssh ends");
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("connect failed"), "{stderr}");
-    assert_no_pods(c, &gw);
-}
-
-/// Listening in the pod through the helper the gateway places there: `ssh -R` (TCP and a Unix
-/// socket) and the agent, with a random file each way compared by digest.
-#[test]
-fn dash_r_and_the_agent_work_in_a_pod() {
-    let c = cluster_or_skip!();
-    let mut config = kubernetes(c, json!({}));
-    merge(
-        &mut config,
-        json!({"security": {"forwarding": {"reverseForwardingMode": "enable", "socketListenMode": "enable"}}}),
-    );
-    let gw = Gateway::start(config);
-    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let echo_port = echo.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for s in echo.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = s.try_clone().expect("clone");
-                let mut w = s;
-                let _ = std::io::copy(&mut r, &mut w);
-            });
-        }
-    });
-    // hostNetwork test pods share this machine's ports: a free one for the listener.
-    let pod_port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent_socket = dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&agent_socket)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("ssh-agent");
-    let key = dir.path().join("k");
-    let keygen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "pod-agent-key", "-f"])
-        .arg(&key)
-        .output()
-        .expect("ssh-keygen");
-    assert!(keygen.status.success());
-    let started = std::time::Instant::now();
-    while std::os::unix::net::UnixStream::connect(&agent_socket).is_err()
-        && started.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let add = std::process::Command::new("ssh-add")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &agent_socket)
-        .output()
-        .expect("ssh-add");
-    assert!(add.status.success(), "{}", text(&add.stderr));
-    let script = format!(
-        "head -c 4194304 /dev/urandom > /tmp/d && sha256sum < /tmp/d && \
-         socat -t30 TCP:127.0.0.1:{pod_port},retry=150,interval=0.2 - < /tmp/d | sha256sum && \
-         ssh-add -l"
-    );
-    let out = gw
-        .ssh()
-        .args(["-A", "-o", "ExitOnForwardFailure=yes", "-R"])
-        .arg(format!("{pod_port}:127.0.0.1:{echo_port}"))
-        .arg(script)
-        .env("SSH_AUTH_SOCK", &agent_socket)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("ssh runs");
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let printed = text(&out.stdout);
-    let sums: Vec<&str> = printed
-        .split_whitespace()
-        .filter(|w| w.len() == 64)
-        .collect();
-    assert!(
-        out.status.success() && sums.len() == 2 && sums[0] == sums[1],
-        "{printed}\n{}\n{}",
-        text(&out.stderr),
-        gw.log_text()
-    );
-    assert!(printed.contains("pod-agent-key"), "{printed}");
     assert_no_pods(c, &gw);
 }

@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod cli;
 mod config_server;
+mod conformance;
 mod docker_options;
 mod flow;
 mod forwarding;

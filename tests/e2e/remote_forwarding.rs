@@ -2,40 +2,11 @@
 //! OpenSSH client and asyncssh: `ssh -R` (TCP, and a Unix socket through
 //! streamlocal-forward), port 0 chosen by the gateway, cancel, agent forwarding (`ssh -A`,
 //! `ssh-add -l` inside), all off unless the security policy turns them on.
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 
 use serde_json::json;
 
 use crate::harness::*;
-
-/// An echo server on the test machine: every connection gets back what it sent, then EOF.
-fn echo_tcp() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
-        }
-    });
-    port
-}
-
-fn echo_unix(path: &std::path::Path) {
-    let listener = UnixListener::bind(path).expect("bind");
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            std::thread::spawn(move || echo(s.try_clone().expect("clone"), s));
-        }
-    });
-}
-
-fn echo(mut reader: impl Read, mut writer: impl Write) {
-    let _ = std::io::copy(&mut reader, &mut writer);
-    // Dropping both ends closes the connection: the program inside sees EOF.
-}
 
 /// The script run inside: a random file through the forwarded socket (`socat` address) and
 /// back; prints the file's digest, then what came back's.
@@ -114,60 +85,6 @@ fn asyncssh_gets_a_port_for_port_zero_many_connections_at_once_and_cancels() {
     assert!(printed.contains("four connections ok"), "{printed}");
     assert!(printed.contains("cancel ok"), "{printed}");
     gw.assert_no_containers();
-}
-
-/// An ssh-agent on the test machine holding one new key: (the agent, its socket, the key's
-/// fingerprint).
-fn start_agent(dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf, String) {
-    let agent_socket = dir.join("agent.sock");
-    let key = dir.join("agent_key");
-    let keygen = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "forwarded-agent-key",
-            "-f",
-        ])
-        .arg(&key)
-        .output()
-        .expect("ssh-keygen");
-    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
-    let agent = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&agent_socket)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ssh-agent");
-    let start = std::time::Instant::now();
-    while std::os::unix::net::UnixStream::connect(&agent_socket).is_err()
-        && start.elapsed() < std::time::Duration::from_secs(10)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let add = Command::new("ssh-add")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &agent_socket)
-        .output()
-        .expect("ssh-add");
-    assert!(add.status.success(), "{}", text(&add.stderr));
-    let fingerprint = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(key.with_extension("pub"))
-        .output()
-        .expect("ssh-keygen -l");
-    let fingerprint = text(&fingerprint.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
-
-    (agent, agent_socket, fingerprint)
 }
 
 #[test]

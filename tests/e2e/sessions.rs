@@ -1,7 +1,5 @@
 use std::process::Command;
-use std::time::Duration;
 
-use russh::Sig;
 use serde_json::json;
 
 use crate::harness::*;
@@ -136,61 +134,6 @@ pub fn assert_window_change_reaches_the_terminal(gw: &Gateway) {
     assert_eq!(code, 0, "{screen}\n{}", gw.log_text());
     assert!(screen.contains("24 80"), "{screen}");
     assert!(screen.contains("50 132"), "{screen}");
-}
-
-#[tokio::test]
-async fn signals_reach_the_program() {
-    let gw = Gateway::start(json!({}));
-    // The program reports the signal it got; the channel then carries its exit status.
-    let (out, status, _) = crate::client::exec_and_signal(
-        gw.port,
-        "trap 'echo got-USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
-        Duration::from_secs(2),
-        Sig::USR1,
-    )
-    .await;
-    assert!(out.contains("ready") && out.contains("got-USR1"), "{out}");
-    assert_eq!(status, Some(7));
-    // Without a trap, TERM kills it and the client is told by exit-signal.
-    let (_, status, sig) =
-        crate::client::exec_and_signal(gw.port, "sleep 30", Duration::from_secs(2), Sig::TERM)
-            .await;
-    assert_eq!(sig.as_deref(), Some("TERM"), "status {status:?}");
-}
-
-#[test]
-fn a_program_killed_by_a_signal_is_reported_as_exit_signal() {
-    let gw = Gateway::start(json!({}));
-    let mut ssh = gw.ssh();
-    ssh.arg("-v").arg("kill -TERM $$");
-    let out = run(ssh, b"");
-    // OpenSSH exits 255 on exit-signal and logs it at debug level.
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(
-        text(&out.stderr).contains("exit-signal"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
-fn disable_command_refuses_exec_and_sftp_but_allows_a_shell() {
-    let gw = Gateway::start(json!({"docker": {"execution": {"disableCommand": true}}}));
-    let mut ssh = gw.ssh();
-    ssh.arg("echo should-not-run");
-    let out = run(ssh, b"");
-    assert_ne!(out.status.code(), Some(0), "{out:?}");
-    assert!(!text(&out.stdout).contains("should-not-run"));
-    let (code, screen) = pty_run(&gw, (80, 24), None, "echo shell-$((40+2)); exit\\n", None);
-    assert_eq!(code, 0, "{screen}");
-    assert!(screen.contains("shell-42"), "{screen}");
-    let mut sftp = Command::new("sftp");
-    sftp.args(gw.transfer_options())
-        .args(["-b", "-"])
-        .arg(format!("{USER}@127.0.0.1"));
-    let out = run(sftp, b"pwd\n");
-    assert_ne!(out.status.code(), Some(0), "{out:?}");
-    gw.assert_no_containers();
 }
 
 /// Two sessions over one multiplexed OpenSSH connection: same container in connection mode,

@@ -2,12 +2,14 @@
 //!
 //! A *workload* is one container (Docker) or pod (Kubernetes) — per connection or per session,
 //! depending on the execution mode. Processes (shell, exec, subsystem) are started inside it.
+//! Each backend is one module registered in `registry::REGISTRY`.
 pub mod docker;
 pub mod forward;
 pub mod helper;
 pub mod kubernetes;
 mod pool;
-mod settings;
+pub mod registry;
+pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -23,7 +25,8 @@ use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-pub use settings::{Backends, WorkloadSettings};
+pub use registry::{Backend, BackendName, BackendType, Backends};
+pub use settings::{Command, ContainerCommands, WorkloadSettings};
 
 /// Labels on every container and pod the gateway creates.
 pub const LABEL_MANAGED: &str = "containerssh.managed";
@@ -49,12 +52,22 @@ pub struct WorkloadOwner {
     pub metadata: Vec<(String, String)>,
 }
 
-/// A process to start inside a workload.
+/// What a session asks a workload to run.
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    /// As the client asked (a forced command arrives as `Exec`).
+    pub command: Command,
+    /// Environment from the client and from authentication, "KEY=value".
+    pub env: Vec<String>,
+    pub tty: Option<TtySpec>,
+}
+
+/// A process to start inside a container: a session's program as the container backends run
+/// it (`settings::ContainerCommands`), or one of their own helpers.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
-    /// The full argv (the SSH layer already applied `<shell> -c <command>`).
     pub argv: Vec<String>,
-    /// Environment from the client and from authentication, "KEY=value".
+    /// "KEY=value".
     pub env: Vec<String>,
     pub tty: Option<TtySpec>,
 }
@@ -103,7 +116,8 @@ pub trait ProcessControl: Send + Sync {
 pub trait Workload: Send + Sync {
     /// Backend-specific id (container id).
     fn id(&self) -> &str;
-    async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process>;
+    /// Starts a session's program.
+    async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process>;
     /// A connection to `target` made from inside the workload (`ssh -L`, `-D`,
     /// direct-streamlocal).
     async fn open_forward(
@@ -138,6 +152,12 @@ pub static FORWARDING_HELPER: &[u8] =
 /// when the root file system is read-only.
 pub const HELPER_DIR: &str = "/.containerssh";
 pub const HELPER_PATH: &str = "/.containerssh/helper";
+
+/// Whether two settings serialise alike (a config answer that repeats the file's value, in
+/// whatever spelling, changes nothing).
+pub fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
 
 /// Signal names SSH defines (RFC 4254 §6.10) and their numbers on Linux.
 pub const SIGNALS: &[(&str, u32)] = &[

@@ -1,198 +1,115 @@
-//! Which backend runs a connection's workloads and with what settings (the file's, or a config
-//! server's answer for that connection), and the backend clients of the process.
+//! A connection's workload settings, as the SSH layer sees them whatever the backend, and what
+//! a client asked to run.
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::sync::Arc;
 
-use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
+use super::registry::BackendType;
+use super::{ProcessSpec, ProgramSpec};
+use crate::config::{Config, ExecutionMode};
 
-use super::docker::DockerBackend;
-use super::kubernetes::KubernetesBackend;
-use super::{Workload, WorkloadOwner};
-use crate::config::{BackendKind, Config, Execution, ExecutionMode, KubernetesPod};
-use crate::observe::Metrics;
+/// The workload settings of one connection: the file's, or a config server's answer merged
+/// over them. Each backend implements it for its own settings type.
+pub trait WorkloadSettings: Debug + Send + Sync {
+    /// The backend these settings are for.
+    fn backend(&self) -> &'static BackendType;
+    /// One workload per connection, or per session.
+    fn mode(&self) -> ExecutionMode;
+    /// Only shells: exec and subsystem requests are refused.
+    fn disable_command(&self) -> bool;
+    /// Whether the backend can start the subsystem `name` (unknown ones are refused before the
+    /// security policy is asked).
+    fn has_subsystem(&self, name: &str) -> bool;
+    /// What programs run in, for logs (an image, a host).
+    fn describe(&self) -> String;
+    /// For the backend to get its own settings type back.
+    fn as_any(&self) -> &dyn Any;
+}
 
-/// The backend of one connection and its workload settings.
+/// The workload settings `config` selects.
+pub fn from_config(config: &Config) -> Arc<dyn WorkloadSettings> {
+    (config.backend.kind().settings)(config)
+}
+
+/// This backend's own settings type in `settings`, or an error naming both backends.
+pub fn downcast<'a, T: 'static>(
+    settings: &'a dyn WorkloadSettings,
+    backend: &BackendType,
+) -> anyhow::Result<&'a T> {
+    settings.as_any().downcast_ref::<T>().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the {} backend was given settings of the {} backend",
+            backend.name,
+            settings.backend().name
+        )
+    })
+}
+
+/// What a session channel asked to run, as the client sent it (after the security policy:
+/// a forced command arrives as `Exec`). Backends decide what it means to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Shell,
+    Exec(String),
+    Subsystem(String),
+}
+
+/// How container backends run a session's command: the shell for `Shell`, `<shell> -c
+/// <command>` for `Exec`, the configured program for a subsystem.
 #[derive(Debug, Clone)]
-pub enum WorkloadSettings {
-    Docker(Box<Execution>),
-    Kubernetes(Box<KubernetesPod>),
+pub struct ContainerCommands {
+    pub shell: Vec<String>,
+    pub subsystems: BTreeMap<String, String>,
 }
 
-impl WorkloadSettings {
-    pub fn from_config(config: &Config) -> Self {
-        match config.backend {
-            BackendKind::Docker => Self::Docker(Box::new(config.docker.execution.clone())),
-            BackendKind::Kubernetes => Self::Kubernetes(Box::new(config.kubernetes.pod.clone())),
-        }
+impl ContainerCommands {
+    pub fn argv(&self, command: &Command) -> anyhow::Result<Vec<String>> {
+        Ok(match command {
+            Command::Shell => self.shell.clone(),
+            Command::Exec(command) => {
+                let mut argv = self.shell.clone();
+                argv.push("-c".into());
+                argv.push(command.clone());
+                argv
+            }
+            Command::Subsystem(name) => match self.subsystems.get(name) {
+                Some(program) => vec![program.clone()],
+                None => anyhow::bail!("no subsystem {name:?} is configured"),
+            },
+        })
     }
 
-    pub fn mode(&self) -> ExecutionMode {
-        match self {
-            Self::Docker(e) => e.mode,
-            Self::Kubernetes(p) => p.mode,
-        }
-    }
-
-    /// The shell for `shell` requests, and `<shell> -c <command>` for exec.
-    pub fn shell_command(&self) -> &[String] {
-        match self {
-            Self::Docker(e) => &e.shell_command,
-            Self::Kubernetes(p) => &p.shell_command,
-        }
-    }
-
-    pub fn subsystems(&self) -> &BTreeMap<String, String> {
-        match self {
-            Self::Docker(e) => &e.subsystems,
-            Self::Kubernetes(p) => &p.subsystems,
-        }
-    }
-
-    pub fn disable_command(&self) -> bool {
-        match self {
-            Self::Docker(e) => e.disable_command,
-            Self::Kubernetes(p) => p.disable_command,
-        }
-    }
-
-    /// The image programs run in (for logs).
-    pub fn image(&self) -> String {
-        match self {
-            Self::Docker(e) => e.container.image.clone(),
-            Self::Kubernetes(p) => p
-                .spec
-                .containers
-                .get(p.console_container_number)
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default(),
-        }
+    /// The process that runs `program` in the container.
+    pub fn process(&self, program: ProgramSpec) -> anyhow::Result<ProcessSpec> {
+        Ok(ProcessSpec {
+            argv: self.argv(&program.command)?,
+            env: program.env,
+            tty: program.tty,
+        })
     }
 }
 
-/// The backend clients: the file's backend is connected at start (so a wrong address stops
-/// the gateway at once); another one is connected when a config server first picks it.
-pub struct Backends {
-    config: Arc<Config>,
-    instance: String,
-    docker: OnceCell<DockerBackend>,
-    kubernetes: OnceCell<KubernetesBackend>,
-    metrics: Option<Arc<Metrics>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// How long shutdown waits for a warm pool's refill to stop, and then for its members' removal.
-const POOL_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
-
-impl Backends {
-    pub async fn connect(
-        config: Arc<Config>,
-        instance: String,
-        metrics: Option<Arc<Metrics>>,
-    ) -> anyhow::Result<Self> {
-        let backends = Self {
-            config,
-            instance,
-            docker: OnceCell::new(),
-            kubernetes: OnceCell::new(),
-            metrics,
+    #[test]
+    fn container_commands_become_argv() {
+        let commands = ContainerCommands {
+            shell: vec!["/bin/bash".to_string()],
+            subsystems: BTreeMap::from([("sftp".to_string(), "/sftp-server".to_string())]),
         };
-        match backends.config.backend {
-            BackendKind::Docker => backends.docker().await.map(|_| ())?,
-            BackendKind::Kubernetes => backends.kubernetes().await.map(|_| ())?,
-        }
-        Ok(backends)
-    }
-
-    async fn docker(&self) -> anyhow::Result<&DockerBackend> {
-        self.docker
-            .get_or_try_init(|| async {
-                let backend = DockerBackend::connect(&self.config.docker, &self.instance).await?;
-                report_orphans(backend.reap_orphans().await, "containers");
-                backend.start_pool(&self.config.docker.execution, self.metrics.clone());
-                Ok(backend)
-            })
-            .await
-    }
-
-    async fn kubernetes(&self) -> anyhow::Result<&KubernetesBackend> {
-        self.kubernetes
-            .get_or_try_init(|| async {
-                let backend =
-                    KubernetesBackend::connect(&self.config.kubernetes, &self.instance).await?;
-                report_orphans(backend.reap_orphans().await, "pods");
-                backend.start_pool(&self.config.kubernetes.pod, self.metrics.clone());
-                Ok(backend)
-            })
-            .await
-    }
-
-    /// Creates a workload for `owner`. Cancelling `cancel` (its connection ended) stops an
-    /// image pull or the wait for the start; whatever was already created is removed.
-    pub async fn create_workload(
-        &self,
-        settings: &WorkloadSettings,
-        owner: &WorkloadOwner,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<Arc<dyn Workload>> {
-        match settings {
-            WorkloadSettings::Docker(execution) => {
-                self.docker()
-                    .await?
-                    .create_workload(execution, owner, cancel)
-                    .await
-            }
-            WorkloadSettings::Kubernetes(pod) => {
-                self.kubernetes()
-                    .await?
-                    .create_workload(pod, owner, cancel)
-                    .await
-            }
-        }
-    }
-
-    /// Shutdown has begun: warm pools start no more members.
-    pub fn stop_refilling(&self) {
-        if let Some(docker) = self.docker.get() {
-            docker.stop_refilling();
-        }
-        if let Some(kubernetes) = self.kubernetes.get() {
-            kubernetes.stop_refilling();
-        }
-    }
-
-    /// Shutdown: removes whatever is left (joining removals already under way rather than
-    /// repeating them), then anything carrying this instance's label, and waits for every
-    /// removal still running. Returns how many workloads could not be removed.
-    pub async fn remove_everything(&self) -> usize {
-        let mut left = 0;
-        if let Some(docker) = self.docker.get() {
-            docker.stop_pool(POOL_SHUTDOWN_DEADLINE).await;
-            docker.remove_all().await;
-            report_orphans(docker.reap_orphans().await, "containers");
-            docker.removals_finished().await;
-            left += docker.live_count();
-        }
-        if let Some(kubernetes) = self.kubernetes.get() {
-            kubernetes.stop_pool(POOL_SHUTDOWN_DEADLINE).await;
-            kubernetes.remove_all().await;
-            report_orphans(kubernetes.reap_orphans().await, "pods");
-            kubernetes.removals_finished().await;
-            left += kubernetes.live_count();
-        }
-        left
-    }
-
-    /// Workloads created and not (yet) removed.
-    pub fn live_count(&self) -> usize {
-        self.docker.get().map_or(0, |d| d.live_count())
-            + self.kubernetes.get().map_or(0, |k| k.live_count())
-    }
-}
-
-fn report_orphans(reaped: anyhow::Result<usize>, what: &str) {
-    match reaped {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed {what} left by an earlier run"),
-        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot look for leftover {what}"),
+        let argv = |c: Command| commands.argv(&c);
+        assert_eq!(argv(Command::Shell).unwrap(), ["/bin/bash"]);
+        assert_eq!(
+            argv(Command::Exec("echo hi".into())).unwrap(),
+            ["/bin/bash", "-c", "echo hi"]
+        );
+        assert_eq!(
+            argv(Command::Subsystem("sftp".into())).unwrap(),
+            ["/sftp-server"]
+        );
+        assert!(argv(Command::Subsystem("nope".into())).is_err());
     }
 }

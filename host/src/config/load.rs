@@ -243,29 +243,8 @@ fn normalise(value: &mut Value, renames: &mut Vec<(String, String)>) -> Vec<Stri
     super::unused_keys::accept_containerssh_dump(value, &mut problems);
     super::compat::translate(value, &mut problems, renames);
     super::unused_keys::strip(value);
-    // The hardening guide nests resource limits under `docker.execution.host.resources`;
-    // Docker's API (and this schema) has them directly in `host`.
-    if let Some(host) = value
-        .pointer_mut("/docker/execution/host")
-        .and_then(Value::as_object_mut)
-    {
-        if let Some(resources) = host.remove("resources") {
-            match resources {
-                Value::Object(map) => {
-                    for (k, v) in map {
-                        if host.contains_key(&k) {
-                            problems.push(format!(
-                                "docker.execution.host.resources.{k}: also set in docker.execution.host; set it once"
-                            ));
-                        } else {
-                            host.insert(k, v);
-                        }
-                    }
-                }
-                Value::Null => {}
-                _ => problems.push("docker.execution.host.resources: must be a map".into()),
-            }
-        }
+    for backend in crate::backend::registry::REGISTRY {
+        (backend.normalise)(value, &mut problems);
     }
     problems
 }

@@ -1,16 +1,26 @@
 //! A config server's answer merged over the file configuration, for one connection.
 //!
-//! Only the sections a connection can use are taken (`backend`, `docker`, `kubernetes`,
-//! `security`); keys match case-insensitively (ContainerSSH's Go decoder does, and servers in
+//! Only the sections a connection can use are taken (`backend`, each registered backend's own
+//! section such as `docker` and `kubernetes`, `security`); keys match case-insensitively (ContainerSSH's Go decoder does, and servers in
 //! the wild rely on it). In `explicit` mode every value present overrides, so false, 0 and "" can switch a
 //! setting off (ContainerSSH cannot); `nonzero` mode skips zero values like ContainerSSH, for
 //! servers that send a whole zero-filled structure. The result is validated like the file.
 use serde_json::{Map, Value};
 
 use super::{from_connection_value, Config, ConfigError, MergeMode};
+use crate::backend::registry::REGISTRY;
 
-/// Sections of an answer that apply to a connection.
-const MERGED_SECTIONS: &[&str] = &["backend", "docker", "kubernetes", "security"];
+/// Sections of an answer that apply to a connection, besides each backend's own.
+const MERGED_SECTIONS: &[&str] = &["backend", "security"];
+
+/// The section of the answer `key` names, if a connection uses it.
+fn merged_section(key: &str) -> Option<&'static str> {
+    MERGED_SECTIONS
+        .iter()
+        .copied()
+        .chain(REGISTRY.iter().map(|b| b.section))
+        .find(|s| s.eq_ignore_ascii_case(key))
+}
 
 /// The merged configuration and the top-level keys of the answer that were ignored.
 pub struct Merged {
@@ -28,9 +38,9 @@ pub fn merge_answer(base: &Config, answer: &Value, mode: MergeMode) -> Result<Me
     let mut ignored = Vec::new();
     let mut patch = Map::new();
     for (key, value) in answer {
-        match MERGED_SECTIONS.iter().find(|s| s.eq_ignore_ascii_case(key)) {
+        match merged_section(key) {
             Some(section) => {
-                patch.insert((*section).to_string(), value.clone());
+                patch.insert(section.to_string(), value.clone());
             }
             None if is_zero(value) => {} // Go servers send every section; empty ones say nothing.
             None => ignored.push(key.clone()),
@@ -45,23 +55,12 @@ pub fn merge_answer(base: &Config, answer: &Value, mode: MergeMode) -> Result<Me
     })?;
     // One client per backend serves every connection; a different engine or cluster per user
     // is not supported yet, and silently using the file's would be wrong.
-    if !same(&config.docker.connection, &base.docker.connection) {
-        return Err(one(
-            "config server answer: docker.connection cannot be changed per connection".into(),
-        ));
-    }
-    if !same(&config.kubernetes.connection, &base.kubernetes.connection)
-        || !same(&config.kubernetes.timeouts, &base.kubernetes.timeouts)
-    {
-        return Err(one(
-            "config server answer: kubernetes.connection and kubernetes.timeouts cannot be changed per connection".into(),
-        ));
+    for backend in REGISTRY {
+        if let Some(why) = (backend.fixed_per_connection)(base, &config) {
+            return Err(one(format!("config server answer: {why}")));
+        }
     }
     Ok(Merged { config, ignored })
-}
-
-fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 fn merge(target: &mut Value, patch: &Value, mode: MergeMode) {
@@ -179,7 +178,7 @@ mod tests {
                      "containers": [{"name": "shell", "image": "team-a:1"}]}
         }}});
         let m = merge_answer(&base(), &answer, MergeMode::Explicit).unwrap();
-        assert_eq!(m.config.backend, crate::config::BackendKind::Kubernetes);
+        assert_eq!(m.config.backend.as_str(), "kubernetes");
         let pod = &m.config.kubernetes.pod;
         assert_eq!(pod.metadata.namespace, "team-a");
         assert_eq!(pod.spec.automount_service_account_token, Some(true));
@@ -237,7 +236,7 @@ mod tests {
         assert_eq!(e.container.image, "user:2");
         assert_eq!(e.host.readonly_rootfs, Some(true));
         assert_eq!(e.host.memory, Some(1000000));
-        assert_eq!(m.config.backend, crate::config::BackendKind::Docker);
+        assert_eq!(m.config.backend.as_str(), "docker");
         assert_eq!(e.idle_command, base().docker.execution.idle_command);
 
         let answer = go_answer(|a| {
@@ -268,7 +267,7 @@ mod tests {
                 json!([{"name": "shell", "image": "team-a:1"}]);
         });
         let m = merge_answer(&base(), &answer, MergeMode::default()).unwrap();
-        assert_eq!(m.config.backend, crate::config::BackendKind::Kubernetes);
+        assert_eq!(m.config.backend.as_str(), "kubernetes");
         let pod = &m.config.kubernetes.pod;
         assert_eq!(pod.spec.containers[0].image.as_deref(), Some("team-a:1"));
         assert_eq!(

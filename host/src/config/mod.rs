@@ -3,24 +3,27 @@
 //! semantic checks) so that `containerssh validate` can print them all at once.
 mod audit;
 mod compat;
-mod docker;
 pub(crate) mod duration;
-mod kubernetes;
 mod load;
 mod merge;
 mod pool;
 mod ssh;
 mod unused_keys;
+mod workload;
 
 pub use audit::*;
-pub use docker::*;
-pub use kubernetes::*;
+// Each backend keeps its own section's types; they are part of the file's format.
+pub use crate::backend::docker::config::*;
+pub use crate::backend::kubernetes::config::*;
+pub use crate::backend::BackendName;
 pub use load::{
     deserialize_strict, from_connection_value, from_value, load_file, parse_str, ConfigError,
 };
 pub use merge::{merge_answer, Merged};
 pub use pool::{PoolSettings, MAX_POOL_SIZE};
 pub use ssh::*;
+pub use unused_keys::UnusedKeys;
+pub use workload::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,9 +63,9 @@ pub struct Config {
     /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
     #[serde(default)]
     pub plugin_cache_dir: Option<String>,
-    /// Which backend starts the containers: `docker` or `kubernetes`.
+    /// Which backend starts the containers: `docker` or `kubernetes` (see `backend::registry`).
     #[serde(default)]
-    pub backend: BackendKind,
+    pub backend: BackendName,
     #[serde(default)]
     pub docker: DockerConfig,
     #[serde(default)]
@@ -137,16 +140,6 @@ pub enum MergeMode {
     Explicit,
     #[default]
     Nonzero,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    #[default]
-    #[serde(alias = "dockerrun")]
-    Docker,
-    #[serde(alias = "kuberun")]
-    Kubernetes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -323,16 +316,13 @@ impl Config {
     }
 
     /// The checks of the sections a config server may change for one connection (`backend`,
-    /// `docker`, `kubernetes`, `security`); they read no files.
+    /// the backend's own section, `security`); they read no files.
     pub fn validate_connection(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.security.is_object() {
             problems.push("security: must be a map".into());
         }
-        match self.backend {
-            BackendKind::Docker => problems.extend(self.docker.validate()),
-            BackendKind::Kubernetes => problems.extend(self.kubernetes.validate()),
-        }
+        problems.extend((self.backend.kind().validate)(self));
         problems
     }
 }

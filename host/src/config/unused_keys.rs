@@ -8,69 +8,6 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
-/// (section path, keys, why). Keys match case-insensitively, as ContainerSSH's decoder does.
-const UNUSED: &[(&str, &[&str], &str)] = &[
-    (
-        "docker.execution",
-        &["agentPath", "disableAgent"],
-        "the gateway needs no guest agent in the image",
-    ),
-    (
-        "docker.execution",
-        &["containerName", "containername"],
-        "containers are named containerssh-<connection id>",
-    ),
-    (
-        "docker.execution",
-        &["exposeAuthMetadataAsAnnotations"],
-        "Docker containers have no annotations (use exposeAuthMetadataAsLabels)",
-    ),
-    (
-        "docker.execution.container",
-        &[
-            "AttachStdin",
-            "AttachStdout",
-            "AttachStderr",
-            "Tty",
-            "OpenStdin",
-            "StdinOnce",
-            "Cmd",
-            "ArgsEscaped",
-        ],
-        "the gateway attaches programs itself and runs idleCommand as the main process",
-    ),
-    (
-        "docker.execution.container",
-        &[
-            "ExposedPorts",
-            "Volumes",
-            "Healthcheck",
-            "MacAddress",
-            "OnBuild",
-            "StopSignal",
-            "StopTimeout",
-            "Shell",
-            "NetworkDisabled",
-        ],
-        "not used for gateway containers (network settings are in docker.execution.host)",
-    ),
-    (
-        "docker.execution",
-        &["network", "platform"],
-        "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",
-    ),
-    (
-        "docker.timeouts",
-        &["http"],
-        "Docker API calls are bounded by the other docker.timeouts",
-    ),
-    (
-        "kubernetes.pod.metadata",
-        &["creationTimestamp"],
-        "the API server sets it",
-    ),
-];
-
 /// Accepts what a ContainerSSH 0.4 dump spells out for features the gateway does not have, as
 /// long as it does not ask for them: `problems` gets the settings that do.
 pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) {
@@ -175,10 +112,17 @@ fn get_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Val
     map.get_mut(&found)
 }
 
-/// Removes the keys of `UNUSED` whose values are not zero (zero values say nothing and go
-/// silently), warning once per key.
+/// ContainerSSH keys without meaning here: (section path, keys, why). Keys match
+/// case-insensitively, as ContainerSSH's decoder does. Each backend lists those of its section.
+pub type UnusedKeys = &'static [(&'static str, &'static [&'static str], &'static str)];
+
+/// Removes the unused keys of every backend whose values are not zero (zero values say nothing
+/// and go silently), warning once per key.
 pub fn strip(config: &mut Value) {
-    for (section, keys, why) in UNUSED {
+    let unused = crate::backend::registry::REGISTRY
+        .iter()
+        .flat_map(|backend| backend.unused_keys.iter());
+    for (section, keys, why) in unused {
         let Some(map) = section_mut(config, section) else {
             continue;
         };

@@ -14,7 +14,7 @@ use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::backend::{ExitReason, Output, Process, ProcessSpec};
+use crate::backend::{Command, ExitReason, Output, Process, ProgramSpec};
 use crate::ssh::connection::{Connection, DISCONNECT_SEND_TIMEOUT};
 
 /// Signals waiting for delivery per channel; more are dropped (a program cannot tell one
@@ -23,7 +23,7 @@ const SIGNAL_QUEUE: usize = 8;
 
 /// What a session runs.
 pub struct Program {
-    pub spec: ProcessSpec,
+    pub spec: ProgramSpec,
     /// The client asked for agent forwarding: the agent socket must listen first.
     pub agent: bool,
     /// The client asked for X11 forwarding: the display must listen first.
@@ -180,13 +180,13 @@ impl ChannelTask {
                 spec.env.extend(env);
             }
         }
-        let argv = spec.argv.clone();
+        let command = spec.command.clone();
         let tty = spec.tty.clone();
         let Process {
             mut stdin,
             mut output,
             control,
-        } = match workload.start_process(spec).await {
+        } = match workload.start_program(spec).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(connection_id = %cid, session, error = format!("{e:#}"), "cannot start the program");
@@ -200,8 +200,8 @@ impl ChannelTask {
                     .extended_data_bytes(
                         1,
                         Bytes::from(format!(
-                            "containerssh: cannot start {:?}\r\n",
-                            argv.first().cloned().unwrap_or_default()
+                            "containerssh: cannot start {}\r\n",
+                            describe(&command)
                         )),
                     )
                     .await;
@@ -212,12 +212,9 @@ impl ChannelTask {
                 return;
             }
         };
-        tracing::info!(connection_id = %cid, session, program = ?argv, "program started");
-        conn.audit_now(
-            "program",
-            serde_json::json!({"session": session, "argv": argv}),
-        )
-        .await;
+        tracing::info!(connection_id = %cid, session, program = %describe(&command), "program started");
+        conn.audit_now("program", program_fields(session, &command))
+            .await;
         // Terminal sessions are recorded (when auditing is on).
         let recording = match (&conn.audit, &tty) {
             (Some(audit), Some(tty)) => {
@@ -425,14 +422,33 @@ pub fn sig_to_name(sig: &Sig) -> String {
     }
 }
 
+/// The audit event of a started program: what the session runs (after the policy).
+fn program_fields(session: u32, command: &Command) -> serde_json::Value {
+    use serde_json::json;
+    match command {
+        Command::Shell => json!({"session": session, "shell": true}),
+        Command::Exec(command) => json!({"session": session, "command": command}),
+        Command::Subsystem(name) => json!({"session": session, "subsystem": name}),
+    }
+}
+
+/// A program as logs and the client's error line name it.
+fn describe(command: &Command) -> String {
+    match command {
+        Command::Shell => "the shell".into(),
+        Command::Exec(command) => format!("{command:?}"),
+        Command::Subsystem(name) => format!("subsystem {name:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec() -> Program {
         Program {
-            spec: ProcessSpec {
-                argv: vec!["/bin/sh".into()],
+            spec: ProgramSpec {
+                command: Command::Shell,
                 env: Vec::new(),
                 tty: None,
             },

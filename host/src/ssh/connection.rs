@@ -70,7 +70,7 @@ const TASKS_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     /// The backend and how programs run in it.
-    pub workload: WorkloadSettings,
+    pub workload: Arc<dyn WorkloadSettings>,
     /// The `security` section, handed to the request filter as its config.
     pub security_json: String,
 }
@@ -78,7 +78,7 @@ pub struct ConnectionSettings {
 impl ConnectionSettings {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
-            workload: WorkloadSettings::from_config(config),
+            workload: crate::backend::settings::from_config(config),
             security_json: config.security.to_string(),
         }
     }
@@ -198,11 +198,11 @@ impl Connection {
     }
 
     /// How this connection's programs run (the file's settings until authentication).
-    pub fn workload_settings(&self) -> &WorkloadSettings {
+    pub fn workload_settings(&self) -> &dyn WorkloadSettings {
         self.settings
             .get()
-            .map(|s| &s.workload)
-            .unwrap_or(&self.gateway.file_settings.workload)
+            .map(|s| &*s.workload)
+            .unwrap_or(&*self.gateway.file_settings.workload)
     }
 
     /// The security settings the request filter applies to this connection.

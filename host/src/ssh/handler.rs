@@ -9,7 +9,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, Pty, Sig};
 
 use crate::backend::forward::ListenTarget;
-use crate::backend::{ProcessSpec, TtySpec};
+use crate::backend::{Command, ProgramSpec, TtySpec};
 use crate::config::{ExecutionMode, MAX_AUTH_ATTEMPTS};
 use crate::plugin::{ChannelRequest, Verdict};
 use crate::ssh::channel::{
@@ -67,11 +67,11 @@ impl SshHandler {
         &self.conn.id
     }
 
-    /// Builds the program's argv and environment and hands it to the channel task.
+    /// Adds the program's environment and hands it to the channel task.
     fn start(
         &mut self,
         channel: ChannelId,
-        argv: Vec<String>,
+        command: Command,
         extra_env: Option<String>,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
@@ -100,8 +100,8 @@ impl SshHandler {
         if state.agent {
             env.push(format!("SSH_AUTH_SOCK={}", self.conn.agent.path));
         }
-        let spec = ProcessSpec {
-            argv,
+        let spec = ProgramSpec {
+            command,
             env,
             tty: state.tty.clone(),
         };
@@ -482,15 +482,15 @@ impl russh::server::Handler for SshHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let argv = match self
+        let command = match self
             .audited_verdict(channel, ChannelRequest::Shell, session)
             .await
         {
-            Verdict::Allow => self.conn.workload_settings().shell_command().to_vec(),
-            Verdict::RewriteCommand(forced) => self.shell_argv(forced),
+            Verdict::Allow => Command::Shell,
+            Verdict::RewriteCommand(forced) => Command::Exec(forced),
             Verdict::Deny(_) => return Ok(self.refuse_program(channel, session)?),
         };
-        self.start(channel, argv, None, session)?;
+        self.start(channel, command, None, session)?;
         Ok(())
     }
 
@@ -508,15 +508,11 @@ impl russh::server::Handler for SshHandler {
         let command = String::from_utf8_lossy(data).into_owned();
         let request = ChannelRequest::Exec(command.clone());
         match self.audited_verdict(channel, request, session).await {
-            Verdict::Allow => {
-                let argv = self.shell_argv(command);
-                self.start(channel, argv, None, session)?;
-            }
+            Verdict::Allow => self.start(channel, Command::Exec(command), None, session)?,
             Verdict::RewriteCommand(forced) => {
                 // As sshd's ForceCommand: the client's command stays readable.
-                let argv = self.shell_argv(forced);
                 let original = format!("SSH_ORIGINAL_COMMAND={command}");
-                self.start(channel, argv, Some(original), session)?;
+                self.start(channel, Command::Exec(forced), Some(original), session)?;
             }
             Verdict::Deny(_) => self.refuse_program(channel, session)?,
         }
@@ -530,25 +526,26 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let settings = self.conn.workload_settings();
-        let program = settings.subsystems().get(name).cloned();
-        match program {
-            Some(_) if settings.disable_command() => {
+        match settings.has_subsystem(name) {
+            true if settings.disable_command() => {
                 tracing::info!(connection_id = %self.cid(), subsystem = name, "subsystem refused: disableCommand is set");
                 session.channel_failure(channel)?;
             }
-            Some(program) => {
+            true => {
                 let request = ChannelRequest::Subsystem(name.to_string());
                 match self.audited_verdict(channel, request, session).await {
-                    Verdict::Allow => self.start(channel, vec![program], None, session)?,
+                    Verdict::Allow => {
+                        let command = Command::Subsystem(name.to_string());
+                        self.start(channel, command, None, session)?
+                    }
                     Verdict::RewriteCommand(forced) => {
-                        let argv = self.shell_argv(forced);
                         let original = format!("SSH_ORIGINAL_COMMAND={name}");
-                        self.start(channel, argv, Some(original), session)?;
+                        self.start(channel, Command::Exec(forced), Some(original), session)?;
                     }
                     Verdict::Deny(_) => self.refuse_program(channel, session)?,
                 }
             }
-            None => {
+            false => {
                 tracing::info!(connection_id = %self.cid(), subsystem = name, "unknown subsystem refused");
                 session.channel_failure(channel)?;
             }

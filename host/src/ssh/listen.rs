@@ -47,6 +47,31 @@ pub enum ListenKey {
     Unix(String),
 }
 
+/// The channel each connection a listener accepts opens back to the client.
+#[derive(Debug, Clone)]
+enum BackTo {
+    /// forwarded-tcpip, naming the address and port the client asked for (a picked port for 0).
+    Tcp { address: String, port: u32 },
+    /// forwarded-streamlocal, naming the socket path.
+    Unix(String),
+    /// auth-agent@openssh.com.
+    Agent,
+    /// x11.
+    X11,
+}
+
+impl From<&ListenKey> for BackTo {
+    fn from(key: &ListenKey) -> Self {
+        match key {
+            ListenKey::Tcp(address, port) => BackTo::Tcp {
+                address: address.clone(),
+                port: *port,
+            },
+            ListenKey::Unix(path) => BackTo::Unix(path.clone()),
+        }
+    }
+}
+
 /// The connection's listeners, each cancelled by the client's cancel request or with the
 /// connection.
 #[derive(Default)]
@@ -68,9 +93,10 @@ impl Listeners {
     pub fn start(&mut self, conn: &Arc<Connection>, key: ListenKey, target: ListenTarget) {
         self.active.retain(|_, t| !t.is_cancelled());
         let cancel = conn.cancel.child_token();
-        self.active.insert(key.clone(), cancel.clone());
+        let back = BackTo::from(&key);
+        self.active.insert(key, cancel.clone());
         let conn2 = conn.clone();
-        conn.spawn(async move { serve(conn2, key, target, cancel).await });
+        conn.spawn(async move { serve(conn2, back, target, cancel).await });
     }
 
     /// Cancels a listener; false if there was none.
@@ -118,14 +144,7 @@ impl AgentSocket {
                         let conn2 = conn.clone();
                         let cancel = conn.cancel.clone();
                         conn.spawn(async move {
-                            accept_loop(
-                                conn2,
-                                ListenKey::Unix(target_path(&target)),
-                                target,
-                                listener,
-                                cancel,
-                            )
-                            .await
+                            accept_loop(conn2, BackTo::Agent, target, listener, cancel).await
                         });
                         true
                     }
@@ -176,6 +195,9 @@ impl X11Display {
         let ready = self
             .ready
             .get_or_init(|| async {
+                if !listening_allowed(conn, "x11", serde_json::json!({})).await {
+                    return None;
+                }
                 let dir = format!(
                     "/tmp/containerssh-x11.{}",
                     hex::encode(rand::random::<[u8; 6]>())
@@ -192,10 +214,9 @@ impl X11Display {
                         Ok(listener) => {
                             listening(conn, &target).await;
                             let (conn2, cancel) = (conn.clone(), conn.cancel.clone());
-                            let key = ListenKey::Unix(target_path(&target));
                             let listener: Arc<dyn ForwardListener> = Arc::from(listener);
                             conn.spawn(async move {
-                                accept_loop(conn2, key, target, listener, cancel).await
+                                accept_loop(conn2, BackTo::X11, target, listener, cancel).await
                             });
                             return Some((display, xauthority));
                         }
@@ -232,7 +253,7 @@ fn target_path(target: &ListenTarget) -> String {
 /// One listener's life: the container, the listener, then its connections until cancelled.
 async fn serve(
     conn: Arc<Connection>,
-    key: ListenKey,
+    back: BackTo,
     target: ListenTarget,
     cancel: CancellationToken,
 ) {
@@ -258,7 +279,7 @@ async fn serve(
         l = open(&conn, &workload, &target) => l,
     };
     if let Some(listener) = listener {
-        accept_loop(conn, key, target, listener, cancel).await;
+        accept_loop(conn, back, target, listener, cancel).await;
     }
 }
 
@@ -268,14 +289,7 @@ async fn open(
     workload: &Arc<dyn Workload>,
     target: &ListenTarget,
 ) -> Option<Arc<dyn ForwardListener>> {
-    if conn.workload_settings().mode() != ExecutionMode::Connection {
-        refused(
-            conn,
-            target,
-            "unavailable",
-            "listening needs the connection execution mode (one container per connection)",
-        )
-        .await;
+    if !listening_allowed(conn, target.kind(), target_fields(target)).await {
         return None;
     }
     match workload.open_listener(target).await {
@@ -292,6 +306,17 @@ async fn open(
             None
         }
     }
+}
+
+/// Listeners live for the connection, so they need its one container (connection mode);
+/// otherwise the refusal is logged and audited as `kind`.
+async fn listening_allowed(conn: &Arc<Connection>, kind: &str, fields: serde_json::Value) -> bool {
+    if conn.workload_settings().mode() == ExecutionMode::Connection {
+        return true;
+    }
+    let reason = "listening needs the connection execution mode (one container per connection)";
+    refused_as(conn, kind, "", fields, "unavailable", reason).await;
+    false
 }
 
 async fn listening(conn: &Arc<Connection>, target: &ListenTarget) {
@@ -317,13 +342,25 @@ fn target_fields(target: &ListenTarget) -> serde_json::Value {
 }
 
 async fn refused(conn: &Arc<Connection>, target: &ListenTarget, result: &str, reason: &str) {
-    let kind = target.kind();
-    tracing::warn!(connection_id = %conn.id, kind, target = %target_path(target), %reason, "cannot listen in the container");
+    let (kind, path, fields) = (target.kind(), target_path(target), target_fields(target));
+    refused_as(conn, kind, &path, fields, result, reason).await;
+}
+
+/// A listener that cannot be: logged, counted and audited.
+async fn refused_as(
+    conn: &Arc<Connection>,
+    kind: &str,
+    target: &str,
+    fields: serde_json::Value,
+    result: &str,
+    reason: &str,
+) {
+    tracing::warn!(connection_id = %conn.id, kind, %target, %reason, "cannot listen in the container");
     conn.gateway.metrics.forward(kind, result);
     conn.audit_now(
         "forward",
         audit_fields_extended(
-            &target_fields(target),
+            &fields,
             serde_json::json!({"kind": kind, "result": result, "reason": reason}),
         ),
     )
@@ -334,7 +371,7 @@ async fn refused(conn: &Arc<Connection>, target: &ListenTarget, result: &str, re
 /// go on; the listener closes once the last hand-over is done).
 async fn accept_loop(
     conn: Arc<Connection>,
-    key: ListenKey,
+    back: BackTo,
     target: ListenTarget,
     listener: Arc<dyn ForwardListener>,
     cancel: CancellationToken,
@@ -348,9 +385,9 @@ async fn accept_loop(
             tracing::info!(connection_id = %conn.id, kind = target.kind(), target = %target_path(&target), "the listener in the container ended");
             break;
         };
-        let (conn2, key2, target2, listener2) =
-            (conn.clone(), key.clone(), target.clone(), listener.clone());
-        conn.spawn(async move { hand_over(conn2, key2, target2, listener2, accepted).await });
+        let (conn2, back2, target2, listener2) =
+            (conn.clone(), back.clone(), target.clone(), listener.clone());
+        conn.spawn(async move { hand_over(conn2, back2, target2, listener2, accepted).await });
     }
     tracing::info!(connection_id = %conn.id, kind = target.kind(), target = %target_path(&target), "listener closed");
 }
@@ -358,7 +395,7 @@ async fn accept_loop(
 /// One accepted connection: a channel to the client, then the bridge.
 async fn hand_over(
     conn: Arc<Connection>,
-    key: ListenKey,
+    back: BackTo,
     target: ListenTarget,
     listener: Arc<dyn ForwardListener>,
     accepted: Accepted,
@@ -367,35 +404,29 @@ async fn hand_over(
         listener.refuse(accepted.id).await;
         return;
     };
-    let (kind, channel) = match (&target, &key) {
-        (ListenTarget::Agent(_), _) => ("auth-agent", handle.channel_open_agent().await),
-        (ListenTarget::X11 { .. }, _) => (
+    let (kind, channel) = match back {
+        BackTo::Agent => ("auth-agent", handle.channel_open_agent().await),
+        BackTo::X11 => (
             "x11",
             handle
                 .channel_open_x11(accepted.originator_host.clone(), accepted.originator_port)
                 .await,
         ),
-        (ListenTarget::Unix(path), _) => (
+        BackTo::Unix(path) => (
             "forwarded-streamlocal",
-            handle
-                .channel_open_forwarded_streamlocal(path.clone())
-                .await,
+            handle.channel_open_forwarded_streamlocal(path).await,
         ),
-        (ListenTarget::Tcp { .. }, ListenKey::Tcp(address, port)) => (
+        BackTo::Tcp { address, port } => (
             "forwarded-tcpip",
             handle
                 .channel_open_forwarded_tcpip(
-                    address.clone(),
-                    *port,
+                    address,
+                    port,
                     accepted.originator_host.clone(),
                     accepted.originator_port,
                 )
                 .await,
         ),
-        (ListenTarget::Tcp { .. }, ListenKey::Unix(_)) => {
-            listener.refuse(accepted.id).await;
-            return;
-        }
     };
     let originator = format!("{}:{}", accepted.originator_host, accepted.originator_port);
     let channel = match channel {

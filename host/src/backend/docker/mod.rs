@@ -1,6 +1,7 @@
 //! Docker backend (bollard): one client per process, containers labelled with the connection id
 //! and the gateway instance, removed on disconnect, orphans reaped at start and on shutdown.
 mod client;
+pub mod config;
 mod container;
 mod files;
 mod pool;
@@ -23,9 +24,101 @@ use crate::backend::forward::{
     ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
 };
 use crate::backend::pool::WarmPool;
-use crate::backend::{helper, LiveSet, Process, ProcessSpec, Workload, WorkloadOwner, HELPER_PATH};
-use crate::config::{DockerConfig, DockerTimeouts, Execution};
+use crate::backend::registry::{reap_at_start, Backend, BackendType, ConnectFuture};
+use crate::backend::settings::downcast;
+use crate::backend::{
+    helper, same, ContainerCommands, LiveSet, Process, ProgramSpec, Workload, WorkloadOwner,
+    WorkloadSettings, HELPER_PATH,
+};
+use crate::config::{Config, DockerConfig, DockerTimeouts, Execution, ExecutionMode};
 use crate::observe::Metrics;
+
+/// The Docker backend's registration (`backend: docker`, ContainerSSH's `dockerrun`).
+pub static BACKEND: BackendType = BackendType {
+    name: "docker",
+    aliases: &["dockerrun"],
+    section: "docker",
+    workloads: "containers",
+    settings: |config| Arc::new(config.docker.execution.clone()),
+    normalise: config::normalise,
+    unused_keys: config::UNUSED_KEYS,
+    validate: |config| config.docker.validate(),
+    fixed_per_connection: |file, connection| {
+        (!same(&file.docker.connection, &connection.docker.connection))
+            .then(|| "docker.connection cannot be changed per connection".to_string())
+    },
+    connect,
+};
+
+fn connect(config: Arc<Config>, instance: String, metrics: Option<Arc<Metrics>>) -> ConnectFuture {
+    Box::pin(async move {
+        let backend = DockerBackend::connect(&config.docker, &instance).await?;
+        reap_at_start(&backend, &BACKEND).await;
+        backend.start_pool(&config.docker.execution, metrics);
+        Ok(Arc::new(backend) as Arc<dyn Backend>)
+    })
+}
+
+impl WorkloadSettings for Execution {
+    fn backend(&self) -> &'static BackendType {
+        &BACKEND
+    }
+    fn mode(&self) -> ExecutionMode {
+        self.mode
+    }
+    fn disable_command(&self) -> bool {
+        self.disable_command
+    }
+    fn has_subsystem(&self, name: &str) -> bool {
+        self.subsystems.contains_key(name)
+    }
+    fn describe(&self) -> String {
+        self.container.image.clone()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Execution {
+    fn commands(&self) -> ContainerCommands {
+        ContainerCommands {
+            shell: self.shell_command.clone(),
+            subsystems: self.subsystems.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    async fn create_workload(
+        &self,
+        settings: &dyn WorkloadSettings,
+        owner: &WorkloadOwner,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        let execution = downcast::<Execution>(settings, &BACKEND)?;
+        DockerBackend::create_workload(self, execution, owner, cancel).await
+    }
+    async fn reap_orphans(&self) -> anyhow::Result<usize> {
+        DockerBackend::reap_orphans(self).await
+    }
+    fn stop_refilling(&self) {
+        DockerBackend::stop_refilling(self)
+    }
+    async fn stop_pool(&self, deadline: std::time::Duration) {
+        DockerBackend::stop_pool(self, deadline).await
+    }
+    async fn remove_all(&self) {
+        DockerBackend::remove_all(self).await
+    }
+    async fn removals_finished(&self) {
+        DockerBackend::removals_finished(self).await
+    }
+    fn live_count(&self) -> usize {
+        DockerBackend::live_count(self)
+    }
+}
 
 /// The Docker backend of one gateway process.
 #[derive(Clone)]
@@ -225,6 +318,7 @@ impl DockerBackend {
             backend: self.clone(),
             id: created.id.clone(),
             user: exec.container.user.clone(),
+            commands: exec.commands(),
             connection_id: owner.connection_id.clone(),
             gone: AtomicBool::new(false),
             helper_volume: container::helper_volume(exec),
@@ -353,6 +447,8 @@ pub struct DockerWorkload {
     backend: DockerBackend,
     id: String,
     user: String,
+    /// How session commands run (the connection's shell and subsystems).
+    commands: ContainerCommands,
     connection_id: String,
     /// Set once the container is known to be gone: later removals return at once.
     gone: AtomicBool,
@@ -368,7 +464,8 @@ impl Workload for DockerWorkload {
         &self.id
     }
 
-    async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process> {
+    async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
+        let spec = self.commands.process(program)?;
         let timeout = self.backend.timeouts.command_start;
         tokio::time::timeout(
             timeout,

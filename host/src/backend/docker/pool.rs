@@ -98,6 +98,7 @@ impl DockerBackend {
             backend: self.clone(),
             id: member.id,
             user: execution.container.user.clone(),
+            commands: execution.commands(),
             connection_id: owner.connection_id.clone(),
             gone: AtomicBool::new(false),
             helper_volume: super::container::helper_volume(execution),

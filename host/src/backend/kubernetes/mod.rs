@@ -2,6 +2,7 @@
 //! labelled with the connection id and the gateway instance, deleted on disconnect and when it
 //! fails to start, orphans reaped by label at start and on shutdown.
 mod client;
+pub mod config;
 pub mod exec;
 mod files;
 mod forward;
@@ -26,14 +27,115 @@ use crate::backend::forward::{
     ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
 };
 use crate::backend::pool::WarmPool;
+use crate::backend::registry::{reap_at_start, Backend, BackendType, ConnectFuture};
+use crate::backend::settings::downcast;
 use crate::backend::{
-    helper, signal_number, signal_script, ExitReason, LiveSet, Process, ProcessControl,
-    ProcessSpec, Workload, WorkloadOwner, LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
+    helper, same, signal_number, signal_script, ContainerCommands, ExitReason, LiveSet, Process,
+    ProcessControl, ProcessSpec, ProgramSpec, Workload, WorkloadOwner, WorkloadSettings,
+    LABEL_INSTANCE, LABEL_MANAGED, MARKER_ENV,
 };
-use crate::config::{is_env_name, KubernetesConfig, KubernetesPod, KubernetesTimeouts};
+use crate::config::{
+    is_env_name, Config, ExecutionMode, KubernetesConfig, KubernetesPod, KubernetesTimeouts,
+};
 use crate::observe::Metrics;
 use exec::Target;
 use throttle::Throttle;
+
+/// The Kubernetes backend's registration (`backend: kubernetes`, ContainerSSH's `kuberun`).
+pub static BACKEND: BackendType = BackendType {
+    name: "kubernetes",
+    aliases: &["kuberun"],
+    section: "kubernetes",
+    workloads: "pods",
+    settings: |config| Arc::new(config.kubernetes.pod.clone()),
+    normalise: |_, _| {},
+    unused_keys: config::UNUSED_KEYS,
+    validate: |config| config.kubernetes.validate(),
+    fixed_per_connection: |file, connection| {
+        let (file, connection) = (&file.kubernetes, &connection.kubernetes);
+        (!same(&file.connection, &connection.connection)
+            || !same(&file.timeouts, &connection.timeouts))
+        .then(|| {
+            "kubernetes.connection and kubernetes.timeouts cannot be changed per connection"
+                .to_string()
+        })
+    },
+    connect,
+};
+
+fn connect(config: Arc<Config>, instance: String, metrics: Option<Arc<Metrics>>) -> ConnectFuture {
+    Box::pin(async move {
+        let backend = KubernetesBackend::connect(&config.kubernetes, &instance).await?;
+        reap_at_start(&backend, &BACKEND).await;
+        backend.start_pool(&config.kubernetes.pod, metrics);
+        Ok(Arc::new(backend) as Arc<dyn Backend>)
+    })
+}
+
+impl WorkloadSettings for KubernetesPod {
+    fn backend(&self) -> &'static BackendType {
+        &BACKEND
+    }
+    fn mode(&self) -> ExecutionMode {
+        self.mode
+    }
+    fn disable_command(&self) -> bool {
+        self.disable_command
+    }
+    fn has_subsystem(&self, name: &str) -> bool {
+        self.subsystems.contains_key(name)
+    }
+    fn describe(&self) -> String {
+        self.spec
+            .containers
+            .get(self.console_container_number)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl KubernetesPod {
+    fn commands(&self) -> ContainerCommands {
+        ContainerCommands {
+            shell: self.shell_command.clone(),
+            subsystems: self.subsystems.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    async fn create_workload(
+        &self,
+        settings: &dyn WorkloadSettings,
+        owner: &WorkloadOwner,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        let pod = downcast::<KubernetesPod>(settings, &BACKEND)?;
+        KubernetesBackend::create_workload(self, pod, owner, cancel).await
+    }
+    async fn reap_orphans(&self) -> anyhow::Result<usize> {
+        KubernetesBackend::reap_orphans(self).await
+    }
+    fn stop_refilling(&self) {
+        KubernetesBackend::stop_refilling(self)
+    }
+    async fn stop_pool(&self, deadline: std::time::Duration) {
+        KubernetesBackend::stop_pool(self, deadline).await
+    }
+    async fn remove_all(&self) {
+        KubernetesBackend::remove_all(self).await
+    }
+    async fn removals_finished(&self) {
+        KubernetesBackend::removals_finished(self).await
+    }
+    fn live_count(&self) -> usize {
+        KubernetesBackend::live_count(self)
+    }
+}
 
 /// The Kubernetes backend of one gateway process.
 #[derive(Clone)]
@@ -267,6 +369,7 @@ impl KubernetesBackend {
                 container: pod::console_container(config),
             },
             id: format!("{namespace}/{name}"),
+            commands: config.commands(),
             helper: Default::default(),
             gone: AtomicBool::new(false),
         });
@@ -313,6 +416,8 @@ pub struct PodWorkload {
     backend: KubernetesBackend,
     target: Target,
     id: String,
+    /// How session commands run (the connection's shell and subsystems).
+    commands: ContainerCommands,
     /// Set once the forwarding helper is in the pod.
     helper: tokio::sync::OnceCell<()>,
     /// Set once the pod is known to be gone: later removals return at once.
@@ -382,7 +487,8 @@ impl Workload for PodWorkload {
         &self.id
     }
 
-    async fn start_process(&self, spec: ProcessSpec) -> anyhow::Result<Process> {
+    async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
+        let spec = self.commands.process(program)?;
         start_process(&self.backend, &self.target, spec).await
     }
 

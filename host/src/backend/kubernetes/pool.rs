@@ -138,6 +138,7 @@ impl KubernetesBackend {
                 container: pod::console_container(config),
             },
             id: format!("{}/{}", member.namespace, member.name),
+            commands: config.commands(),
             helper: Default::default(),
             gone: AtomicBool::new(false),
         });

@@ -183,7 +183,7 @@ impl SshHandler {
         }
         let settings = ConnectionSettings::from_config(&merged.config);
         tracing::info!(connection_id = %self.conn.id, backend = ?merged.config.backend,
-            image = %settings.workload.image(), "connection configuration received");
+            image = %settings.workload.describe(), "connection configuration received");
         Ok((answer.grant, settings))
     }
 }

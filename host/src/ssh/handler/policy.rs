@@ -73,14 +73,6 @@ impl SshHandler {
         self.judge(Some(channel), session_no, request, session)
             .await
     }
-
-    /// `<shell> -c <command>`, as sshd runs commands: never split here.
-    pub(super) fn shell_argv(&self, command: String) -> Vec<String> {
-        let mut argv = self.conn.workload_settings().shell_command().to_vec();
-        argv.push("-c".into());
-        argv.push(command);
-        argv
-    }
 }
 
 /// What the audit log keeps of a request and its verdict. Environment values are left out

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
+use crate::config::{default_subsystems, ExecutionMode, UnusedKeys};
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerConfig {
@@ -81,8 +85,8 @@ pub struct Execution {
     #[serde(default)]
     pub expose_auth_metadata_as_labels: BTreeMap<String, String>,
     /// Containers started ahead of logins from this (the file's) configuration.
-    #[serde(default, skip_serializing_if = "super::PoolSettings::is_off")]
-    pub pool: super::PoolSettings,
+    #[serde(default, skip_serializing_if = "crate::config::PoolSettings::is_off")]
+    pub pool: crate::config::PoolSettings,
 }
 
 impl Default for Execution {
@@ -98,7 +102,7 @@ impl Default for Execution {
             image_pull_policy: PullPolicy::default(),
             expose_auth_metadata_as_env: BTreeMap::new(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
-            pool: super::PoolSettings::default(),
+            pool: crate::config::PoolSettings::default(),
         }
     }
 }
@@ -114,17 +118,6 @@ fn default_idle_command() -> Vec<String> {
 }
 fn default_shell_command() -> Vec<String> {
     vec!["/bin/sh".into()]
-}
-pub(super) fn default_subsystems() -> BTreeMap<String, String> {
-    BTreeMap::from([("sftp".into(), "/usr/lib/openssh/sftp-server".into())])
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionMode {
-    #[default]
-    Connection,
-    Session,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,7 +324,7 @@ impl DockerConfig {
         let mut problems = Vec::new();
         let execution = &self.execution;
         for (key, name) in &execution.expose_auth_metadata_as_env {
-            if !super::is_env_name(name) {
+            if !crate::config::is_env_name(name) {
                 problems.push(format!(
                     "docker.execution.exposeAuthMetadataAsEnv.{key}: {name:?} is not an environment variable name"
                 ));
@@ -411,3 +404,87 @@ impl DockerConfig {
         problems
     }
 }
+/// Accepted spellings rewritten before typed parsing: the hardening guide nests resource limits
+/// under `docker.execution.host.resources`; Docker's API (and this schema) has them directly in
+/// `host`.
+pub(super) fn normalise(config: &mut Value, problems: &mut Vec<String>) {
+    let Some(host) = config
+        .pointer_mut("/docker/execution/host")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    match host.remove("resources") {
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                if host.contains_key(&k) {
+                    problems.push(format!(
+                        "docker.execution.host.resources.{k}: also set in docker.execution.host; set it once"
+                    ));
+                } else {
+                    host.insert(k, v);
+                }
+            }
+        }
+        Some(Value::Null) | None => {}
+        Some(_) => problems.push("docker.execution.host.resources: must be a map".into()),
+    }
+}
+
+/// ContainerSSH keys of the `docker` section that have no meaning here (removed with a warning).
+pub(super) const UNUSED_KEYS: UnusedKeys = &[
+    (
+        "docker.execution",
+        &["agentPath", "disableAgent"],
+        "the gateway needs no guest agent in the image",
+    ),
+    (
+        "docker.execution",
+        &["containerName", "containername"],
+        "containers are named containerssh-<connection id>",
+    ),
+    (
+        "docker.execution",
+        &["exposeAuthMetadataAsAnnotations"],
+        "Docker containers have no annotations (use exposeAuthMetadataAsLabels)",
+    ),
+    (
+        "docker.execution.container",
+        &[
+            "AttachStdin",
+            "AttachStdout",
+            "AttachStderr",
+            "Tty",
+            "OpenStdin",
+            "StdinOnce",
+            "Cmd",
+            "ArgsEscaped",
+        ],
+        "the gateway attaches programs itself and runs idleCommand as the main process",
+    ),
+    (
+        "docker.execution.container",
+        &[
+            "ExposedPorts",
+            "Volumes",
+            "Healthcheck",
+            "MacAddress",
+            "OnBuild",
+            "StopSignal",
+            "StopTimeout",
+            "Shell",
+            "NetworkDisabled",
+        ],
+        "not used for gateway containers (network settings are in docker.execution.host)",
+    ),
+    (
+        "docker.execution",
+        &["network", "platform"],
+        "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",
+    ),
+    (
+        "docker.timeouts",
+        &["http"],
+        "Docker API calls are bounded by the other docker.timeouts",
+    ),
+];

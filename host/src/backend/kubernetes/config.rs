@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde::{Deserialize, Serialize};
 
-use super::ExecutionMode;
+use crate::config::{default_subsystems, is_env_name, ExecutionMode, PoolSettings, UnusedKeys};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,7 +139,7 @@ pub struct KubernetesPod {
     pub idle_command: Vec<String>,
     #[serde(default = "default_shell_command")]
     pub shell_command: Vec<String>,
-    #[serde(default = "super::docker::default_subsystems")]
+    #[serde(default = "default_subsystems")]
     pub subsystems: BTreeMap<String, String>,
     /// Refuse exec and subsystem requests (interactive shells only).
     #[serde(default)]
@@ -160,8 +160,8 @@ pub struct KubernetesPod {
     #[serde(default)]
     pub expose_auth_metadata_as_annotations: BTreeMap<String, String>,
     /// Pods started ahead of logins from this (the file's) configuration.
-    #[serde(default, skip_serializing_if = "super::PoolSettings::is_off")]
-    pub pool: super::PoolSettings,
+    #[serde(default, skip_serializing_if = "PoolSettings::is_off")]
+    pub pool: PoolSettings,
 }
 
 impl Default for KubernetesPod {
@@ -173,14 +173,14 @@ impl Default for KubernetesPod {
             mode: ExecutionMode::default(),
             idle_command: default_idle_command(),
             shell_command: default_shell_command(),
-            subsystems: super::docker::default_subsystems(),
+            subsystems: default_subsystems(),
             disable_command: false,
             agent_path: None,
             disable_agent: None,
             expose_auth_metadata_as_env: BTreeMap::new(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
             expose_auth_metadata_as_annotations: BTreeMap::new(),
-            pool: super::PoolSettings::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -412,14 +412,12 @@ impl KubernetesConfig {
     }
 }
 
-/// A portable environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
-pub fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+/// ContainerSSH keys of the `kubernetes` section that have no meaning here (removed with a warning).
+pub(super) const UNUSED_KEYS: UnusedKeys = &[(
+    "kubernetes.pod.metadata",
+    &["creationTimestamp"],
+    "the API server sets it",
+)];
 
 #[cfg(test)]
 mod tests {
@@ -495,8 +493,9 @@ kubernetes:
             Some("restricted")
         );
         assert_eq!(k.timeouts.pod_start, Duration::from_secs(120));
-        let settings = crate::backend::WorkloadSettings::from_config(&config);
-        assert_eq!(settings.image(), "guest:2");
+        let settings = crate::backend::settings::from_config(&config);
+        assert_eq!(settings.describe(), "guest:2");
+        assert_eq!(settings.backend().name, "kubernetes");
 
         let typo = yaml.replace("imagePullPolicy", "imagePulPolicy");
         let problems = crate::config::parse_str(&typo, false).unwrap_err().problems;
