@@ -53,6 +53,10 @@ python3 -m pip show ssh-audit 2>/dev/null | grep -qx "Version: 3.9.0" || python3
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 # sshd needs its privilege separation directory (russh's own tests start it with -i).
 [ "$(id -u)" != 0 ] || mkdir -p /run/sshd
+# The SSH proxy backend's tests log in to a local sshd as an ordinary user: sshd delivers
+# signals only to sessions it runs with privilege separation, which root logins do not have.
+[ "$(id -u)" != 0 ] || id containerssh-upstream >/dev/null 2>&1 ||
+  useradd --create-home --shell /bin/sh --password "*" containerssh-upstream
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 # wit-bindgen's C generator (crates.io; about 3 minutes to build, once).
 wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli 0.63.0" ||

@@ -3,10 +3,15 @@
 //! forced command, execution modes, forwarding both ways, the agent, cleanup) must not depend
 //! on where the workload runs. Each scenario is a function of a [`Backend`]; `conformance!`
 //! makes one test per scenario and backend (`conformance::docker::...`,
-//! `conformance::kubernetes::...`). A new backend adds a `Backend` variant and a line in the
-//! macro. Backend-specific behaviour (hardening, labels, engine errors) stays in the backend's
-//! own test file.
+//! `conformance::kubernetes::...`, `conformance::sshproxy::...`). A new backend adds a `Backend`
+//! variant and a module in the macro; a scenario a backend cannot pass is listed, with the
+//! reason, in `Backend::skipped` (and the test says so). Backend-specific behaviour (hardening,
+//! labels, engine errors) stays in the backend's own test file.
+//!
+//! The SSH proxy backend is tested against OpenSSH's sshd, started for each test on a free
+//! port of this machine (the reference server), logging in as the user running the tests.
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,15 +25,40 @@ use crate::kubernetes::Cluster;
 pub enum Backend {
     Docker,
     Kubernetes(&'static Cluster),
+    SshProxy(Upstream),
 }
 
 impl Backend {
+    /// Why this backend does not run `scenario`, if it does not.
+    fn skipped(&self, scenario: &str) -> Option<&'static str> {
+        let Backend::SshProxy(upstream) = self else {
+            return None;
+        };
+        match scenario {
+            "signals_reach_the_program_and_exit_signals_come_back" if !upstream.privsep => Some(
+                "sshd signals only sessions with privilege separation: run as root with the \
+                 containerssh-upstream user (tests/run.sh makes it)",
+            ),
+            "connection_mode_shares_a_workload_and_session_mode_does_not" => {
+                Some("one backing connection per client connection: execution modes do not apply")
+            }
+            "unknown_subsystems_and_disable_command_are_refused" => {
+                Some("the backing server decides which subsystems and commands it runs")
+            }
+            "dash_r_and_unix_sockets_come_back_to_the_client" | "the_agent_is_forwarded" => {
+                Some("not built yet: listeners on the backing server (tcpip-forward, agent)")
+            }
+            _ => None,
+        }
+    }
+
     /// The gateway's configuration: `workload` merged into the backend's workload settings
     /// (`docker.execution`, `kubernetes.pod`), `rest` into the whole.
     fn config(&self, workload: Value, rest: Value) -> Value {
         let mut config = match self {
             Backend::Docker => json!({"docker": {"execution": workload}}),
             Backend::Kubernetes(c) => crate::kubernetes::kubernetes(c, workload),
+            Backend::SshProxy(upstream) => upstream.config(),
         };
         merge(&mut config, rest);
         config
@@ -42,6 +72,7 @@ impl Backend {
         match self {
             Backend::Docker => gw.containers(),
             Backend::Kubernetes(c) => crate::kubernetes::pods(c, gw),
+            Backend::SshProxy(upstream) => upstream.connections(),
         }
     }
 
@@ -49,6 +80,7 @@ impl Backend {
         match self {
             Backend::Docker => gw.wait_for_container(),
             Backend::Kubernetes(c) => crate::kubernetes::wait_for_pod(c, gw),
+            Backend::SshProxy(upstream) => upstream.wait_for_connection(gw),
         }
     }
 
@@ -56,7 +88,16 @@ impl Backend {
         match self {
             Backend::Docker => gw.assert_no_containers(),
             Backend::Kubernetes(c) => crate::kubernetes::assert_no_pods(c, gw),
+            Backend::SshProxy(upstream) => upstream.assert_no_connections(gw),
         }
+    }
+}
+
+/// Runs `scenario` against `backend` unless it is listed as skipped there.
+fn check(backend: Backend, name: &str, scenario: fn(&Backend)) {
+    match backend.skipped(name) {
+        Some(why) => eprintln!("skipped: {why}"),
+        None => scenario(&backend),
     }
 }
 
@@ -66,7 +107,16 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $scenario() {
-                    super::$scenario(&super::Backend::Docker);
+                    super::check(super::Backend::Docker, stringify!($scenario), super::$scenario);
+                }
+            )*
+        }
+        mod sshproxy {
+            $(
+                #[test]
+                fn $scenario() {
+                    let upstream = super::Upstream::start();
+                    super::check(super::Backend::SshProxy(upstream), stringify!($scenario), super::$scenario);
                 }
             )*
         }
@@ -75,7 +125,7 @@ macro_rules! conformance {
                 #[test]
                 fn $scenario() {
                     match crate::kubernetes::cluster() {
-                        Some(c) => super::$scenario(&super::Backend::Kubernetes(c)),
+                        Some(c) => super::check(super::Backend::Kubernetes(c), stringify!($scenario), super::$scenario),
                         None => eprintln!(
                             "skipped: CONTAINERSSH_K8S_ENV is not set (tests/run.sh starts a cluster)"
                         ),
@@ -227,6 +277,10 @@ fn sftp_and_scp_carry_files(b: &Backend) {
             );
         }
     }
+    // The copies are in the home directory (of this machine's user, behind the SSH proxy).
+    let mut ssh = gw.ssh();
+    ssh.arg("rm -f sftp-protocol.bin legacy-protocol.bin");
+    assert!(run(ssh, b"").status.success());
     b.assert_none_left(&gw);
 }
 
@@ -339,8 +393,8 @@ fn dash_l_reaches_a_server_the_exec_started(b: &Backend) {
             format!("{elsewhere}:no-such-host.invalid:80"),
         ])
         .arg(format!(
-            "mkdir -p /tmp/www && echo page-from-inside > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{inside} -h /tmp/www"
+            "mkdir -p /tmp/www.$$ && echo page-from-inside > /tmp/www.$$/index.html && \
+             exec httpd -f -p 127.0.0.1:{inside} -h /tmp/www.$$"
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -456,4 +510,173 @@ fn a_client_that_vanishes_leaves_no_workload(b: &Backend) {
     child.kill().expect("kill ssh");
     let _ = child.wait();
     b.assert_none_left(&gw);
+}
+
+/// OpenSSH's sshd as the backing server of the SSH proxy backend: its own host key, the test
+/// client's key authorised, every environment variable accepted, sftp, and a PATH that has
+/// busybox's httpd (as the test image has).
+pub struct Upstream {
+    child: Child,
+    port: u16,
+    fingerprint: String,
+    user: String,
+    /// Whether sshd runs the sessions with privilege separation (as root, for another user).
+    privsep: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The session user reads the authorised keys and the PATH directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let host_key = dir.path().join("host_ed25519");
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .expect("ssh-keygen");
+        assert!(keygen.status.success(), "{keygen:?}");
+        let listed = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(host_key.with_extension("pub"))
+            .output()
+            .expect("ssh-keygen -l");
+        let fingerprint = text(&listed.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, &shared().public_key).expect("authorized_keys");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        std::os::unix::fs::symlink("/bin/busybox", bin.join("httpd")).expect("httpd link");
+        let port = free_port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nAcceptEnv *\nAllowTcpForwarding yes\n\
+                 SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n\
+                 Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
+                host_key.display(),
+                authorized.display(),
+                bin.display(),
+            ),
+        )
+        .expect("sshd_config");
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("sshd.log")).expect("sshd log"),
+            ))
+            .spawn()
+            .expect("sshd starts (openssh-server)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "sshd did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let id = |args: &[&str]| {
+            let out = Command::new("id").args(args).output().expect("id");
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_string())
+        };
+        let root = id(&["-u"]).as_deref() == Some("0");
+        let privsep = root && id(&["-u", "containerssh-upstream"]).is_some();
+        let user = match privsep {
+            true => "containerssh-upstream".to_string(),
+            false => id(&["-un"]).unwrap_or_default(),
+        };
+        Upstream {
+            child,
+            port,
+            fingerprint,
+            user,
+            privsep,
+            _dir: dir,
+        }
+    }
+
+    fn config(&self) -> Value {
+        json!({
+            "backend": "sshproxy",
+            "sshproxy": {
+                "server": "127.0.0.1",
+                "port": self.port,
+                "username": self.user,
+                "privateKey": shared().key.to_string_lossy(),
+                "allowedHostKeyFingerprints": [self.fingerprint],
+                "timeout": "20s"
+            }
+        })
+    }
+
+    /// The gateway's connections to this sshd (established TCP connections to its port).
+    fn connections(&self) -> Vec<String> {
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .arg(format!("( dport = :{} )", self.port))
+            .output()
+            .expect("ss");
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // Recv-Q Send-Q Local Peer: the addresses name the connection.
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                (fields.len() >= 4).then(|| format!("{} {}", fields[2], fields[3]))
+            })
+            .collect()
+    }
+
+    fn wait_for_connection(&self, gw: &Gateway) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(c) = self.connections().into_iter().next() {
+                return c;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no backing connection:\n{}",
+                gw.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn assert_no_connections(&self, gw: &Gateway) {
+        let started = Instant::now();
+        while !self.connections().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "backing connections left: {:?}\n{}",
+                self.connections(),
+                gw.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("sshd.log"));
+            eprintln!("the backing sshd's log:\n{}", log.unwrap_or_default());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -29,5 +29,6 @@ mod remote_forwarding;
 mod retries;
 mod security;
 mod sessions;
+mod sshproxy;
 mod transfer;
 mod webhook;

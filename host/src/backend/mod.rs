@@ -10,6 +10,7 @@ pub mod kubernetes;
 mod pool;
 pub mod registry;
 pub mod settings;
+pub mod sshproxy;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,6 +22,7 @@ use anyhow::bail;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use russh::Sig;
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -182,6 +184,44 @@ pub fn signal_number(name: &str) -> Option<u32> {
 
 pub fn signal_name(number: u32) -> Option<&'static str> {
     SIGNALS.iter().find(|(_, v)| *v == number).map(|(n, _)| *n)
+}
+
+/// russh's signal for an SSH signal name (without "SIG").
+pub fn sig_from_name(name: &str) -> Sig {
+    match name {
+        "ABRT" => Sig::ABRT,
+        "ALRM" => Sig::ALRM,
+        "FPE" => Sig::FPE,
+        "HUP" => Sig::HUP,
+        "ILL" => Sig::ILL,
+        "INT" => Sig::INT,
+        "KILL" => Sig::KILL,
+        "PIPE" => Sig::PIPE,
+        "QUIT" => Sig::QUIT,
+        "SEGV" => Sig::SEGV,
+        "TERM" => Sig::TERM,
+        "USR1" => Sig::USR1,
+        other => Sig::Custom(other.to_string()),
+    }
+}
+
+/// The SSH name (without "SIG") of russh's signal.
+pub fn sig_to_name(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(c) => c.clone(),
+    }
 }
 
 /// The helper script that signals every process carrying `marker` in its environment

@@ -20,7 +20,11 @@ use crate::config::{Config, UnusedKeys};
 use crate::observe::Metrics;
 
 /// Every backend, the file's default first.
-pub static REGISTRY: &[&BackendType] = &[&super::docker::BACKEND, &super::kubernetes::BACKEND];
+pub static REGISTRY: &[&BackendType] = &[
+    &super::docker::BACKEND,
+    &super::kubernetes::BACKEND,
+    &super::sshproxy::BACKEND,
+];
 
 /// What the gateway needs to know of one backend before it has a client for it.
 pub struct BackendType {
@@ -286,7 +290,7 @@ mod tests {
             "kubernetes"
         );
         let e = "podman2".parse::<BackendName>().unwrap_err();
-        assert!(e.contains("docker, kubernetes"), "{e}");
+        assert!(e.contains("docker, kubernetes, sshproxy"), "{e}");
         assert_eq!(BackendName::default().as_str(), "docker");
     }
 

@@ -15,6 +15,7 @@ pub use audit::*;
 // Each backend keeps its own section's types; they are part of the file's format.
 pub use crate::backend::docker::config::*;
 pub use crate::backend::kubernetes::config::*;
+pub use crate::backend::sshproxy::config::SshProxyConfig;
 pub use crate::backend::BackendName;
 pub use load::{
     deserialize_strict, from_connection_value, from_value, load_file, parse_str, ConfigError,
@@ -63,13 +64,17 @@ pub struct Config {
     /// Where precompiled plugins are cached; unset picks a default, "" disables the cache.
     #[serde(default)]
     pub plugin_cache_dir: Option<String>,
-    /// Which backend starts the containers: `docker` or `kubernetes` (see `backend::registry`).
+    /// Which backend runs the sessions: `docker`, `kubernetes` or `sshproxy` (see
+    /// `backend::registry`).
     #[serde(default)]
     pub backend: BackendName,
     #[serde(default)]
     pub docker: DockerConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    /// ContainerSSH's SSH proxy backend: connections passed on to another SSH server.
+    #[serde(default)]
+    pub sshproxy: SshProxyConfig,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]

@@ -53,18 +53,13 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
             ));
         }
     }
-    if let Some(sshproxy) = take(root, "sshproxy") {
-        let server = sshproxy
-            .as_object()
-            .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case("server")))
-            .map(|(_, v)| v.clone())
-            .unwrap_or(Value::Null);
-        if !zero(&server) {
-            warn_once(
-                "sshproxy",
-                "the SSH proxy backend is not supported; the section is not used",
-            );
-        }
+    // A dump spells out the SSH proxy's defaults (algorithm lists included) with an empty
+    // server when no proxy is used: then the section says nothing.
+    let sshproxy_server = get_mut(root, "sshproxy")
+        .and_then(Value::as_object_mut)
+        .and_then(|p| get_mut(p, "server").cloned());
+    if sshproxy_server.as_ref().is_some_and(zero) {
+        take(root, "sshproxy");
     }
     if let Some(Value::Object(audit)) = get_mut(root, "audit") {
         take(audit, "s3");

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use russh::server::{ChannelOpenHandle, Handle, Msg};
-use russh::{Channel, ChannelMsg, Disconnect, Sig};
+use russh::{Channel, ChannelMsg, Disconnect};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::backend::{Command, ExitReason, Output, Process, ProgramSpec};
+use crate::backend::{sig_from_name, Command, ExitReason, Output, Process, ProgramSpec};
 use crate::ssh::connection::{Connection, DISCONNECT_SEND_TIMEOUT};
 
 /// Signals waiting for delivery per channel; more are dropped (a program cannot tell one
@@ -383,42 +383,6 @@ impl ChannelTask {
         // The controls' receivers live until here, so the handler sees the channel as
         // finished only now.
         drop((sizes, signal_queue));
-    }
-}
-
-fn sig_from_name(name: &str) -> Sig {
-    match name {
-        "ABRT" => Sig::ABRT,
-        "ALRM" => Sig::ALRM,
-        "FPE" => Sig::FPE,
-        "HUP" => Sig::HUP,
-        "ILL" => Sig::ILL,
-        "INT" => Sig::INT,
-        "KILL" => Sig::KILL,
-        "PIPE" => Sig::PIPE,
-        "QUIT" => Sig::QUIT,
-        "SEGV" => Sig::SEGV,
-        "TERM" => Sig::TERM,
-        "USR1" => Sig::USR1,
-        other => Sig::Custom(other.to_string()),
-    }
-}
-
-pub fn sig_to_name(sig: &Sig) -> String {
-    match sig {
-        Sig::ABRT => "ABRT".into(),
-        Sig::ALRM => "ALRM".into(),
-        Sig::FPE => "FPE".into(),
-        Sig::HUP => "HUP".into(),
-        Sig::ILL => "ILL".into(),
-        Sig::INT => "INT".into(),
-        Sig::KILL => "KILL".into(),
-        Sig::PIPE => "PIPE".into(),
-        Sig::QUIT => "QUIT".into(),
-        Sig::SEGV => "SEGV".into(),
-        Sig::TERM => "TERM".into(),
-        Sig::USR1 => "USR1".into(),
-        Sig::Custom(c) => c.clone(),
     }
 }
 

@@ -9,12 +9,10 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, Pty, Sig};
 
 use crate::backend::forward::ListenTarget;
-use crate::backend::{Command, ProgramSpec, TtySpec};
+use crate::backend::{sig_to_name, Command, ProgramSpec, TtySpec};
 use crate::config::{ExecutionMode, MAX_AUTH_ATTEMPTS};
 use crate::plugin::{ChannelRequest, Verdict};
-use crate::ssh::channel::{
-    self, sig_to_name, ChannelControls, ChannelTask, Program, SignalDropped,
-};
+use crate::ssh::channel::{self, ChannelControls, ChannelTask, Program, SignalDropped};
 use crate::ssh::connection::Connection;
 use crate::ssh::forward;
 use crate::ssh::listen::{self, ListenKey, Listeners};

@@ -1,0 +1,447 @@
+//! SSH proxy backend (ContainerSSH's `sshproxy`): each SSH connection is passed on to a backing
+//! SSH server. The gateway logs in there (its own key or password, the client's user name with
+//! `usernamePassThrough`), trusts only the listed host keys, and runs every session as a
+//! session channel upstream with the client's request as it came (shell, exec command,
+//! subsystem name), terminal, environment, window changes and signals; the upstream exit
+//! status or signal comes back. `-L` and direct-streamlocal are opened from the backing server.
+//! The workload is the backing connection; removing it disconnects.
+pub mod config;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::forward::{ForwardError, ForwardStream, ForwardTarget};
+use crate::backend::registry::{Backend, BackendType, ConnectFuture};
+use crate::backend::settings::downcast;
+use crate::backend::{
+    sig_from_name, sig_to_name, Command, ExitReason, Output, Process, ProcessControl, ProgramSpec,
+    Workload, WorkloadOwner, WorkloadSettings,
+};
+use crate::config::{Config, ExecutionMode};
+use crate::observe::Metrics;
+use config::SshProxyConfig;
+
+/// The SSH proxy backend's registration (`backend: sshproxy`).
+pub static BACKEND: BackendType = BackendType {
+    name: "sshproxy",
+    aliases: &[],
+    section: "sshproxy",
+    workloads: "backing connections",
+    settings: |config| Arc::new(config.sshproxy.clone()),
+    normalise: |_, _| {},
+    unused_keys: config::UNUSED_KEYS,
+    validate: |config| config.sshproxy.validate(),
+    // No client is shared between connections: a config server may send a user elsewhere,
+    // as with ContainerSSH.
+    fixed_per_connection: |_, _| None,
+    connect,
+};
+
+fn connect(_: Arc<Config>, _: String, _: Option<Arc<Metrics>>) -> ConnectFuture {
+    Box::pin(async { Ok(Arc::new(SshProxyBackend::default()) as Arc<dyn Backend>) })
+}
+
+impl WorkloadSettings for SshProxyConfig {
+    fn backend(&self) -> &'static BackendType {
+        &BACKEND
+    }
+    /// One backing connection per client connection; its sessions are channels there.
+    fn mode(&self) -> ExecutionMode {
+        ExecutionMode::Connection
+    }
+    fn disable_command(&self) -> bool {
+        false
+    }
+    /// The backing server decides which subsystems it has.
+    fn has_subsystem(&self, _: &str) -> bool {
+        true
+    }
+    fn describe(&self) -> String {
+        format!("ssh://{}:{}", self.server, self.port)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The backing connections of this process, so that shutdown can close what is left.
+#[derive(Default)]
+pub struct SshProxyBackend {
+    live: Arc<Mutex<HashMap<String, Arc<Handle<HostKeyCheck>>>>>,
+}
+
+#[async_trait]
+impl Backend for SshProxyBackend {
+    async fn create_workload(
+        &self,
+        settings: &dyn WorkloadSettings,
+        owner: &WorkloadOwner,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Arc<dyn Workload>> {
+        let config = downcast::<SshProxyConfig>(settings, &BACKEND)?;
+        let started = std::time::Instant::now();
+        let login = tokio::time::timeout(config.timeout, log_in(config, owner));
+        let handle = tokio::select! {
+            done = login => done.map_err(|_| {
+                anyhow::anyhow!("the backing server did not let the gateway in within {:?} (sshproxy.timeout)", config.timeout)
+            })??,
+            _ = cancel.cancelled() => bail!("the connection ended while the backing connection was being made"),
+        };
+        let id = format!("{}@{}:{}", owner.connection_id, config.server, config.port);
+        let handle = Arc::new(handle);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id.clone(), handle.clone());
+        }
+        tracing::info!(connection_id = %owner.connection_id, server = %config.describe(),
+            elapsed_ms = started.elapsed().as_millis() as u64, "backing connection made");
+        Ok(Arc::new(ProxyWorkload {
+            id,
+            handle,
+            live: self.live.clone(),
+            gone: AtomicBool::new(false),
+            closing: TaskTracker::new(),
+        }))
+    }
+
+    async fn reap_orphans(&self) -> anyhow::Result<usize> {
+        // A backing connection ends with the process that made it: nothing can be left.
+        Ok(0)
+    }
+    fn stop_refilling(&self) {}
+    async fn stop_pool(&self, _: Duration) {}
+
+    async fn remove_all(&self) {
+        let all: Vec<_> = match self.live.lock() {
+            Ok(mut live) => live.drain().map(|(_, h)| h).collect(),
+            Err(_) => return,
+        };
+        futures::future::join_all(all.iter().map(|handle| disconnect(handle))).await;
+    }
+    async fn removals_finished(&self) {}
+
+    fn live_count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+/// Connects, checks the host key and logs in: the key first, then the password.
+async fn log_in(
+    config: &SshProxyConfig,
+    owner: &WorkloadOwner,
+) -> anyhow::Result<Handle<HostKeyCheck>> {
+    let user = if config.username_pass_through {
+        owner.username.clone()
+    } else {
+        config.username.clone()
+    };
+    let client_config = Arc::new(client::Config {
+        client_id: russh::SshId::Standard(config.client_version.clone().into()),
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    });
+    let check = HostKeyCheck {
+        allowed: config.allowed_host_key_fingerprints.clone(),
+    };
+    let address = (config.server.as_str(), config.port);
+    let mut handle = client::connect(client_config, address, check)
+        .await
+        .with_context(|| format!("cannot connect to the backing server {}", config.describe()))?;
+    if !config.private_key.is_empty() {
+        let key = load_key(&config.private_key).await?;
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten();
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        let result = handle
+            .authenticate_publickey(&user, key)
+            .await
+            .context("the backing server broke off the login")?;
+        if matches!(result, AuthResult::Success) {
+            return Ok(handle);
+        }
+    }
+    if !config.password.is_empty() {
+        let result = handle
+            .authenticate_password(&user, &config.password)
+            .await
+            .context("the backing server broke off the login")?;
+        if matches!(result, AuthResult::Success) {
+            return Ok(handle);
+        }
+    }
+    bail!(
+        "the backing server {} refused the gateway's login as {user:?}",
+        config.describe()
+    )
+}
+
+/// `privateKey`: the key itself, or a file holding it (read off the async workers).
+async fn load_key(private_key: &str) -> anyhow::Result<russh::keys::PrivateKey> {
+    let text = if private_key.trim_start().starts_with("-----") {
+        private_key.to_string()
+    } else {
+        let path = private_key.to_string();
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(&path))
+            .await
+            .context("reading sshproxy.privateKey")?
+            .with_context(|| format!("cannot read sshproxy.privateKey {private_key}"))?
+    };
+    russh::keys::decode_secret_key(&text, None).context("sshproxy.privateKey is not a private key")
+}
+
+async fn disconnect(handle: &Handle<HostKeyCheck>) {
+    let _ = tokio::time::timeout(
+        CLOSE_LIMIT,
+        handle.disconnect(Disconnect::ByApplication, "", "en"),
+    )
+    .await;
+}
+
+/// Trusts only the host keys whose SHA-256 fingerprints are listed.
+pub struct HostKeyCheck {
+    allowed: Vec<String>,
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                russh::keys::PublicKey::from(cert.public_key().clone())
+            }
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let trusted = self.allowed.contains(&fingerprint);
+        if !trusted {
+            tracing::warn!(%fingerprint, "the backing server's host key is not in sshproxy.allowedHostKeyFingerprints");
+        }
+        Ok(trusted)
+    }
+}
+
+/// How long closing a session channel upstream may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// One backing connection.
+struct ProxyWorkload {
+    id: String,
+    handle: Arc<Handle<HostKeyCheck>>,
+    live: Arc<Mutex<HashMap<String, Arc<Handle<HostKeyCheck>>>>>,
+    gone: AtomicBool,
+    /// Closes of session channels whose client left first (see `ProxyProcess`'s drop).
+    closing: TaskTracker,
+}
+
+/// Reads the answer to a request sent with want-reply; output that came first is kept.
+async fn expect_reply(
+    channel: &mut russh::Channel<client::Msg>,
+    what: &str,
+    early: &mut VecDeque<Output>,
+    exit: &Mutex<Option<ExitReason>>,
+) -> anyhow::Result<()> {
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Success) => return Ok(()),
+            Some(ChannelMsg::Failure) => bail!("the backing server refused the {what} request"),
+            Some(ChannelMsg::Close) | None => {
+                bail!("the backing server closed the session before answering {what}")
+            }
+            Some(msg) => note(msg, early, exit),
+        }
+    }
+}
+
+/// Keeps output and the exit report of a session message.
+fn note(msg: ChannelMsg, output: &mut VecDeque<Output>, exit: &Mutex<Option<ExitReason>>) {
+    let reason = match msg {
+        ChannelMsg::Data { data } => return output.push_back(Output::Stdout(data)),
+        ChannelMsg::ExtendedData { data, ext: 1 } => return output.push_back(Output::Stderr(data)),
+        ChannelMsg::ExitStatus { exit_status } => ExitReason::Status(exit_status),
+        ChannelMsg::ExitSignal { signal_name, .. } => ExitReason::Signal(sig_to_name(&signal_name)),
+        _ => return,
+    };
+    if let Ok(mut exit) = exit.lock() {
+        *exit = Some(reason);
+    }
+}
+
+#[async_trait]
+impl Workload for ProxyWorkload {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .context("the backing server refused a session")?;
+        let exit = Arc::new(Mutex::new(None));
+        let mut early = VecDeque::new();
+        // As OpenSSH sends them: no reply asked; the server's AcceptEnv decides.
+        for entry in &program.env {
+            if let Some((name, value)) = entry.split_once('=') {
+                channel.set_env(false, name, value).await?;
+            }
+        }
+        if let Some(tty) = &program.tty {
+            channel
+                .request_pty(true, &tty.term, tty.columns, tty.rows, 0, 0, &[])
+                .await?;
+            expect_reply(&mut channel, "pty-req", &mut early, &exit).await?;
+        }
+        let what = match &program.command {
+            Command::Shell => {
+                channel.request_shell(true).await?;
+                "shell"
+            }
+            Command::Exec(command) => {
+                channel.exec(true, command.as_bytes()).await?;
+                "exec"
+            }
+            Command::Subsystem(name) => {
+                channel.request_subsystem(true, name.as_str()).await?;
+                "subsystem"
+            }
+        };
+        expect_reply(&mut channel, what, &mut early, &exit).await?;
+        let (read, write) = channel.split();
+        let stdin = Box::pin(write.make_writer());
+        let closed = Arc::new(AtomicBool::new(false));
+        // Output that came with the replies first, then the session's own until it closes
+        // (the exit report comes before the close).
+        let output = futures::stream::unfold(
+            (read, early, exit.clone(), closed.clone()),
+            |(mut read, mut pending, exit, closed)| async move {
+                loop {
+                    if let Some(output) = pending.pop_front() {
+                        return Some((Ok(output), (read, pending, exit, closed)));
+                    }
+                    match read.wait().await {
+                        Some(ChannelMsg::Close) | None => {
+                            closed.store(true, Ordering::Release);
+                            return None;
+                        }
+                        Some(msg) => note(msg, &mut pending, &exit),
+                    }
+                }
+            },
+        );
+        Ok(Process {
+            stdin,
+            output: Box::pin(output),
+            control: Arc::new(ProxyProcess {
+                write: Some(write),
+                exit,
+                closed,
+                closing: self.closing.clone(),
+            }),
+        })
+    }
+
+    async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
+        let channel = match target {
+            ForwardTarget::Tcp { host, port } => {
+                self.handle
+                    .channel_open_direct_tcpip(host.as_str(), *port, "127.0.0.1", 0)
+                    .await
+            }
+            ForwardTarget::Unix(path) => {
+                self.handle
+                    .channel_open_direct_streamlocal(path.as_str())
+                    .await
+            }
+        };
+        match channel {
+            Ok(channel) => Ok(Box::pin(channel.into_stream())),
+            Err(e) => Err(ForwardError::ConnectFailed(format!(
+                "the backing server did not open the connection: {e}"
+            ))),
+        }
+    }
+
+    async fn remove(&self) {
+        if self.gone.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&self.id);
+        }
+        self.closing.close();
+        let _ = tokio::time::timeout(CLOSE_LIMIT, self.closing.wait()).await;
+        disconnect(&self.handle).await;
+    }
+}
+
+/// A session upstream: its window changes and signals are sent there.
+struct ProxyProcess {
+    /// Taken only by the drop.
+    write: Option<russh::ChannelWriteHalf<client::Msg>>,
+    exit: Arc<Mutex<Option<ExitReason>>>,
+    /// Whether the backing server closed the channel.
+    closed: Arc<AtomicBool>,
+    closing: TaskTracker,
+}
+
+impl ProxyProcess {
+    fn write(&self) -> anyhow::Result<&russh::ChannelWriteHalf<client::Msg>> {
+        self.write
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the session is closed"))
+    }
+}
+
+/// A session the client left while it ran is closed upstream too (sshd then hangs its program
+/// up, as on a client's close); one the backing server closed is left alone, since its channel
+/// number may already serve another session.
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(write) = self.write.take() {
+            self.closing.spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_LIMIT, write.close()).await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessControl for ProxyProcess {
+    async fn resize(&self, columns: u32, rows: u32) -> anyhow::Result<()> {
+        Ok(self.write()?.window_change(columns, rows, 0, 0).await?)
+    }
+    async fn signal(&self, name: &str) -> anyhow::Result<()> {
+        Ok(self.write()?.signal(sig_from_name(name)).await?)
+    }
+    async fn exit_reason(&self) -> anyhow::Result<ExitReason> {
+        self.exit
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .ok_or_else(|| anyhow::anyhow!("the backing server reported no exit status"))
+    }
+}

@@ -1,0 +1,114 @@
+//! The SSH proxy backend's own behaviour (what every backend does is in the conformance suite,
+//! which runs it against OpenSSH's sshd): logging in upstream with a password and the client's
+//! own user name, and refusing a backing server whose host key is not listed. The backing
+//! server here is a second gateway (Docker backend, static-users with a password).
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// The SHA-256 fingerprint of a gateway's host key.
+fn host_key_fingerprint(gw: &Gateway) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(gw.dir.path().join("host_ed25519"))
+        .output()
+        .expect("ssh-keygen -l");
+    let fingerprint = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{out:?}");
+    fingerprint
+}
+
+fn proxy_to(upstream: &Gateway, fingerprint: &str) -> Value {
+    json!({
+        "backend": "sshproxy",
+        "sshproxy": {
+            "server": "127.0.0.1",
+            "port": upstream.port,
+            "usernamePassThrough": true,
+            "password": PASSWORD,
+            "allowedHostKeyFingerprints": [fingerprint],
+            "timeout": "20s"
+        }
+    })
+}
+
+#[test]
+fn the_gateway_logs_in_upstream_with_a_password_and_the_clients_name() {
+    let upstream = Gateway::start(json!({}));
+    let proxy = Gateway::start(proxy_to(&upstream, &host_key_fingerprint(&upstream)));
+    let mut ssh = proxy.ssh();
+    // FROM_AUTH is what the upstream gateway's auth plugin grants its user demo.
+    ssh.arg("echo $FROM_AUTH; id -u; cat; exit 5");
+    let out = run(ssh, b"through two gateways\n");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{out:?}\n{}\n{}",
+        proxy.log_text(),
+        upstream.log_text()
+    );
+    assert_eq!(text(&out.stdout), "granted\n1000\nthrough two gateways\n");
+    let upstream_log = upstream.log_text();
+    assert!(
+        upstream_log.contains("method=\"password\"") && upstream_log.contains("user=\"demo\""),
+        "{upstream_log}"
+    );
+    assert!(proxy.log_text().contains("backing connection made"));
+    // The client's disconnect closes the backing connection, which removes its container.
+    upstream.assert_no_containers();
+}
+
+#[test]
+fn a_backing_server_with_an_unlisted_host_key_is_refused() {
+    let upstream = Gateway::start(json!({}));
+    let proxy = Gateway::start(proxy_to(
+        &upstream,
+        "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ));
+    let mut ssh = proxy.ssh();
+    ssh.arg("echo should-not-run");
+    let out = run(ssh, b"");
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    let log = proxy.log_text();
+    assert!(
+        log.contains("not in sshproxy.allowedHostKeyFingerprints"),
+        "{log}"
+    );
+    // Nothing logged in upstream.
+    assert!(!upstream.log_text().contains("authentication succeeded"));
+    upstream.assert_no_containers();
+}
+
+#[test]
+fn validate_names_every_missing_sshproxy_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "auth:\n  plugin: builtin:static-users\nbackend: sshproxy\nsshproxy:\n  port: 0\n  allowedHostKeyFingerprints: [\"MD5:00\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("validate runs");
+    assert!(!out.status.success());
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for key in [
+        "sshproxy.server",
+        "sshproxy.port",
+        "sshproxy.username",
+        "password or privateKey",
+        "MD5:00",
+    ] {
+        assert!(printed.contains(key), "{key} missing:\n{printed}");
+    }
+}
