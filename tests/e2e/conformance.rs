@@ -45,8 +45,8 @@ impl Backend {
             "unknown_subsystems_and_disable_command_are_refused" => {
                 Some("the backing server decides which subsystems and commands it runs")
             }
-            "dash_r_and_unix_sockets_come_back_to_the_client" | "the_agent_is_forwarded" => {
-                Some("not built yet: listeners on the backing server (tcpip-forward, agent)")
+            "the_agent_is_forwarded" => {
+                Some("not built yet: agent forwarding to the backing server")
             }
             _ => None,
         }
@@ -434,6 +434,8 @@ fn dash_r_and_unix_sockets_come_back_to_the_client(b: &Backend) {
     let local_socket = dir.path().join("echo.sock");
     echo_unix(&local_socket);
     let inside = free_port();
+    // Unique: behind the SSH proxy, this machine's /tmp is the one inside.
+    let socket = format!("/tmp/forwarded-{inside}.sock");
     let through = |socat_address: &str| {
         format!(
             "head -c 8388608 /dev/urandom > /tmp/d.$$ && sha256sum < /tmp/d.$$ && \
@@ -443,14 +445,14 @@ fn dash_r_and_unix_sockets_come_back_to_the_client(b: &Backend) {
     let script = format!(
         "{} && {}",
         through(&format!("TCP:127.0.0.1:{inside}")),
-        through("UNIX-CONNECT:/tmp/forwarded.sock")
+        through(&format!("UNIX-CONNECT:{socket}"))
     );
     let out = gw
         .ssh()
         .args(["-o", "ExitOnForwardFailure=yes", "-R"])
         .arg(format!("{inside}:127.0.0.1:{echo_port}"))
         .arg("-R")
-        .arg(format!("/tmp/forwarded.sock:{}", local_socket.display()))
+        .arg(format!("{socket}:{}", local_socket.display()))
         .arg(script)
         .stdin(Stdio::null())
         .output()
@@ -469,6 +471,10 @@ fn dash_r_and_unix_sockets_come_back_to_the_client(b: &Backend) {
     );
     assert_eq!(sums[0], sums[1], "TCP through -R differs");
     assert_eq!(sums[2], sums[3], "Unix socket through -R differs");
+    // The listener's socket file stays behind on a backing SSH server.
+    let mut ssh = gw.ssh();
+    ssh.arg(format!("rm -f {socket}"));
+    assert!(run(ssh, b"").status.success());
     b.assert_none_left(&gw);
 }
 
@@ -561,6 +567,7 @@ impl Upstream {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nAcceptEnv *\nAllowTcpForwarding yes\n\
+                 StreamLocalBindUnlink yes\n\
                  SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n\
                  Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
                 host_key.display(),

@@ -62,6 +62,10 @@ pub struct ProgramSpec {
     /// Environment from the client and from authentication, "KEY=value".
     pub env: Vec<String>,
     pub tty: Option<TtySpec>,
+    /// The client's agent is forwarded to this session. Container backends need nothing more
+    /// (`SSH_AUTH_SOCK` in `env` names the gateway's socket in the workload, from
+    /// `Workload::open_listener`); a backend whose server has its own agent forwarding asks it.
+    pub agent: bool,
 }
 
 /// A process to start inside a container: a session's program as the container backends run

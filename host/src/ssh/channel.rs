@@ -23,9 +23,8 @@ const SIGNAL_QUEUE: usize = 8;
 
 /// What a session runs.
 pub struct Program {
+    /// With `agent` set, the agent socket must listen first.
     pub spec: ProgramSpec,
-    /// The client asked for agent forwarding: the agent socket must listen first.
-    pub agent: bool,
     /// The client asked for X11 forwarding: the display must listen first.
     pub x11: Option<crate::ssh::listen::X11Request>,
 }
@@ -160,19 +159,15 @@ impl ChannelTask {
         // (within the window it was granted) for the program: nothing is read ahead of it. An
         // error: the handler dropped its side (channel closed, program refused).
         let program = start.await.ok();
-        let Some(Program {
-            mut spec,
-            agent,
-            x11,
-        }) = program
-        else {
+        let Some(Program { mut spec, x11 }) = program else {
             conn.release_session_workload(&workload).await;
             return;
         };
-        if agent && !conn.agent.ensure(&conn, &workload).await {
+        if spec.agent && !conn.agent.ensure(&conn, &workload).await {
             // The session goes on without an agent (the reason is logged); a variable naming a
             // socket that does not exist would only mislead.
             spec.env.retain(|v| !v.starts_with("SSH_AUTH_SOCK="));
+            spec.agent = false;
         }
         if let Some(x11) = x11 {
             // Without a display the session starts without DISPLAY (the reason is logged).
@@ -415,8 +410,8 @@ mod tests {
                 command: Command::Shell,
                 env: Vec::new(),
                 tty: None,
+                agent: false,
             },
-            agent: false,
             x11: None,
         }
     }

@@ -102,10 +102,10 @@ impl SshHandler {
             command,
             env,
             tty: state.tty.clone(),
+            agent: state.agent,
         };
         let program = Program {
             spec,
-            agent: state.agent,
             x11: state.x11.clone(),
         };
         if !state.controls.start(program) {

@@ -3,12 +3,14 @@
 //! `usernamePassThrough`), trusts only the listed host keys, and runs every session as a
 //! session channel upstream with the client's request as it came (shell, exec command,
 //! subsystem name), terminal, environment, window changes and signals; the upstream exit
-//! status or signal comes back. `-L` and direct-streamlocal are opened from the backing server.
+//! status or signal comes back. `-L` and direct-streamlocal are opened from the backing server;
+//! `-R` and streamlocal-forward listen there, and the client's agent is offered to sessions
+//! that ask for it.
 //! The workload is the backing connection; removing it disconnects.
 pub mod config;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +18,14 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Disconnect};
+use russh::{ChannelMsg, ChannelOpenFailure, Disconnect};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::forward::{ForwardError, ForwardStream, ForwardTarget};
+use crate::backend::forward::{
+    Accepted, ForwardError, ForwardListener, ForwardStream, ForwardTarget, ListenTarget,
+};
 use crate::backend::registry::{Backend, BackendType, ConnectFuture};
 use crate::backend::settings::downcast;
 use crate::backend::{
@@ -77,7 +82,7 @@ impl WorkloadSettings for SshProxyConfig {
 /// The backing connections of this process, so that shutdown can close what is left.
 #[derive(Default)]
 pub struct SshProxyBackend {
-    live: Arc<Mutex<HashMap<String, Arc<Handle<HostKeyCheck>>>>>,
+    live: Arc<Mutex<HashMap<String, Arc<Handle<Upstream>>>>>,
 }
 
 #[async_trait]
@@ -90,7 +95,8 @@ impl Backend for SshProxyBackend {
     ) -> anyhow::Result<Arc<dyn Workload>> {
         let config = downcast::<SshProxyConfig>(settings, &BACKEND)?;
         let started = std::time::Instant::now();
-        let login = tokio::time::timeout(config.timeout, log_in(config, owner));
+        let routes = Routes::default();
+        let login = tokio::time::timeout(config.timeout, log_in(config, owner, &routes));
         let handle = tokio::select! {
             done = login => done.map_err(|_| {
                 anyhow::anyhow!("the backing server did not let the gateway in within {:?} (sshproxy.timeout)", config.timeout)
@@ -110,6 +116,7 @@ impl Backend for SshProxyBackend {
             live: self.live.clone(),
             gone: AtomicBool::new(false),
             closing: TaskTracker::new(),
+            routes,
         }))
     }
 
@@ -138,7 +145,8 @@ impl Backend for SshProxyBackend {
 async fn log_in(
     config: &SshProxyConfig,
     owner: &WorkloadOwner,
-) -> anyhow::Result<Handle<HostKeyCheck>> {
+    routes: &Routes,
+) -> anyhow::Result<Handle<Upstream>> {
     let user = if config.username_pass_through {
         owner.username.clone()
     } else {
@@ -152,8 +160,9 @@ async fn log_in(
         nodelay: true,
         ..Default::default()
     });
-    let check = HostKeyCheck {
+    let check = Upstream {
         allowed: config.allowed_host_key_fingerprints.clone(),
+        routes: routes.clone(),
     };
     let address = (config.server.as_str(), config.port);
     let mut handle = client::connect(client_config, address, check)
@@ -205,7 +214,7 @@ async fn load_key(private_key: &str) -> anyhow::Result<russh::keys::PrivateKey> 
     russh::keys::decode_secret_key(&text, None).context("sshproxy.privateKey is not a private key")
 }
 
-async fn disconnect(handle: &Handle<HostKeyCheck>) {
+async fn disconnect(handle: &Handle<Upstream>) {
     let _ = tokio::time::timeout(
         CLOSE_LIMIT,
         handle.disconnect(Disconnect::ByApplication, "", "en"),
@@ -213,12 +222,68 @@ async fn disconnect(handle: &Handle<HostKeyCheck>) {
     .await;
 }
 
-/// Trusts only the host keys whose SHA-256 fingerprints are listed.
-pub struct HostKeyCheck {
+/// The gateway's side of a backing connection: trusts only the host keys whose SHA-256
+/// fingerprints are listed, and hands connections the backing server accepted for a listener
+/// (`-R`, streamlocal-forward) to that listener.
+pub struct Upstream {
     allowed: Vec<String>,
+    routes: Routes,
 }
 
-impl client::Handler for HostKeyCheck {
+/// A listener on the backing server, as its forwarded channels name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Route {
+    Tcp(u32),
+    Unix(String),
+    /// The agent channels of sessions that asked for agent forwarding.
+    Agent,
+}
+
+/// A connection the backing server accepted: its channel, and the peer's address and port.
+type Incoming = (russh::Channel<client::Msg>, String, u32);
+
+/// Connections accepted upstream waiting for their listener; at most this many per listener
+/// (more are closed at once).
+const INCOMING_QUEUE: usize = 16;
+
+#[derive(Clone, Default)]
+struct Routes(Arc<Mutex<HashMap<Route, mpsc::Sender<Incoming>>>>);
+
+impl Routes {
+    fn add(&self, route: Route) -> mpsc::Receiver<Incoming> {
+        let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+        if let Ok(mut routes) = self.0.lock() {
+            routes.insert(route, tx);
+        }
+        rx
+    }
+
+    fn remove(&self, route: &Route) {
+        if let Ok(mut routes) = self.0.lock() {
+            routes.remove(route);
+        }
+    }
+
+    /// Hands an accepted connection to its listener, or refuses it.
+    async fn deliver(&self, route: Route, incoming: Incoming, reply: client::ChannelOpenHandle) {
+        let sender = self.0.lock().ok().and_then(|r| r.get(&route).cloned());
+        let Some(sender) = sender else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        // Confirmed before the listener may write to it.
+        reply.accept().await;
+        if let Err(e) = sender.try_send(incoming) {
+            tracing::warn!(?route, "a forwarded connection from the backing server was dropped: its listener is gone or busy");
+            let (channel, _, _) = e.into_inner();
+            let _ = channel.close().await;
+        }
+    }
+}
+
+impl client::Handler for Upstream {
     type Error = russh::Error;
 
     async fn check_server_key(
@@ -238,6 +303,49 @@ impl client::Handler for HostKeyCheck {
         }
         Ok(trusted)
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let incoming = (channel, originator_address.to_string(), originator_port);
+        self.routes
+            .deliver(Route::Tcp(connected_port), incoming, reply)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let incoming = (channel, String::new(), 0);
+        self.routes
+            .deliver(Route::Unix(socket_path.to_string()), incoming, reply)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.routes
+            .deliver(Route::Agent, (channel, String::new(), 0), reply)
+            .await;
+        Ok(())
+    }
 }
 
 /// How long closing a session channel upstream may take.
@@ -246,11 +354,13 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 /// One backing connection.
 struct ProxyWorkload {
     id: String,
-    handle: Arc<Handle<HostKeyCheck>>,
-    live: Arc<Mutex<HashMap<String, Arc<Handle<HostKeyCheck>>>>>,
+    handle: Arc<Handle<Upstream>>,
+    live: Arc<Mutex<HashMap<String, Arc<Handle<Upstream>>>>>,
     gone: AtomicBool,
-    /// Closes of session channels whose client left first (see `ProxyProcess`'s drop).
+    /// Closes of session channels whose client left first (see `ProxyProcess`'s drop) and
+    /// cancels of listeners dropped.
     closing: TaskTracker,
+    routes: Routes,
 }
 
 /// Reads the answer to a request sent with want-reply; output that came first is kept.
@@ -300,10 +410,23 @@ impl Workload for ProxyWorkload {
             .context("the backing server refused a session")?;
         let exit = Arc::new(Mutex::new(None));
         let mut early = VecDeque::new();
-        // As OpenSSH sends them: no reply asked; the server's AcceptEnv decides.
+        // As OpenSSH sends them: no reply asked; the server's AcceptEnv decides. The backing
+        // server names its own agent socket.
         for entry in &program.env {
             if let Some((name, value)) = entry.split_once('=') {
-                channel.set_env(false, name, value).await?;
+                if !(program.agent && name == "SSH_AUTH_SOCK") {
+                    channel.set_env(false, name, value).await?;
+                }
+            }
+        }
+        if program.agent {
+            channel.agent_forward(true).await?;
+            if let Err(e) = expect_reply(&mut channel, "agent", &mut early, &exit).await {
+                // As OpenSSH's client: the session goes on without an agent.
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the backing server refused agent forwarding"
+                );
             }
         }
         if let Some(tty) = &program.tty {
@@ -382,6 +505,53 @@ impl Workload for ProxyWorkload {
         }
     }
 
+    /// `ssh -R` and streamlocal-forward, as the same requests to the backing server.
+    async fn open_listener(
+        &self,
+        target: &ListenTarget,
+    ) -> Result<Box<dyn ForwardListener>, ForwardError> {
+        let refused = |e: russh::Error| {
+            ForwardError::ConnectFailed(format!("the backing server would not listen: {e}"))
+        };
+        let route = match target {
+            ListenTarget::Tcp { port, .. } => Route::Tcp(*port),
+            ListenTarget::Unix(path) => Route::Unix(path.clone()),
+            // The backing server makes its own agent socket for each session that asks
+            // (`start_program`); its agent channels come here.
+            ListenTarget::Agent(_) => Route::Agent,
+            ListenTarget::X11 { .. } => {
+                return Err(ForwardError::Unavailable(
+                    "the SSH proxy backend does not forward X11 yet".into(),
+                ))
+            }
+        };
+        // Routed before the request: the first connection may come right after the bind.
+        let incoming = self.routes.add(route.clone());
+        let listening = match target {
+            ListenTarget::Tcp { host, port } => self
+                .handle
+                .tcpip_forward(host.as_str(), *port)
+                .await
+                .map(drop),
+            ListenTarget::Unix(path) => self.handle.streamlocal_forward(path.as_str()).await,
+            ListenTarget::Agent(_) | ListenTarget::X11 { .. } => Ok(()),
+        };
+        if let Err(e) = listening {
+            self.routes.remove(&route);
+            return Err(refused(e));
+        }
+        Ok(Box::new(ProxyListener {
+            incoming: tokio::sync::Mutex::new(incoming),
+            accepted: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            target: target.clone(),
+            route,
+            routes: self.routes.clone(),
+            handle: self.handle.clone(),
+            closing: self.closing.clone(),
+        }))
+    }
+
     async fn remove(&self) {
         if self.gone.swap(true, Ordering::AcqRel) {
             return;
@@ -392,6 +562,72 @@ impl Workload for ProxyWorkload {
         self.closing.close();
         let _ = tokio::time::timeout(CLOSE_LIMIT, self.closing.wait()).await;
         disconnect(&self.handle).await;
+    }
+}
+
+/// A listener on the backing server.
+struct ProxyListener {
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    /// Accepted connections not taken or refused yet.
+    accepted: Mutex<HashMap<u64, russh::Channel<client::Msg>>>,
+    next_id: AtomicU64,
+    target: ListenTarget,
+    route: Route,
+    routes: Routes,
+    handle: Arc<Handle<Upstream>>,
+    closing: TaskTracker,
+}
+
+#[async_trait]
+impl ForwardListener for ProxyListener {
+    async fn accepted(&self) -> Option<Accepted> {
+        let (channel, originator_host, originator_port) = self.incoming.lock().await.recv().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut accepted) = self.accepted.lock() {
+            accepted.insert(id, channel);
+        }
+        Some(Accepted {
+            id,
+            originator_host,
+            originator_port,
+        })
+    }
+
+    async fn take(&self, id: u64) -> Result<ForwardStream, ForwardError> {
+        let channel = self.accepted.lock().ok().and_then(|mut a| a.remove(&id));
+        match channel {
+            Some(channel) => Ok(Box::pin(channel.into_stream())),
+            None => Err(ForwardError::ConnectFailed(format!(
+                "no accepted connection {id}"
+            ))),
+        }
+    }
+
+    async fn refuse(&self, id: u64) {
+        let channel = self.accepted.lock().ok().and_then(|mut a| a.remove(&id));
+        if let Some(channel) = channel {
+            let _ = channel.close().await;
+        }
+    }
+}
+
+/// The backing server stops listening (connections already taken go on).
+impl Drop for ProxyListener {
+    fn drop(&mut self) {
+        self.routes.remove(&self.route);
+        let (handle, target) = (self.handle.clone(), self.target.clone());
+        self.closing.spawn(async move {
+            let cancel = async {
+                match target {
+                    ListenTarget::Tcp { host, port } => {
+                        handle.cancel_tcpip_forward(host, port).await
+                    }
+                    ListenTarget::Unix(path) => handle.cancel_streamlocal_forward(path).await,
+                    ListenTarget::Agent(_) | ListenTarget::X11 { .. } => Ok(()),
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_LIMIT, cancel).await;
+        });
     }
 }
 
