@@ -58,7 +58,16 @@ impl Backend {
         let mut config = match self {
             Backend::Docker => json!({"docker": {"execution": workload}}),
             Backend::Kubernetes(c) => crate::kubernetes::kubernetes(c, workload),
-            Backend::SshProxy(upstream) => upstream.config(),
+            Backend::SshProxy(upstream) => {
+                // A backing SSH server has no workload settings: a scenario that needs some
+                // must be listed in `skipped`.
+                assert_eq!(
+                    workload,
+                    json!({}),
+                    "the SSH proxy takes no workload settings"
+                );
+                upstream.config()
+            }
         };
         merge(&mut config, rest);
         config
@@ -638,6 +647,7 @@ impl Upstream {
             .arg(format!("( dport = :{} )", self.port))
             .output()
             .expect("ss");
+        assert!(out.status.success(), "ss failed: {out:?}");
         text(&out.stdout)
             .lines()
             .filter_map(|l| {

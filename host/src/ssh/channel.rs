@@ -196,7 +196,7 @@ impl ChannelTask {
                         1,
                         Bytes::from(format!(
                             "containerssh: cannot start {}\r\n",
-                            describe(&command)
+                            client_name(&command)
                         )),
                     )
                     .await;
@@ -391,7 +391,16 @@ fn program_fields(session: u32, command: &Command) -> serde_json::Value {
     }
 }
 
-/// A program as logs and the client's error line name it.
+/// A program as the client's error line names it (a forced command stays unsaid).
+fn client_name(command: &Command) -> String {
+    match command {
+        Command::Shell => "the shell".into(),
+        Command::Exec(_) => "the command".into(),
+        Command::Subsystem(name) => format!("subsystem {name:?}"),
+    }
+}
+
+/// A program as the log names it.
 fn describe(command: &Command) -> String {
     match command {
         Command::Shell => "the shell".into(),

@@ -109,6 +109,27 @@ impl SshProxyConfig {
     }
 }
 
+/// Why a connection's settings (a config server's answer) may not be used: one that sends the
+/// user to another server must bring its own credentials (the file's are for the file's
+/// server), and may not name key files on the gateway's disk.
+pub fn credentials_stay(file: &SshProxyConfig, connection: &SshProxyConfig) -> Option<String> {
+    let elsewhere = file.server != connection.server || file.port != connection.port;
+    let inherited = (!file.password.is_empty() && connection.password == file.password)
+        || (!file.private_key.is_empty() && connection.private_key == file.private_key);
+    if elsewhere && inherited {
+        return Some(
+            "sshproxy: an answer that changes server or port must bring its own password or privateKey".into(),
+        );
+    }
+    let key = &connection.private_key;
+    if *key != file.private_key && !key.is_empty() && !key.trim_start().starts_with("-----") {
+        return Some(
+            "sshproxy.privateKey: an answer must give the key itself, not a file path".into(),
+        );
+    }
+    None
+}
+
 /// `SSH-2.0-<softwareversion>[ <comments>]`, printable ASCII, as RFC 4253 §4.2 allows.
 fn client_version_is_valid(version: &str) -> bool {
     let Some(rest) = version.strip_prefix("SSH-2.0-") else {
@@ -164,5 +185,30 @@ mod tests {
         assert!(client_version_is_valid("SSH-2.0-ContainerSSH"));
         assert!(client_version_is_valid("SSH-2.0-Gateway_1.0 some comment"));
         assert!(!client_version_is_valid("SSH-1.99-x"));
+    }
+
+    #[test]
+    fn an_answer_cannot_take_the_files_credentials_elsewhere() {
+        let file = SshProxyConfig {
+            server: "a".into(),
+            password: "secret".into(),
+            ..Default::default()
+        };
+        assert_eq!(credentials_stay(&file, &file), None);
+        let elsewhere = SshProxyConfig {
+            server: "b".into(),
+            ..file.clone()
+        };
+        assert!(credentials_stay(&file, &elsewhere).is_some());
+        let own = SshProxyConfig {
+            password: "theirs".into(),
+            ..elsewhere.clone()
+        };
+        assert_eq!(credentials_stay(&file, &own), None);
+        let key_file = SshProxyConfig {
+            private_key: "/etc/ssh/ssh_host_ed25519_key".into(),
+            ..own
+        };
+        assert!(credentials_stay(&file, &key_file).is_some());
     }
 }

@@ -47,8 +47,10 @@ pub static BACKEND: BackendType = BackendType {
     unused_keys: config::UNUSED_KEYS,
     validate: |config| config.sshproxy.validate(),
     // No client is shared between connections: a config server may send a user elsewhere,
-    // as with ContainerSSH.
-    fixed_per_connection: |_, _| None,
+    // as with ContainerSSH, but not with the file's credentials, and not naming files here.
+    fixed_per_connection: |file, connection| {
+        config::credentials_stay(&file.sshproxy, &connection.sshproxy)
+    },
     connect,
 };
 
@@ -115,6 +117,7 @@ impl Backend for SshProxyBackend {
             handle,
             live: self.live.clone(),
             gone: AtomicBool::new(false),
+            timeout: config.timeout,
             closing: TaskTracker::new(),
             routes,
         }))
@@ -209,7 +212,8 @@ async fn load_key(private_key: &str) -> anyhow::Result<russh::keys::PrivateKey> 
         tokio::task::spawn_blocking(move || std::fs::read_to_string(&path))
             .await
             .context("reading sshproxy.privateKey")?
-            .with_context(|| format!("cannot read sshproxy.privateKey {private_key}"))?
+            // Not the value: it may be a key that lacks its header.
+            .context("cannot read the file sshproxy.privateKey names")?
     };
     russh::keys::decode_secret_key(&text, None).context("sshproxy.privateKey is not a private key")
 }
@@ -246,27 +250,43 @@ type Incoming = (russh::Channel<client::Msg>, String, u32);
 /// (more are closed at once).
 const INCOMING_QUEUE: usize = 16;
 
+/// Each route's queue, with the number of the listener that made it.
 #[derive(Clone, Default)]
-struct Routes(Arc<Mutex<HashMap<Route, mpsc::Sender<Incoming>>>>);
+struct Routes(Arc<Mutex<HashMap<Route, RouteQueue>>>);
+
+/// The number of the listener that owns a route, and its queue.
+type RouteQueue = (u64, mpsc::Sender<Incoming>);
+
+/// Numbers listeners, so that a late drop never removes its successor's route.
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(0);
 
 impl Routes {
-    fn add(&self, route: Route) -> mpsc::Receiver<Incoming> {
+    /// A new route (replacing one for the same listener), its number and its queue.
+    fn add(&self, route: Route) -> (u64, mpsc::Receiver<Incoming>) {
+        let number = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
         if let Ok(mut routes) = self.0.lock() {
-            routes.insert(route, tx);
+            routes.insert(route, (number, tx));
         }
-        rx
+        (number, rx)
     }
 
-    fn remove(&self, route: &Route) {
+    /// Removes `route` if listener `number` still owns it.
+    fn remove(&self, route: &Route, number: u64) {
         if let Ok(mut routes) = self.0.lock() {
-            routes.remove(route);
+            if routes.get(route).is_some_and(|(n, _)| *n == number) {
+                routes.remove(route);
+            }
         }
     }
 
     /// Hands an accepted connection to its listener, or refuses it.
     async fn deliver(&self, route: Route, incoming: Incoming, reply: client::ChannelOpenHandle) {
-        let sender = self.0.lock().ok().and_then(|r| r.get(&route).cloned());
+        let sender = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&route).map(|(_, tx)| tx.clone()));
         let Some(sender) = sender else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -357,10 +377,66 @@ struct ProxyWorkload {
     handle: Arc<Handle<Upstream>>,
     live: Arc<Mutex<HashMap<String, Arc<Handle<Upstream>>>>>,
     gone: AtomicBool,
+    /// `sshproxy.timeout`: also bounds opening a session and its requests.
+    timeout: Duration,
     /// Closes of session channels whose client left first (see `ProxyProcess`'s drop) and
     /// cancels of listeners dropped.
     closing: TaskTracker,
     routes: Routes,
+}
+
+/// Sends a session's environment, agent, terminal and program requests and waits for their
+/// answers. Refused agent forwarding or terminal are warnings, as in OpenSSH's client.
+async fn session_requests(
+    channel: &mut russh::Channel<client::Msg>,
+    program: &ProgramSpec,
+    early: &mut VecDeque<Output>,
+    exit: &Mutex<Option<ExitReason>>,
+) -> anyhow::Result<()> {
+    // As OpenSSH sends them: no reply asked; the server's AcceptEnv decides. The backing
+    // server names its own agent socket.
+    for entry in &program.env {
+        if let Some((name, value)) = entry.split_once('=') {
+            if !(program.agent && name == "SSH_AUTH_SOCK") {
+                channel.set_env(false, name, value).await?;
+            }
+        }
+    }
+    if program.agent {
+        channel.agent_forward(true).await?;
+        if let Err(e) = expect_reply(channel, "agent", early, exit).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the backing server refused agent forwarding"
+            );
+        }
+    }
+    if let Some(tty) = &program.tty {
+        channel
+            .request_pty(true, &tty.term, tty.columns, tty.rows, 0, 0, &[])
+            .await?;
+        if let Err(e) = expect_reply(channel, "pty-req", early, exit).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the backing server refused a terminal"
+            );
+        }
+    }
+    let what = match &program.command {
+        Command::Shell => {
+            channel.request_shell(true).await?;
+            "shell"
+        }
+        Command::Exec(command) => {
+            channel.exec(true, command.as_bytes()).await?;
+            "exec"
+        }
+        Command::Subsystem(name) => {
+            channel.request_subsystem(true, name.as_str()).await?;
+            "subsystem"
+        }
+    };
+    expect_reply(channel, what, early, exit).await
 }
 
 /// Reads the answer to a request sent with want-reply; output that came first is kept.
@@ -403,53 +479,25 @@ impl Workload for ProxyWorkload {
     }
 
     async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
+        let mut channel = tokio::time::timeout(self.timeout, self.handle.channel_open_session())
             .await
+            .map_err(|_| anyhow::anyhow!("the backing server did not open a session in time"))?
             .context("the backing server refused a session")?;
         let exit = Arc::new(Mutex::new(None));
         let mut early = VecDeque::new();
-        // As OpenSSH sends them: no reply asked; the server's AcceptEnv decides. The backing
-        // server names its own agent socket.
-        for entry in &program.env {
-            if let Some((name, value)) = entry.split_once('=') {
-                if !(program.agent && name == "SSH_AUTH_SOCK") {
-                    channel.set_env(false, name, value).await?;
-                }
-            }
-        }
-        if program.agent {
-            channel.agent_forward(true).await?;
-            if let Err(e) = expect_reply(&mut channel, "agent", &mut early, &exit).await {
-                // As OpenSSH's client: the session goes on without an agent.
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "the backing server refused agent forwarding"
-                );
-            }
-        }
-        if let Some(tty) = &program.tty {
-            channel
-                .request_pty(true, &tty.term, tty.columns, tty.rows, 0, 0, &[])
-                .await?;
-            expect_reply(&mut channel, "pty-req", &mut early, &exit).await?;
-        }
-        let what = match &program.command {
-            Command::Shell => {
-                channel.request_shell(true).await?;
-                "shell"
-            }
-            Command::Exec(command) => {
-                channel.exec(true, command.as_bytes()).await?;
-                "exec"
-            }
-            Command::Subsystem(name) => {
-                channel.request_subsystem(true, name.as_str()).await?;
-                "subsystem"
-            }
+        let requests = session_requests(&mut channel, &program, &mut early, &exit);
+        let started = match tokio::time::timeout(self.timeout, requests).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!(
+                "the backing server did not answer the session's requests within {:?} (sshproxy.timeout)",
+                self.timeout
+            )),
         };
-        expect_reply(&mut channel, what, &mut early, &exit).await?;
+        if let Err(e) = started {
+            // sshd counts open sessions against MaxSessions: a refused one is closed.
+            let _ = tokio::time::timeout(CLOSE_LIMIT, channel.close()).await;
+            return Err(e);
+        }
         let (read, write) = channel.split();
         let stdin = Box::pin(write.make_writer());
         let closed = Arc::new(AtomicBool::new(false));
@@ -526,7 +574,7 @@ impl Workload for ProxyWorkload {
             }
         };
         // Routed before the request: the first connection may come right after the bind.
-        let incoming = self.routes.add(route.clone());
+        let (number, incoming) = self.routes.add(route.clone());
         let listening = match target {
             ListenTarget::Tcp { host, port } => self
                 .handle
@@ -537,7 +585,7 @@ impl Workload for ProxyWorkload {
             ListenTarget::Agent(_) | ListenTarget::X11 { .. } => Ok(()),
         };
         if let Err(e) = listening {
-            self.routes.remove(&route);
+            self.routes.remove(&route, number);
             return Err(refused(e));
         }
         Ok(Box::new(ProxyListener {
@@ -546,6 +594,7 @@ impl Workload for ProxyWorkload {
             next_id: AtomicU64::new(0),
             target: target.clone(),
             route,
+            number,
             routes: self.routes.clone(),
             handle: self.handle.clone(),
             closing: self.closing.clone(),
@@ -573,6 +622,7 @@ struct ProxyListener {
     next_id: AtomicU64,
     target: ListenTarget,
     route: Route,
+    number: u64,
     routes: Routes,
     handle: Arc<Handle<Upstream>>,
     closing: TaskTracker,
@@ -614,7 +664,7 @@ impl ForwardListener for ProxyListener {
 /// The backing server stops listening (connections already taken go on).
 impl Drop for ProxyListener {
     fn drop(&mut self) {
-        self.routes.remove(&self.route);
+        self.routes.remove(&self.route, self.number);
         let (handle, target) = (self.handle.clone(), self.target.clone());
         self.closing.spawn(async move {
             let cancel = async {
