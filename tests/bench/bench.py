@@ -6,7 +6,9 @@
   throughput: `ssh gw 'head -c 1G /dev/zero' > /dev/null`
               vs `docker exec CONTAINER head -c 1G /dev/zero > /dev/null`
   streams:    the same random file (--stream-bytes) through `ssh gw cat` and back, and uploaded
-              with `ssh gw 'cat > /dev/null'`, vs `docker exec -i CONTAINER` doing the same
+              with `ssh gw 'cat > /dev/null'`, vs `docker exec -i CONTAINER` doing the same; as
+              root, also vs OpenSSH's sshd on this machine running that `docker exec -i` (the
+              same path built by hand: SSH, then the engine)
   memory:     gateway RSS per idle authenticated connection with an open shell (--conns of them,
               each `ssh -tt gw` holding a shell), from /proc/PID/status before and after
   audit:      a terminal session (`ssh -tt`) printing --audit-bytes through a gateway that
@@ -57,6 +59,7 @@ def main():
     ap.add_argument("--pool-size", type=int, default=10)
     ap.add_argument("--pool-burst", type=int, default=20)
     ap.add_argument("--only-forwarding", action="store_true")
+    ap.add_argument("--only-streams", action="store_true")
     ap.add_argument("--forward-bytes", type=int, default=256 << 20)
     args = ap.parse_args()
     if not os.path.exists(BIN):
@@ -69,6 +72,12 @@ def main():
         warm_pool(args, d, key, pub)
     elif args.only_forwarding:
         forwarding(args, d, key, pub)
+    elif args.only_streams:
+        gw, port = start_gateway(d, pub, {})
+        try:
+            streams(args, d, key, port)
+        finally:
+            gw.terminate(); gw.wait(60)
     elif not args.only_kubernetes:
         gw, port = start_gateway(d, pub, {})
         try:
@@ -169,21 +178,58 @@ def streams(args, d, key, port):
     ssh = ssh[:-1] + ["-o", f"ControlPath={control}", ssh[-1]]
     cases = [("round trip (cat)", ["cat"], ["cat"]),
              ("upload (cat > /dev/null)", ["sh", "-c", "cat > /dev/null"], ["sh", "-c", "'cat > /dev/null'"])]
+    sshd, by_hand = reference_sshd(d, key)
     try:
         for name, dk_cmd, gw_cmd in cases:
-            gw_t, dk_t = [], []
+            gw_t, dk_t, sd_t = [], [], []
             for _ in range(3):
                 with open(data, "rb") as f:
                     gw_t.append(timed(ssh + [" ".join(gw_cmd)], stdin=f))
                 with open(data, "rb") as f:
                     dk_t.append(timed(dexec + dk_cmd, stdin=f))
+                if by_hand:
+                    with open(data, "rb") as f:
+                        sd_t.append(timed(by_hand + [" ".join(["docker", "exec", "-i", cid] + gw_cmd)], stdin=f))
             tg, td = min(gw_t), min(dk_t)
             print(f"stream    {name:26s} gateway {n/tg/1e6:7.1f} MB/s, docker exec -i {n/td/1e6:7.1f} MB/s:"
                   f" ratio {td/tg:.2f}   (target >= 0.8)")
+            if sd_t:
+                ts = min(sd_t)
+                print(f"stream    {name:26s} gateway {n/tg/1e6:7.1f} MB/s, OpenSSH sshd + docker exec -i"
+                      f" {n/ts/1e6:7.1f} MB/s: ratio {ts/tg:.2f}   (the same path by hand)")
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
         subprocess.run(ssh[:-1] + ["-O", "exit", ssh[-1]], capture_output=True)
+        if sshd:
+            subprocess.run(by_hand[:-1] + ["-O", "exit", by_hand[-1]], capture_output=True)
+            sshd.terminate(); sshd.wait(10)
         os.unlink(data)
+
+def reference_sshd(d, key):
+    """OpenSSH's sshd on a free port, root logins with `key` (root may run docker), a master
+    connection held as for the gateway; (None, None) unless root with /usr/sbin/sshd."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
+        return None, None
+    port = free_port()
+    host_key = os.path.join(d, "sshd_host")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+    config = os.path.join(d, "sshd_config")
+    with open(config, "w") as f:
+        f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {key}.pub\nPidFile none\nStrictModes no\nUsePAM no\n"
+                "PermitRootLogin prohibit-password\nLogLevel ERROR\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close(); break
+        except OSError:
+            time.sleep(0.05)
+    ssh = ssh_cmd(key, port)[:-1] + ["root@127.0.0.1"]
+    control = os.path.join(d, "cm-sshd.sock")
+    subprocess.run(ssh[:-1] + ["-o", "ControlMaster=yes", "-o", f"ControlPath={control}", "-N", "-f", ssh[-1]],
+                   check=True)
+    return sshd, ssh[:-1] + ["-o", f"ControlPath={control}", ssh[-1]]
 
 def forwarding(args, d, key, pub):
     n = args.forward_bytes
