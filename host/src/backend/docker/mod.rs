@@ -100,23 +100,57 @@ impl Backend for DockerBackend {
         let execution = downcast::<Execution>(settings, &BACKEND)?;
         DockerBackend::create_workload(self, execution, owner, cancel).await
     }
+    /// Removes containers of this instance left behind by an earlier run. Returns how many.
+    /// Containers this process created are left to their own removal (shared, not repeated,
+    /// if it is already running).
     async fn reap_orphans(&self) -> anyhow::Result<usize> {
-        DockerBackend::reap_orphans(self).await
+        let ids = container::list_owned(&self.docker, &self.instance).await?;
+        let live = self.live.snapshot();
+        let removed = futures::stream::iter(ids.into_iter().filter(|id| !live.contains(id)))
+            .map(|id| async move {
+                let gone = self.live.remove_once(&id, self.removal(&id, "")).await;
+                if gone {
+                    tracing::info!(container = %short(&id), "removed orphaned container");
+                }
+                gone
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .filter(|gone| std::future::ready(*gone))
+            .count()
+            .await;
+        Ok(removed)
     }
+
     fn stop_refilling(&self) {
-        DockerBackend::stop_refilling(self)
+        if let Some(p) = self.pool.get() {
+            p.stop_refilling();
+        }
     }
+
+    /// Stops refilling and removes the members nobody took (shutdown).
     async fn stop_pool(&self, deadline: std::time::Duration) {
-        DockerBackend::stop_pool(self, deadline).await
+        if let Some(p) = self.pool.get() {
+            p.shutdown(deadline).await;
+        }
     }
+
+    /// Removes every container this process still has (shutdown path), joining removals
+    /// already in flight instead of repeating them.
     async fn remove_all(&self) {
-        DockerBackend::remove_all(self).await
+        futures::stream::iter(self.live.snapshot())
+            .map(|id| async move { self.live.remove_once(&id, self.removal(&id, "")).await })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .for_each(|_| std::future::ready(()))
+            .await;
     }
+
+    /// Waits for the removals in flight (shutdown).
     async fn removals_finished(&self) {
-        DockerBackend::removals_finished(self).await
+        self.live.removals_finished().await;
     }
+
     fn live_count(&self) -> usize {
-        DockerBackend::live_count(self)
+        self.live.count()
     }
 }
 
@@ -164,19 +198,6 @@ impl DockerBackend {
         ));
     }
 
-    pub fn stop_refilling(&self) {
-        if let Some(p) = self.pool.get() {
-            p.stop_refilling();
-        }
-    }
-
-    /// Stops refilling and removes the members nobody took (shutdown).
-    pub async fn stop_pool(&self, deadline: std::time::Duration) {
-        if let Some(p) = self.pool.get() {
-            p.shutdown(deadline).await;
-        }
-    }
-
     /// A pooled container for these settings, if the pool has one that fits.
     async fn take_pooled(
         &self,
@@ -196,46 +217,6 @@ impl DockerBackend {
 
     pub fn client(&self) -> &Docker {
         &self.docker
-    }
-
-    /// Removes containers of this instance left behind by an earlier run. Returns how many.
-    /// Containers this process created are left to their own removal (shared, not repeated,
-    /// if it is already running).
-    pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
-        let ids = container::list_owned(&self.docker, &self.instance).await?;
-        let live = self.live.snapshot();
-        let removed = futures::stream::iter(ids.into_iter().filter(|id| !live.contains(id)))
-            .map(|id| async move {
-                let gone = self.live.remove_once(&id, self.removal(&id, "")).await;
-                if gone {
-                    tracing::info!(container = %short(&id), "removed orphaned container");
-                }
-                gone
-            })
-            .buffer_unordered(PARALLEL_REMOVALS)
-            .filter(|gone| std::future::ready(*gone))
-            .count()
-            .await;
-        Ok(removed)
-    }
-
-    /// Removes every container this process still has (shutdown path), joining removals
-    /// already in flight instead of repeating them.
-    pub async fn remove_all(&self) {
-        futures::stream::iter(self.live.snapshot())
-            .map(|id| async move { self.live.remove_once(&id, self.removal(&id, "")).await })
-            .buffer_unordered(PARALLEL_REMOVALS)
-            .for_each(|_| std::future::ready(()))
-            .await;
-    }
-
-    pub fn live_count(&self) -> usize {
-        self.live.count()
-    }
-
-    /// Waits for the removals in flight (shutdown).
-    pub async fn removals_finished(&self) {
-        self.live.removals_finished().await;
     }
 
     /// The removal of container `id` (or a container name), to run once.

@@ -117,23 +117,68 @@ impl Backend for KubernetesBackend {
         let pod = downcast::<KubernetesPod>(settings, &BACKEND)?;
         KubernetesBackend::create_workload(self, pod, owner, cancel).await
     }
+    /// Deletes pods of this instance left behind by an earlier run. Returns how many.
+    /// Pods this process created are left to their own removal.
     async fn reap_orphans(&self) -> anyhow::Result<usize> {
-        KubernetesBackend::reap_orphans(self).await
+        let selector = format!("{LABEL_MANAGED}=true,{LABEL_INSTANCE}={}", self.instance);
+        let api = self.api(&self.namespace);
+        let names =
+            lifecycle::list_names(&api, &self.throttle, &selector, self.timeouts.http).await?;
+        let live = self.live.snapshot();
+        let namespace = self.namespace.clone();
+        let orphans = names
+            .into_iter()
+            .filter(|name| !live.contains(&format!("{namespace}/{name}")));
+        let removed = futures::stream::iter(orphans)
+            .map(|name| async move {
+                let gone = self.delete(&self.namespace, &name, "").await;
+                if gone {
+                    tracing::info!(pod = %name, "removed orphaned pod");
+                }
+                gone
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .filter(|gone| std::future::ready(*gone))
+            .count()
+            .await;
+        Ok(removed)
     }
+
     fn stop_refilling(&self) {
-        KubernetesBackend::stop_refilling(self)
+        if let Some(p) = self.pool.get() {
+            p.stop_refilling();
+        }
     }
+
+    /// Stops refilling and deletes the members nobody took (shutdown).
     async fn stop_pool(&self, deadline: std::time::Duration) {
-        KubernetesBackend::stop_pool(self, deadline).await
+        if let Some(p) = self.pool.get() {
+            p.shutdown(deadline).await;
+        }
     }
+
+    /// Deletes every pod this process still has (shutdown path), joining deletions already in
+    /// flight instead of repeating them.
     async fn remove_all(&self) {
-        KubernetesBackend::remove_all(self).await
+        self.hurry.cancel();
+        futures::stream::iter(self.live.snapshot())
+            .map(|key| async move {
+                if let Some((namespace, name)) = key.split_once('/') {
+                    self.delete(namespace, name, "").await;
+                }
+            })
+            .buffer_unordered(PARALLEL_REMOVALS)
+            .for_each(|_| std::future::ready(()))
+            .await;
     }
+
+    /// Waits for the deletions in flight (shutdown).
     async fn removals_finished(&self) {
-        KubernetesBackend::removals_finished(self).await
+        self.live.removals_finished().await;
     }
+
     fn live_count(&self) -> usize {
-        KubernetesBackend::live_count(self)
+        self.live.count()
     }
 }
 
@@ -197,72 +242,8 @@ impl KubernetesBackend {
             .set(WarmPool::start(members, config.pool.clone(), key, metrics));
     }
 
-    pub fn stop_refilling(&self) {
-        if let Some(p) = self.pool.get() {
-            p.stop_refilling();
-        }
-    }
-
-    /// Stops refilling and deletes the members nobody took (shutdown).
-    pub async fn stop_pool(&self, deadline: std::time::Duration) {
-        if let Some(p) = self.pool.get() {
-            p.shutdown(deadline).await;
-        }
-    }
-
     fn api(&self, namespace: &str) -> Api<Pod> {
         Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// Deletes pods of this instance left behind by an earlier run. Returns how many.
-    /// Pods this process created are left to their own removal.
-    pub async fn reap_orphans(&self) -> anyhow::Result<usize> {
-        let selector = format!("{LABEL_MANAGED}=true,{LABEL_INSTANCE}={}", self.instance);
-        let api = self.api(&self.namespace);
-        let names =
-            lifecycle::list_names(&api, &self.throttle, &selector, self.timeouts.http).await?;
-        let live = self.live.snapshot();
-        let namespace = self.namespace.clone();
-        let orphans = names
-            .into_iter()
-            .filter(|name| !live.contains(&format!("{namespace}/{name}")));
-        let removed = futures::stream::iter(orphans)
-            .map(|name| async move {
-                let gone = self.delete(&self.namespace, &name, "").await;
-                if gone {
-                    tracing::info!(pod = %name, "removed orphaned pod");
-                }
-                gone
-            })
-            .buffer_unordered(PARALLEL_REMOVALS)
-            .filter(|gone| std::future::ready(*gone))
-            .count()
-            .await;
-        Ok(removed)
-    }
-
-    /// Deletes every pod this process still has (shutdown path), joining deletions already in
-    /// flight instead of repeating them.
-    pub async fn remove_all(&self) {
-        self.hurry.cancel();
-        futures::stream::iter(self.live.snapshot())
-            .map(|key| async move {
-                if let Some((namespace, name)) = key.split_once('/') {
-                    self.delete(namespace, name, "").await;
-                }
-            })
-            .buffer_unordered(PARALLEL_REMOVALS)
-            .for_each(|_| std::future::ready(()))
-            .await;
-    }
-
-    pub fn live_count(&self) -> usize {
-        self.live.count()
-    }
-
-    /// Waits for the deletions in flight (shutdown).
-    pub async fn removals_finished(&self) {
-        self.live.removals_finished().await;
     }
 
     /// Deletes a pod and waits until it is gone; true if it is. One deletion per pod at a
