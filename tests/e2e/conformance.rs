@@ -487,7 +487,8 @@ fn dash_r_and_unix_sockets_come_back_to_the_client(b: &Backend) {
     b.assert_none_left(&gw);
 }
 
-/// `ssh -A`: `ssh-add -l` inside lists the key the client's agent holds.
+/// `ssh -A`: `ssh-add -l` inside lists the key the client's agent holds; the socket is in a
+/// directory of the user's own (0700).
 fn the_agent_is_forwarded(b: &Backend) {
     let gw = b.gateway(
         json!({}),
@@ -498,7 +499,7 @@ fn the_agent_is_forwarded(b: &Backend) {
     let out = gw
         .ssh()
         .arg("-A")
-        .arg("ssh-add -l")
+        .arg("ls -ld $(dirname $SSH_AUTH_SOCK); ssh-add -l")
         .env("SSH_AUTH_SOCK", &agent_socket)
         .stdin(Stdio::null())
         .output()
@@ -512,6 +513,9 @@ fn the_agent_is_forwarded(b: &Backend) {
         text(&out.stderr),
         gw.log_text()
     );
+    assert!(printed.contains("forwarded-agent-key"), "{printed}");
+    // The socket's directory is the user's alone, as sshd makes it.
+    assert!(printed.contains("drwx------"), "{printed}");
     b.assert_none_left(&gw);
 }
 
@@ -553,16 +557,7 @@ impl Upstream {
             .output()
             .expect("ssh-keygen");
         assert!(keygen.status.success(), "{keygen:?}");
-        let listed = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(host_key.with_extension("pub"))
-            .output()
-            .expect("ssh-keygen -l");
-        let fingerprint = text(&listed.stdout)
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
+        let fingerprint = key_fingerprint(&host_key.with_extension("pub"));
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, &shared().public_key).expect("authorized_keys");
         let bin = dir.path().join("bin");

@@ -583,17 +583,22 @@ pub fn start_agent(dir: &Path) -> (Child, PathBuf, String) {
         .output()
         .expect("ssh-add");
     assert!(add.status.success(), "{}", text(&add.stderr));
-    let fingerprint = Command::new("ssh-keygen")
+    let fingerprint = key_fingerprint(&key.with_extension("pub"));
+    (agent, agent_socket, fingerprint)
+}
+
+/// The SHA-256 fingerprint (`SHA256:...`) of the key in `path` (public or private).
+pub fn key_fingerprint(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
         .arg("-lf")
-        .arg(key.with_extension("pub"))
+        .arg(path)
         .output()
         .expect("ssh-keygen -l");
-    let fingerprint = text(&fingerprint.stdout)
+    let fingerprint = text(&out.stdout)
         .split_whitespace()
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
-
-    (agent, agent_socket, fingerprint)
+    assert!(fingerprint.starts_with("SHA256:"), "{out:?}");
+    fingerprint
 }

@@ -8,22 +8,6 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-/// The SHA-256 fingerprint of a gateway's host key.
-fn host_key_fingerprint(gw: &Gateway) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(gw.dir.path().join("host_ed25519"))
-        .output()
-        .expect("ssh-keygen -l");
-    let fingerprint = text(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    assert!(fingerprint.starts_with("SHA256:"), "{out:?}");
-    fingerprint
-}
-
 fn proxy_to(upstream: &Gateway, fingerprint: &str) -> Value {
     json!({
         "backend": "sshproxy",
@@ -41,7 +25,10 @@ fn proxy_to(upstream: &Gateway, fingerprint: &str) -> Value {
 #[test]
 fn the_gateway_logs_in_upstream_with_a_password_and_the_clients_name() {
     let upstream = Gateway::start(json!({}));
-    let proxy = Gateway::start(proxy_to(&upstream, &host_key_fingerprint(&upstream)));
+    let proxy = Gateway::start(proxy_to(
+        &upstream,
+        &key_fingerprint(&upstream.dir.path().join("host_ed25519")),
+    ));
     let mut ssh = proxy.ssh();
     // FROM_AUTH is what the upstream gateway's auth plugin grants its user demo.
     ssh.arg("echo $FROM_AUTH; id -u; cat; exit 5");
