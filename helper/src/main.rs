@@ -7,6 +7,7 @@
 //! containerssh-helper unix PATH         # direct-streamlocal: connect to a Unix socket
 //! containerssh-helper listen ...        # ssh -R, streamlocal-forward, agent (see listen.rs)
 //! containerssh-helper join ...          # one connection a listener accepted
+//! containerssh-helper spawner SOCKET    # the container's main process (see spawner.rs)
 //! ```
 //!
 //! Once connected it writes `connected` first on stdout (or `error: ...` on stderr and exits 1). Then both
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod listen;
+mod spawner;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame the gateway sends (its channel packets are smaller).
@@ -66,8 +68,9 @@ fn main() -> ExitCode {
             return listen::listen(kind, address, name, secret)
         }
         [mode, name, secret, id] if mode == "join" => return listen::join(name, secret, id),
+        [mode, socket] if mode == "spawner" => return spawner::serve(socket),
         _ => {
-            eprintln!("usage: containerssh-helper tcp HOST PORT | unix PATH | listen KIND ADDRESS.. NAME SECRET | join NAME SECRET ID");
+            eprintln!("usage: containerssh-helper tcp HOST PORT | unix PATH | listen KIND ADDRESS.. NAME SECRET | join NAME SECRET ID | spawner SOCKET");
             return ExitCode::from(2);
         }
     };

@@ -70,6 +70,155 @@ fn validate_accepts_a_whole_containerssh_dump_and_names_what_it_cannot_do() {
     }
 }
 
+/// ContainerSSH 0.5/0.6's reference configuration (every section and key its documentation and
+/// config structs name, see the fixture's header) is accepted as it is, with any of its
+/// backends, and warns once about each key that means nothing here, naming it; switching on a
+/// documented feature the gateway lacks is an error that names the key.
+#[test]
+fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cannot_do() {
+    let (_dir, pki) = crate::webhook::test_pki();
+    let fixture =
+        std::fs::read_to_string(workspace().join("tests/fixtures/containerssh-0.6-reference.yaml"))
+            .expect("fixture");
+    let config = fixture
+        .replace(
+            "/etc/containerssh/tls/ca.crt",
+            &pki.ca_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.crt",
+            &pki.client_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.key",
+            &pki.client_key.to_string_lossy(),
+        );
+    let path = pki.dir.join("containerssh-0.6-reference.yaml");
+    std::fs::write(&path, &config).expect("write");
+    let out = validate(&path);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("configuration is valid"),
+        "{out:?}"
+    );
+    let warnings = text(&out.stderr);
+    for key in [
+        "docker.execution.agentPath",
+        "docker.execution.container.cmd",
+        "docker.execution.network",
+        "docker.execution.platform",
+        "docker.timeouts.http",
+        "sshproxy.ciphers",
+        "sshproxy.kex",
+        "sshproxy.macs",
+        "sshproxy.hostKeyAlgos",
+    ] {
+        let warning = format!("warning: {key}: ContainerSSH setting ignored");
+        assert_eq!(warnings.matches(&warning).count(), 1, "{key}: {warnings}");
+    }
+    // Taken over (clientAliveInterval, container.networkdisabled), or at ContainerSSH's
+    // defaults (the rest): no warning.
+    for key in [
+        "clientAlive",
+        "networkdisabled",
+        "exposeAuthMetadataAsEnv",
+        "createMissingPods",
+        "health.client",
+        "disableAgent",
+        "containername",
+    ] {
+        assert!(!warnings.contains(key), "{key}: {warnings}");
+    }
+
+    let reference: serde_json::Value = serde_norway::from_str(&config).expect("yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changed = dir.path().join("config.json");
+    let write_with = |changes: &[(&str, serde_json::Value)]| {
+        let mut changed_config = reference.clone();
+        for (pointer, value) in changes {
+            *changed_config.pointer_mut(pointer).expect(pointer) = value.clone();
+        }
+        std::fs::write(&changed, changed_config.to_string()).expect("write");
+        changed.as_path()
+    };
+    let validate_with = |pointer: &str, value: serde_json::Value| {
+        let out = validate(write_with(&[(pointer, value)]));
+        (
+            out.status.success(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    };
+    for backend in ["kubernetes", "sshproxy"] {
+        let (valid, all) = validate_with("/backend", backend.into());
+        assert!(valid, "backend {backend}: {all}");
+    }
+    for (pointer, value, key) in [
+        (
+            "/auth/keyboardInteractive/method",
+            "oauth2".into(),
+            "auth.keyboardInteractive.method",
+        ),
+        (
+            "/auth/gssapi/method",
+            "kerberos".into(),
+            "auth.gssapi.method",
+        ),
+        (
+            "/auth/password/method",
+            "kerberos".into(),
+            "auth.password.method",
+        ),
+        ("/audit/storage", "s3".into(), "audit.storage"),
+        ("/audit/format", "binary".into(), "audit.format"),
+        (
+            "/audit/intercept/forwarding",
+            true.into(),
+            "audit.intercept.forwarding",
+        ),
+        ("/geoip/provider", "maxmind".into(), "geoip.provider"),
+        (
+            "/metrics/cert",
+            "/etc/containerssh/metrics.crt".into(),
+            "metrics.cert",
+        ),
+        (
+            "/health/cert",
+            "/etc/containerssh/health.crt".into(),
+            "health.cert",
+        ),
+        (
+            "/kubernetes/pod/mode",
+            "persistent".into(),
+            "kubernetes.pod.mode",
+        ),
+        (
+            "/docker/execution/exposeAuthMetadataAsEnv",
+            true.into(),
+            "docker.execution.exposeAuthMetadataAsEnv",
+        ),
+    ] {
+        let (valid, all) = validate_with(pointer, value);
+        assert!(!valid, "{key} accepted: {all}");
+        assert!(all.contains(&format!("{key}: ")), "{key} missing: {all}");
+    }
+
+    // What maps to a setting of the gateway is honoured: the effective configuration has it.
+    let path = write_with(&[
+        ("/ssh/clientAliveInterval", "45s".into()),
+        ("/docker/execution/container/networkdisabled", true.into()),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("--config")
+        .arg(path)
+        .arg("--dump-config")
+        .output()
+        .expect("containerssh runs");
+    assert!(out.status.success(), "{out:?}");
+    let effective = text(&out.stdout);
+    assert!(effective.contains("keepaliveInterval: 45s"), "{effective}");
+    assert!(effective.contains("networkDisabled: true"), "{effective}");
+}
+
 /// The in-cluster example, with its certificate paths pointed at real test certificates.
 #[test]
 fn validate_accepts_the_kubernetes_example_config() {

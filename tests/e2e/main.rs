@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod config_server;
 mod conformance;
+mod direct_start;
 mod docker_options;
 mod flow;
 mod forwarding;

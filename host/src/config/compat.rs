@@ -131,7 +131,8 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
-/// `auth.password` / `auth.publicKey` / `auth.authz` in the current form.
+/// `auth.password` / `auth.publicKey` / `auth.authz` / `auth.keyboardInteractive` /
+/// `auth.gssapi` in the current form.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Method {
@@ -139,6 +140,12 @@ struct Method {
     method: String,
     #[serde(default)]
     webhook: Option<WebhookClient>,
+    /// The settings of ContainerSSH's Kerberos and OAuth2 methods: read only when `method`
+    /// asks for them, which is refused, so accepted (as ContainerSSH writes them) and unused.
+    #[serde(default, rename = "kerberos")]
+    _kerberos: Option<Value>,
+    #[serde(default, rename = "oauth2")]
+    _oauth2: Option<Value>,
 }
 
 /// ContainerSSH's `auth:` (both forms): the method blocks, and the legacy HTTP client keys.
@@ -267,7 +274,8 @@ fn translate_auth(
     let mut problems = Vec::new();
     // (name in the plugin's config, where the user wrote it, the webhook)
     let mut endpoints: Vec<(&str, String, WebhookClient)> = Vec::new();
-    if auth.legacy.url.is_some() {
+    // ContainerSSH 0.5/0.6 write the section's own (legacy) `url: ""` next to the method blocks.
+    if auth.legacy.url.as_deref().is_some_and(|u| !u.is_empty()) {
         // Legacy form: one server for everything, `password`/`pubkey` switch methods.
         let password = match &auth.password {
             None => true,
@@ -599,6 +607,31 @@ mod tests {
         assert_eq!(config["password"]["timeout"], "3000ms");
         assert_eq!(config["pubkey"]["timeout"], "1000ms");
         assert_eq!(v["auth"]["egress"]["tls"]["tlsVersion"], "1.2");
+    }
+
+    #[test]
+    fn the_0_6_form_with_every_method_block_spelled_out() {
+        let hook = json!({"url": "https://a:1", "authTimeout": "60s"});
+        let kerberos = json!({"keytab": "/etc/krb5.keytab", "acceptor": "any", "clockSkew": "5m"});
+        let v = translated(json!({"auth": {
+            "url": "", "timeout": "2s", "authTimeout": "60s", "pubkey": true,
+            "password": {"method": "webhook", "webhook": hook, "kerberos": kerberos},
+            "publicKey": {"method": "webhook", "webhook": hook},
+            "keyboardInteractive": {"method": "", "oauth2": {"clientId": "", "provider": ""}},
+            "gssapi": {"method": "", "kerberos": kerberos},
+            "authz": {"method": "", "webhook": {"url": ""}},
+        }}))
+        .unwrap();
+        let config = &v["auth"]["config"];
+        assert_eq!(config["password"]["url"], "https://a:1");
+        assert_eq!(config["pubkey"]["url"], "https://a:1");
+        assert!(config.get("authz").is_none(), "{config}");
+        // Asking for the method is what is refused.
+        let e = translated(json!({"auth": {
+            "keyboardInteractive": {"method": "oauth2", "oauth2": {"clientId": "x"}},
+        }}))
+        .unwrap_err();
+        assert!(e[0].starts_with("auth.keyboardInteractive.method"), "{e:?}");
     }
 
     #[test]

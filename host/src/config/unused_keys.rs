@@ -2,7 +2,9 @@
 //! here: they are removed before the configuration is read, with one warning per key for the
 //! life of the process, instead of refusing the file or every login. A whole ContainerSSH 0.4
 //! configuration (as its `--dump-config` writes it, every default spelled out) is accepted the
-//! same way; settings for features the gateway lacks are errors only when they ask for them.
+//! same way, and so is ContainerSSH 0.5/0.6's reference configuration (its `ssh.clientAlive*`,
+//! health TLS and client, `audit.intercept.forwarding`); settings for features the gateway lacks
+//! are errors only when they ask for them.
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
@@ -26,18 +28,43 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
             }
         }
     }
-    if let Some(Value::Object(metrics)) = get_mut(root, "metrics") {
-        for key in ["key", "cert", "clientcacert"] {
-            if let Some(value) = take(metrics, key) {
-                if !zero(&value) {
-                    problems.push(format!(
-                        "metrics.{key}: serving metrics over TLS is not supported (put a TLS proxy in front)"
-                    ));
+    // The HTTP server settings of ContainerSSH's metrics and health endpoints.
+    for (section, what) in [("metrics", "metrics"), ("health", "the health endpoint")] {
+        if let Some(Value::Object(server)) = get_mut(root, section) {
+            for key in ["key", "cert", "clientcacert"] {
+                if let Some(value) = take(server, key) {
+                    if !zero(&value) {
+                        problems.push(format!(
+                            "{section}.{key}: serving {what} over TLS is not supported (put a TLS proxy in front)"
+                        ));
+                    }
                 }
             }
+            for key in ["tlsVersion", "curves", "cipher"] {
+                take(server, key);
+            }
         }
-        for key in ["tlsVersion", "curves", "cipher"] {
-            take(metrics, key);
+    }
+    if let Some(Value::Object(health)) = get_mut(root, "health") {
+        // How ContainerSSH's `--healthcheck` reaches the endpoint; ours asks `health.listen`.
+        if let Some(Value::Object(client)) = take(health, "client") {
+            let url = client
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("url"))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            let tls = client.iter().any(|(k, v)| {
+                ["cacert", "cert", "key"]
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(k))
+                    && !zero(v)
+            });
+            if tls || !(url.is_empty() || url == DEFAULT_HEALTH_CLIENT_URL) {
+                warn_once(
+                    "health.client",
+                    "--healthcheck asks health.listen over plain HTTP",
+                );
+            }
         }
     }
     if let Some(geoip) = take(root, "geoip") {
@@ -63,6 +90,14 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
     }
     if let Some(Value::Object(audit)) = get_mut(root, "audit") {
         take(audit, "s3");
+        if let Some(Value::Object(intercept)) = get_mut(audit, "intercept") {
+            if take(intercept, "forwarding").is_some_and(|f| !zero(&f)) {
+                problems.push(
+                    "audit.intercept.forwarding: recording forwarded connections is not supported"
+                        .into(),
+                );
+            }
+        }
         let enabled = get_mut(audit, "enable").is_some_and(|e| e.as_bool() == Some(true));
         let storage_none = get_mut(audit, "storage")
             .is_some_and(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case("none")));
@@ -81,8 +116,32 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
                 *version = software.to_string();
             }
         }
+        // ContainerSSH's keepalive interval is ours; its 0 (the default) leaves ours.
+        if let Some(interval) = take(ssh, "clientAliveInterval").filter(|i| !zero(i)) {
+            if get_mut(ssh, "keepaliveInterval").is_some() {
+                problems.push(
+                    "ssh.clientAliveInterval: also set as ssh.keepaliveInterval; set it once"
+                        .into(),
+                );
+            } else {
+                ssh.insert("keepaliveInterval".into(), interval);
+            }
+        }
+        if let Some(count) = take(ssh, "clientAliveCountMax") {
+            if !zero(&count) && count.as_u64() != Some(KEEPALIVE_MAX) {
+                warn_once(
+                    "ssh.clientAliveCountMax",
+                    "the gateway closes a connection after 3 unanswered keepalives",
+                );
+            }
+        }
     }
 }
+
+/// ContainerSSH's default `health.client.url`.
+const DEFAULT_HEALTH_CLIENT_URL: &str = "http://127.0.0.1:7000/";
+/// Unanswered keepalives after which a connection is closed (ContainerSSH's default too).
+const KEEPALIVE_MAX: u64 = 3;
 
 /// Go's encoders write `null` for unset pointers, maps and slices: the same as absent here.
 fn remove_nulls(value: &mut Value) {
@@ -154,8 +213,14 @@ fn warn_once(path: &str, why: &str) {
         .lock()
         .map(|mut w| w.insert(path.to_string()))
         .unwrap_or(true);
-    if first {
+    if !first {
+        return;
+    }
+    if tracing::dispatcher::has_been_set() {
         tracing::warn!(key = path, "ContainerSSH setting ignored: {why}");
+    } else {
+        // Before the log is set up (reading the file at start, `validate`): said on stderr.
+        eprintln!("containerssh: warning: {path}: ContainerSSH setting ignored: {why}");
     }
 }
 
@@ -200,6 +265,49 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("metrics.cert"), "{problems:?}");
         assert!(problems[1].starts_with("geoip.provider"), "{problems:?}");
+    }
+
+    #[test]
+    fn containerssh_0_6_keys_are_taken_where_they_mean_something() {
+        let mut v = json!({
+            "ssh": {"clientAliveInterval": "45s", "clientAliveCountMax": 3},
+            "health": {"enable": true, "listen": "0.0.0.0:7000", "key": "", "cert": "",
+                       "clientcacert": "", "tlsVersion": "1.3", "curves": ["x25519"],
+                       "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s"}},
+            "audit": {"intercept": {"stdin": true, "forwarding": false}}
+        });
+        let mut problems = Vec::new();
+        accept_containerssh_dump(&mut v, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            v,
+            json!({
+                "ssh": {"keepaliveInterval": "45s"},
+                "health": {"enable": true, "listen": "0.0.0.0:7000"},
+                "audit": {"intercept": {"stdin": true}}
+            })
+        );
+        // ContainerSSH's 0 (no keepalives, its default) leaves ours.
+        let mut v = json!({"ssh": {"clientAliveInterval": 0, "clientAliveCountMax": 0,
+                                   "keepaliveInterval": "20s"}});
+        accept_containerssh_dump(&mut v, &mut problems);
+        assert_eq!(v, json!({"ssh": {"keepaliveInterval": "20s"}}));
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let mut asks = json!({
+            "ssh": {"clientAliveInterval": "10s", "keepaliveInterval": "20s"},
+            "health": {"cert": "/etc/health.crt"},
+            "audit": {"intercept": {"forwarding": true}}
+        });
+        accept_containerssh_dump(&mut asks, &mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        for (problem, key) in problems.iter().zip([
+            "health.cert",
+            "audit.intercept.forwarding",
+            "ssh.clientAliveInterval",
+        ]) {
+            assert!(problem.starts_with(key), "{key}: {problems:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,24 @@ pub struct DockerConnection {
     /// Client private key (PEM file path or PEM text).
     #[serde(default)]
     pub key: String,
+    /// Start non-terminal programs through the gateway's helper instead of `docker exec`
+    /// (`auto`: when the engine is on a local socket and the gateway is not in a container).
+    #[serde(default)]
+    pub direct_start: DirectStart,
+    /// Where the gateway keeps each container's directory for direct start (default
+    /// `/run/containerssh`, or `$TMPDIR/containerssh-UID` when not root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_dir: Option<String>,
+}
+
+/// `docker.connection.directStart`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectStart {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 impl Default for DockerConnection {
@@ -44,6 +62,8 @@ impl Default for DockerConnection {
             cacert: String::new(),
             cert: String::new(),
             key: String::new(),
+            direct_start: DirectStart::default(),
+            runtime_dir: None,
         }
     }
 }
@@ -408,10 +428,14 @@ impl DockerConfig {
 /// under `docker.execution.host.resources`; Docker's API (and this schema) has them directly in
 /// `host`.
 pub(super) fn normalise(config: &mut Value, problems: &mut Vec<String>) {
-    let Some(host) = config
-        .pointer_mut("/docker/execution/host")
+    let Some(execution) = config
+        .pointer_mut("/docker/execution")
         .and_then(Value::as_object_mut)
     else {
+        return;
+    };
+    containerssh_execution(execution, problems);
+    let Some(host) = execution.get_mut("host").and_then(Value::as_object_mut) else {
         return;
     };
     match host.remove("resources") {
@@ -428,6 +452,66 @@ pub(super) fn normalise(config: &mut Value, problems: &mut Vec<String>) {
         }
         Some(Value::Null) | None => {}
         Some(_) => problems.push("docker.execution.host.resources: must be a map".into()),
+    }
+}
+
+/// ContainerSSH's own forms of two `docker.execution` settings: `exposeAuthMetadataAsEnv` as a
+/// switch (on: every metadata entry under its own name), and Docker's `networkDisabled` in
+/// `container`, which is `host.networkDisabled` here.
+fn containerssh_execution(
+    execution: &mut serde_json::Map<String, Value>,
+    problems: &mut Vec<String>,
+) {
+    match execution.get("exposeAuthMetadataAsEnv") {
+        Some(Value::Bool(false)) => {
+            execution.remove("exposeAuthMetadataAsEnv");
+        }
+        Some(Value::Bool(true)) => {
+            execution.remove("exposeAuthMetadataAsEnv");
+            problems.push(
+                "docker.execution.exposeAuthMetadataAsEnv: true (every entry under its own name) is not supported; map the entries to variable names ({entry: VARIABLE})".into(),
+            );
+        }
+        _ => {}
+    }
+    let Some(container) = execution
+        .get_mut("container")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(key) = container
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("networkDisabled"))
+        .cloned()
+    else {
+        return;
+    };
+    match container.remove(&key) {
+        Some(Value::Bool(true)) => {
+            let host = execution
+                .entry("host")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(host) = host.as_object_mut() {
+                let set = host
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("networkDisabled"))
+                    .map(|(_, v)| v.clone());
+                match set {
+                    None => {
+                        host.insert("networkDisabled".into(), Value::Bool(true));
+                    }
+                    Some(Value::Bool(true)) => {}
+                    Some(_) => problems.push(format!(
+                        "docker.execution.container.{key}: also set in docker.execution.host; set it once"
+                    )),
+                }
+            }
+        }
+        Some(Value::Bool(false) | Value::Null) | None => {}
+        Some(_) => problems.push(format!(
+            "docker.execution.container.{key}: must be true or false"
+        )),
     }
 }
 
@@ -473,7 +557,6 @@ pub(super) const UNUSED_KEYS: UnusedKeys = &[
             "StopSignal",
             "StopTimeout",
             "Shell",
-            "NetworkDisabled",
         ],
         "not used for gateway containers (network settings are in docker.execution.host)",
     ),
@@ -488,3 +571,45 @@ pub(super) const UNUSED_KEYS: UnusedKeys = &[
         "Docker API calls are bounded by the other docker.timeouts",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    fn parsed(text: &str) -> Result<crate::config::Config, Vec<String>> {
+        let text = format!("auth:\n  plugin: builtin:static-users\n{text}");
+        crate::config::parse_str(&text, false).map_err(|e| e.problems)
+    }
+
+    #[test]
+    fn containerssh_forms_of_execution_settings_are_taken() {
+        // ContainerSSH 0.5/0.6's switch, off: nothing exposed.
+        let c = parsed("docker:\n  execution:\n    exposeAuthMetadataAsEnv: false\n").unwrap();
+        assert!(c.docker.execution.expose_auth_metadata_as_env.is_empty());
+        let e = parsed("docker:\n  execution:\n    exposeAuthMetadataAsEnv: true\n").unwrap_err();
+        assert!(
+            e[0].starts_with("docker.execution.exposeAuthMetadataAsEnv: true"),
+            "{e:?}"
+        );
+        // Docker's container-level switch (ContainerSSH's hardening guide) is honoured.
+        let c =
+            parsed("docker:\n  execution:\n    container:\n      networkdisabled: true\n").unwrap();
+        assert_eq!(c.docker.execution.host.network_disabled, Some(true));
+        let c = parsed("docker:\n  execution:\n    container:\n      NetworkDisabled: false\n")
+            .unwrap();
+        assert_eq!(c.docker.execution.host.network_disabled, None);
+        let e = parsed("docker:\n  execution:\n    container:\n      networkdisabled: true\n    host:\n      networkDisabled: false\n").unwrap_err();
+        assert!(
+            e[0].starts_with("docker.execution.container.networkdisabled: also set"),
+            "{e:?}"
+        );
+        let mut answer = json!({"docker": {"execution": {"container": {"networkDisabled": true}}}});
+        let mut problems = Vec::new();
+        super::normalise(&mut answer, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            answer,
+            json!({"docker": {"execution": {"container": {}, "host": {"networkDisabled": true}}}})
+        );
+    }
+}

@@ -7,6 +7,7 @@ use bollard::query_parameters::{CreateImageOptions, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
 
+use super::spawner::{self, Slot};
 use crate::backend::{WorkloadOwner, LABEL_CONNECTION, LABEL_INSTANCE, LABEL_MANAGED};
 use crate::config::{Execution, PullPolicy, DEFAULT_PIDS_LIMIT};
 
@@ -54,10 +55,13 @@ async fn pull(docker: &Docker, image: &str, connection_id: &str) -> anyhow::Resu
 }
 
 /// The container definition for one workload.
+/// With a direct-start `slot`, the helper is the main process (instead of the idle command)
+/// and the slot's directory is mounted where the helper lives.
 pub fn container_body(
     exec: &Execution,
     owner: &WorkloadOwner,
     instance: &str,
+    slot: Option<&Slot>,
 ) -> ContainerCreateBody {
     let c = &exec.container;
     let mut labels: HashMap<String, String> = c
@@ -89,10 +93,18 @@ pub fn container_body(
     labels.insert(LABEL_CONNECTION.into(), owner.connection_id.clone());
     labels.insert(LABEL_USERNAME.into(), owner.username.clone());
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let mut host_config = host_config(exec);
+    let cmd = match slot {
+        Some(slot) => {
+            host_config.mounts = Some(vec![slot.mount()]);
+            spawner::main_command()
+        }
+        None => exec.idle_command.clone(),
+    };
     ContainerCreateBody {
         image: Some(c.image.clone()),
         entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
-        cmd: Some(exec.idle_command.clone()),
+        cmd: Some(cmd),
         env: Some(env),
         user: non_empty(&c.user),
         working_dir: non_empty(&c.working_dir),
@@ -105,7 +117,7 @@ pub fn container_body(
         attach_stderr: Some(false),
         open_stdin: Some(false),
         tty: Some(false),
-        host_config: Some(host_config(exec)),
+        host_config: Some(host_config),
         ..Default::default()
     }
 }
@@ -228,7 +240,7 @@ mod tests {
             files: Vec::new(),
             metadata: vec![("team".into(), "blue".into())],
         };
-        let body = container_body(&exec, &owner, "instance");
+        let body = container_body(&exec, &owner, "instance", None);
         assert_eq!(
             body.env,
             Some(vec!["FROM_FILE=1".to_string(), "TEAM=blue".to_string()])

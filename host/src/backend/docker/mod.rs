@@ -6,10 +6,13 @@ mod container;
 mod files;
 mod pool;
 mod process;
+mod spawner;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -27,8 +30,8 @@ use crate::backend::pool::WarmPool;
 use crate::backend::registry::{reap_at_start, Backend, BackendType, ConnectFuture};
 use crate::backend::settings::downcast;
 use crate::backend::{
-    helper, same, ContainerCommands, LiveSet, Process, ProgramSpec, Workload, WorkloadOwner,
-    WorkloadSettings, HELPER_PATH,
+    helper, same, ContainerCommands, LiveSet, Process, ProcessSpec, ProgramSpec, Workload,
+    WorkloadOwner, WorkloadSettings, HELPER_PATH,
 };
 use crate::config::{Config, DockerConfig, DockerTimeouts, Execution, ExecutionMode};
 use crate::observe::Metrics;
@@ -106,6 +109,7 @@ impl Backend for DockerBackend {
     async fn reap_orphans(&self) -> anyhow::Result<usize> {
         let ids = container::list_owned(&self.docker, &self.instance).await?;
         let live = self.live.snapshot();
+        self.sweep_runtime_dirs().await;
         let removed = futures::stream::iter(ids.into_iter().filter(|id| !live.contains(id)))
             .map(|id| async move {
                 let gone = self.live.remove_once(&id, self.removal(&id, "")).await;
@@ -142,6 +146,7 @@ impl Backend for DockerBackend {
             .buffer_unordered(PARALLEL_REMOVALS)
             .for_each(|_| std::future::ready(()))
             .await;
+        self.sweep_runtime_dirs().await;
     }
 
     /// Waits for the removals in flight (shutdown).
@@ -164,12 +169,26 @@ pub struct DockerBackend {
     live: LiveSet,
     /// The warm pool, if `docker.execution.pool` asks for one (set once, after the reaping).
     pool: Arc<OnceLock<WarmPool<pool::DockerPoolMembers>>>,
+    /// Direct start's directories, when the engine is local (`spawner`).
+    runtime: Option<Arc<spawner::RuntimeDir>>,
+    /// Each live container's directory there, removed with the container.
+    slot_dirs: Arc<Mutex<HashMap<String, PathBuf>>>,
     _tls_material: Option<Arc<tempfile::TempDir>>,
 }
 
 impl DockerBackend {
     pub async fn connect(config: &DockerConfig, instance: &str) -> anyhow::Result<Self> {
         let connected = client::connect(&config.connection).await?;
+        let runtime = match spawner::RuntimeDir::open(&config.connection, instance).await? {
+            Ok(dir) => {
+                tracing::info!(runtime_dir = ?dir, "programs without a terminal start directly (docker.connection.directStart)");
+                Some(Arc::new(dir))
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "programs start with docker exec");
+                None
+            }
+        };
         Ok(Self {
             docker: connected.docker,
             _tls_material: connected.tls_material.map(Arc::new),
@@ -177,7 +196,33 @@ impl DockerBackend {
             timeouts: config.timeouts.clone(),
             live: LiveSet::default(),
             pool: Arc::default(),
+            runtime,
+            slot_dirs: Arc::default(),
         })
+    }
+
+    /// Removes direct-start directories no live container has.
+    async fn sweep_runtime_dirs(&self) {
+        if let Some(runtime) = &self.runtime {
+            let keep = lock(&self.slot_dirs).values().cloned().collect();
+            runtime.sweep(keep).await;
+        }
+    }
+
+    /// A direct-start directory for container `name`, if direct start applies.
+    async fn slot(&self, name: &str, connection_id: &str) -> Option<spawner::Slot> {
+        let runtime = self.runtime.as_ref()?;
+        match runtime.slot(name).await {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                tracing::warn!(
+                    connection_id,
+                    error = format!("{e:#}"),
+                    "direct start unavailable for this container; programs start with docker exec"
+                );
+                None
+            }
+        }
     }
 
     /// Starts the warm pool of `execution.pool` (the file's settings); nothing if it is off.
@@ -229,10 +274,17 @@ impl DockerBackend {
         let timeout = self.timeouts.container_stop;
         let id = id.to_string();
         let connection_id = connection_id.to_string();
+        let slot_dirs = self.slot_dirs.clone();
         async move {
             let gone = remove_container(&docker, &id, timeout, &connection_id).await;
             if gone && !connection_id.is_empty() {
                 tracing::info!(connection_id = %connection_id, container = %short(&id), "container removed");
+            }
+            if gone {
+                let dir = lock(&slot_dirs).remove(&id);
+                if let Some(dir) = dir {
+                    remove_dir(dir).await;
+                }
             }
             gone
         }
@@ -250,6 +302,16 @@ impl DockerBackend {
         if let Some(workload) = self.take_pooled(exec, owner).await {
             return Ok(workload);
         }
+        Ok(self.create_container(exec, owner, cancel).await?)
+    }
+
+    /// Creates and starts a new container for `owner` (no pool).
+    async fn create_container(
+        &self,
+        exec: &Execution,
+        owner: &WorkloadOwner,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Arc<DockerWorkload>> {
         let started = std::time::Instant::now();
         let limit = self.timeouts.container_start;
         let deadline = tokio::time::Instant::now() + limit;
@@ -269,11 +331,12 @@ impl DockerBackend {
             ready = tokio::time::timeout_at(deadline, image) => ready.map_err(|_| too_slow())??,
             _ = cancel.cancelled() => bail!("the connection ended while the image was being pulled"),
         }
-        let body = container::container_body(exec, owner, &self.instance);
         let name = match owner.session {
             Some(s) => format!("containerssh-{}-{s}", owner.connection_id),
             None => format!("containerssh-{}", owner.connection_id),
         };
+        let slot = self.slot(&name, &owner.connection_id).await;
+        let body = container::container_body(exec, owner, &self.instance, slot.as_ref());
         // The create request is not abandoned for a cancellation (the engine would carry it
         // out anyway, unseen); past the deadline, the container it may have made is removed by
         // its name.
@@ -285,26 +348,33 @@ impl DockerBackend {
             body,
         );
         let created = match tokio::time::timeout_at(deadline, create).await {
-            Ok(created) => created.with_context(|| {
-                format!("cannot create a container from {}", exec.container.image)
-            })?,
+            Ok(Ok(created)) => created,
+            Ok(Err(e)) => {
+                if let Some(slot) = slot {
+                    remove_dir(slot.dir).await;
+                }
+                return Err(e).with_context(|| {
+                    format!("cannot create a container from {}", exec.container.image)
+                });
+            }
             Err(_) => {
+                // The directory goes at the next sweep (the container may exist, by name).
                 self.live
                     .begin_removal(&name, self.removal(&name, &owner.connection_id));
                 return Err(too_slow());
             }
         };
         self.live.insert(&created.id);
-        let workload = Arc::new(DockerWorkload {
-            backend: self.clone(),
-            id: created.id.clone(),
-            user: exec.container.user.clone(),
-            commands: exec.commands(),
-            connection_id: owner.connection_id.clone(),
-            gone: AtomicBool::new(false),
-            helper_volume: container::helper_volume(exec),
-            helper: tokio::sync::OnceCell::new(),
-        });
+        if let Some(slot) = &slot {
+            lock(&self.slot_dirs).insert(created.id.clone(), slot.dir.clone());
+        }
+        let workload = Arc::new(DockerWorkload::new(
+            self.clone(),
+            created.id.clone(),
+            exec,
+            &owner.connection_id,
+            slot.is_some(),
+        ));
         let start = async {
             files::place(
                 &self.docker,
@@ -328,6 +398,24 @@ impl DockerBackend {
         if let Err(e) = outcome {
             workload.remove().await;
             return Err(e);
+        }
+        if let Some(slot) = slot {
+            let accepted = tokio::select! {
+                accepted = slot.accept(spawner::CONNECT_LIMIT) => accepted,
+                _ = cancel.cancelled() => {
+                    workload.remove().await;
+                    bail!("the connection ended while its container was starting");
+                }
+            };
+            match accepted {
+                Ok(spawner) => {
+                    let _ = workload.spawner.set(spawner);
+                }
+                Err(e) => {
+                    tracing::warn!(connection_id = %owner.connection_id, container = %short(&workload.id),
+                        error = format!("{e:#}"), "programs in this container start with docker exec (does the image's entrypoint run its arguments?)");
+                }
+            }
         }
         tracing::info!(
             connection_id = %owner.connection_id,
@@ -384,7 +472,67 @@ pub(crate) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes a container's direct-start directory (off the async workers).
+async fn remove_dir(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+}
+
+/// Starts `spec`: through the container's helper when it has one and no terminal is wanted,
+/// else as a `docker exec`.
+async fn start_process(
+    docker: &Docker,
+    container: &str,
+    user: &str,
+    spawner: Option<Arc<spawner::Spawner>>,
+    spec: ProcessSpec,
+    timeouts: &DockerTimeouts,
+    connection_id: &str,
+) -> anyhow::Result<Process> {
+    let limit = timeouts.command_start;
+    let work = async {
+        if let (Some(spawner), None) = (&spawner, &spec.tty) {
+            if let Some(process) = spawner.start(&spec).await? {
+                return Ok(process);
+            }
+        }
+        process::start(docker, container, user, spec, timeouts, connection_id).await
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| anyhow::anyhow!("command did not start within {limit:?}"))?
+}
+
 impl DockerWorkload {
+    /// A workload for container `id`; `direct` if its directory (with the helper) is mounted.
+    fn new(
+        backend: DockerBackend,
+        id: String,
+        exec: &Execution,
+        connection_id: &str,
+        direct: bool,
+    ) -> Self {
+        let helper = tokio::sync::OnceCell::new();
+        if direct {
+            // The helper is in the mounted directory already.
+            let _ = helper.set(());
+        }
+        Self {
+            backend,
+            id,
+            user: exec.container.user.clone(),
+            commands: exec.commands(),
+            connection_id: connection_id.to_string(),
+            gone: AtomicBool::new(false),
+            helper_volume: !direct && container::helper_volume(exec),
+            helper,
+            spawner: OnceLock::new(),
+        }
+    }
+
     /// Starts processes in this container for the helper (which outlive no borrow of it).
     fn starter(&self) -> helper::Starter {
         let (docker, id, user) = (
@@ -393,19 +541,29 @@ impl DockerWorkload {
             self.user.clone(),
         );
         let (timeouts, connection_id) = (self.backend.timeouts.clone(), self.connection_id.clone());
+        let spawner = self.spawner.get().cloned();
         Arc::new(move |spec| {
             let (docker, id, user) = (docker.clone(), id.clone(), user.clone());
             let (timeouts, connection_id) = (timeouts.clone(), connection_id.clone());
+            let spawner = spawner.clone();
             Box::pin(async move {
-                let limit = timeouts.command_start;
-                tokio::time::timeout(
-                    limit,
-                    process::start(&docker, &id, &user, spec, &timeouts, &connection_id),
+                start_process(
+                    &docker,
+                    &id,
+                    &user,
+                    spawner,
+                    spec,
+                    &timeouts,
+                    &connection_id,
                 )
                 .await
-                .map_err(|_| anyhow::anyhow!("command did not start within {limit:?}"))?
             })
         })
+    }
+
+    /// Whether the container's directory (with the helper) is mounted: direct start.
+    fn helper_is_mounted(&self) -> bool {
+        self.spawner.get().is_some() || (!self.helper_volume && self.helper.initialized())
     }
 
     /// Puts the forwarding helper in the container, once.
@@ -437,6 +595,8 @@ pub struct DockerWorkload {
     helper_volume: bool,
     /// Set once the forwarding helper is in place.
     helper: tokio::sync::OnceCell<()>,
+    /// The helper that starts programs directly, once it has connected (`spawner`).
+    spawner: OnceLock<Arc<spawner::Spawner>>,
 }
 
 #[async_trait]
@@ -447,20 +607,16 @@ impl Workload for DockerWorkload {
 
     async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
         let spec = self.commands.process(program)?;
-        let timeout = self.backend.timeouts.command_start;
-        tokio::time::timeout(
-            timeout,
-            process::start(
-                &self.backend.docker,
-                &self.id,
-                &self.user,
-                spec,
-                &self.backend.timeouts,
-                &self.connection_id,
-            ),
+        start_process(
+            &self.backend.docker,
+            &self.id,
+            &self.user,
+            self.spawner.get().cloned(),
+            spec,
+            &self.backend.timeouts,
+            &self.connection_id,
         )
         .await
-        .map_err(|_| anyhow::anyhow!("command did not start within {timeout:?}"))?
     }
 
     async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {

@@ -6,7 +6,6 @@
 //! Docker cannot change a container's labels once created, so a pooled container keeps the
 //! `containerssh.connection-id` label of its pool slot (`pool-<hex>`); its name says which
 //! connection holds it, and the log records the pairing.
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,6 +20,9 @@ use crate::config::Execution;
 /// A started container nobody holds yet.
 pub struct PooledContainer {
     id: String,
+    /// Its helper, when programs start directly.
+    spawner: Option<Arc<super::spawner::Spawner>>,
+    direct: bool,
 }
 
 /// Starts members from the file's execution settings.
@@ -55,9 +57,13 @@ impl PoolBackend for DockerPoolMembers {
                 files: Vec::new(),
                 metadata: Vec::new(),
             };
-            let workload = backend.create_workload(&execution, &owner, &cancel).await?;
+            let workload = backend
+                .create_container(&execution, &owner, &cancel)
+                .await?;
             Ok(PooledContainer {
                 id: workload.id().to_string(),
+                spawner: workload.spawner.get().cloned(),
+                direct: workload.helper_is_mounted(),
             })
         })
     }
@@ -94,16 +100,16 @@ impl DockerBackend {
         owner: &WorkloadOwner,
     ) -> anyhow::Result<Arc<dyn Workload>> {
         let started = std::time::Instant::now();
-        let workload = Arc::new(DockerWorkload {
-            backend: self.clone(),
-            id: member.id,
-            user: execution.container.user.clone(),
-            commands: execution.commands(),
-            connection_id: owner.connection_id.clone(),
-            gone: AtomicBool::new(false),
-            helper_volume: super::container::helper_volume(execution),
-            helper: tokio::sync::OnceCell::new(),
-        });
+        let workload = Arc::new(DockerWorkload::new(
+            self.clone(),
+            member.id,
+            execution,
+            &owner.connection_id,
+            member.direct,
+        ));
+        if let Some(spawner) = member.spawner {
+            let _ = workload.spawner.set(spawner);
+        }
         let name = match owner.session {
             Some(s) => format!("containerssh-{}-{s}", owner.connection_id),
             None => format!("containerssh-{}", owner.connection_id),

@@ -413,11 +413,18 @@ impl KubernetesConfig {
 }
 
 /// ContainerSSH keys of the `kubernetes` section that have no meaning here (removed with a warning).
-pub(super) const UNUSED_KEYS: UnusedKeys = &[(
-    "kubernetes.pod.metadata",
-    &["creationTimestamp"],
-    "the API server sets it",
-)];
+pub(super) const UNUSED_KEYS: UnusedKeys = &[
+    (
+        "kubernetes.pod.metadata",
+        &["creationTimestamp"],
+        "the API server sets it",
+    ),
+    (
+        "kubernetes.pod",
+        &["createMissingPods"],
+        "it applies to mode persistent only, which is not supported",
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -496,6 +503,21 @@ kubernetes:
         let settings = crate::backend::settings::from_config(&config);
         assert_eq!(settings.describe(), "guest:2");
         assert_eq!(settings.backend().name, "kubernetes");
+
+        // ContainerSSH 0.6's switch for its persistent mode is accepted and ignored; the mode
+        // itself is refused by name.
+        let with_switch = yaml.replace("disableAgent: true", "createMissingPods: false");
+        assert!(crate::config::parse_str(&with_switch, false).is_ok());
+        let persistent = yaml.replace("mode: session", "mode: persistent");
+        let problems = crate::config::parse_str(&persistent, false)
+            .unwrap_err()
+            .problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("kubernetes.pod.mode: unknown variant `persistent`")),
+            "{problems:?}"
+        );
 
         let typo = yaml.replace("imagePullPolicy", "imagePulPolicy");
         let problems = crate::config::parse_str(&typo, false).unwrap_err().problems;
