@@ -372,13 +372,17 @@ pub fn join(name: &str, secret: &str, id: &str) -> ExitCode {
 
 /// Control-message buffer, aligned for `cmsghdr` and large enough for one descriptor.
 #[repr(C, align(8))]
-struct Control([u8; 64]);
+pub(crate) struct Control(pub(crate) [u8; 64]);
 
 fn send_fd(sock: &UnixStream, fd: RawFd, tag: u8) -> io::Result<()> {
-    let mut byte = [tag];
+    send_with_fd(sock.as_raw_fd(), &[tag], fd)
+}
+
+/// Sends `message` on socket `sock` with descriptor `fd` attached.
+pub(crate) fn send_with_fd(sock: RawFd, message: &[u8], fd: RawFd) -> io::Result<()> {
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: message.as_ptr() as *mut libc::c_void,
+        iov_len: message.len(),
     };
     let mut control = Control([0; 64]);
     // SAFETY: the message points at live buffers of the stated sizes for the call's length;
@@ -398,7 +402,7 @@ fn send_fd(sock: &UnixStream, fd: RawFd, tag: u8) -> io::Result<()> {
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+        if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) < 0 {
             return Err(io::Error::last_os_error());
         }
     }

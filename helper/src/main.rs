@@ -95,7 +95,7 @@ pub(crate) fn ready(word: &str) -> bool {
 }
 
 /// HOST as an address, `localhost`, a name in /etc/hosts, or else the system resolver.
-fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+pub(crate) fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let candidates: Vec<SocketAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
         vec![SocketAddr::new(ip, port)]

@@ -12,6 +12,10 @@
 //!                         envc:u32 (len:u32 bytes)*            (stdin, stdout, stderr) ride
 //!                                                              along as SCM_RIGHTS
 //! gateway -> helper   'K' id:u64 signal:u32                    signal its process group
+//! gateway -> helper   'C' id:u64 kind:u8 (len:u32 bytes)*      connect from inside: kind 0
+//!                                                              TCP (host, port), 1 Unix (path)
+//! helper  -> gateway  'D' id:u64                               connected; the socket rides
+//!                                                              along as SCM_RIGHTS
 //! helper  -> gateway  'R' id:u64 pid:u32                       started
 //! helper  -> gateway  'F' id:u64 message                       could not start
 //! helper  -> gateway  'X' id:u64 how:u8 value:u32              ended: how 0 = exit status,
@@ -69,6 +73,7 @@ pub fn serve(path: &str) -> ExitCode {
         let message = &buffer[..n];
         match message.first() {
             Some(b'S') => start(&socket, &children, &message[1..], fds),
+            Some(b'C') => connect_for(&socket, &message[1..]),
             Some(b'K') => {
                 let mut r = Reader(&message[1..]);
                 if let (Some(id), Some(signal)) = (r.u64(), r.u32()) {
@@ -157,6 +162,44 @@ fn start(socket: &OwnedFd, children: &Children, body: &[u8], fds: Vec<OwnedFd>) 
             fail(&format!("{}: {e}", program.to_string_lossy()));
         }
     }
+}
+
+/// Connects to a forward's destination from inside the container (its own thread: a connect
+/// may take seconds) and hands the socket to the gateway, which then talks to it directly.
+fn connect_for(socket: &Arc<OwnedFd>, body: &[u8]) {
+    let mut r = Reader(body);
+    let (Some(id), Some(kind), Some(args)) = (r.u64(), r.take(1).map(|k| k[0]), r.strings()) else {
+        return;
+    };
+    let socket = socket.clone();
+    std::thread::spawn(move || {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let connected: io::Result<OwnedFd> = match (kind, args.as_slice()) {
+            (0, [host, port]) => match port.parse::<u16>() {
+                Ok(port) => crate::connect_tcp(host, port).map(OwnedFd::from),
+                Err(_) => Err(io::Error::other(format!("bad port {port:?}"))),
+            },
+            (1, [path]) => std::os::unix::net::UnixStream::connect(path).map(OwnedFd::from),
+            _ => Err(io::Error::other("malformed request")),
+        };
+        let mut out = Vec::with_capacity(64);
+        match connected {
+            Ok(fd) => {
+                out.push(b'D');
+                out.extend_from_slice(&id.to_be_bytes());
+                let _ = crate::listen::send_with_fd(socket.as_raw_fd(), &out, fd.as_raw_fd());
+            }
+            Err(e) => {
+                out.push(b'F');
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(e.to_string().as_bytes());
+                let _ = send(&socket, &out);
+            }
+        }
+    });
 }
 
 /// Waits for every child (orphans too) and reports the programs' ends.
@@ -284,7 +327,7 @@ fn send(socket: &OwnedFd, message: &[u8]) -> io::Result<()> {
 /// One message and the descriptors that came with it; `None` at the end of the connection.
 fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     const MAX_FDS: usize = 3;
-    let mut control = [0u8; 128];
+    let mut control = crate::listen::Control([0u8; 64]);
     let mut iov = libc::iovec {
         iov_base: buffer.as_mut_ptr().cast(),
         iov_len: buffer.len(),
@@ -293,8 +336,8 @@ fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<Option<(usize, Vec
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len() as _;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len() as _;
         let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
             let e = io::Error::last_os_error();

@@ -620,6 +620,9 @@ impl Workload for DockerWorkload {
     }
 
     async fn open_forward(&self, target: &ForwardTarget) -> Result<ForwardStream, ForwardError> {
+        if let Some(spawner) = self.spawner.get() {
+            return spawner.connect(target).await;
+        }
         self.place_helper().await?;
         helper::open(self.starter(), HELPER_PATH, target).await
     }
