@@ -237,7 +237,8 @@ def forwarding(args, d, key, pub):
     ssh = ssh_cmd(key, port)
     down, up, hello = free_port(), free_port(), free_port()
     servers = (f"socat TCP-LISTEN:9000,bind=127.0.0.1,reuseaddr,fork 'EXEC:head -c {n} /dev/zero' & "
-               "socat -u TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork OPEN:/dev/null & "
+               # 128 KiB reads, as the baseline's `cat` does (socat's default is 8 KiB).
+               "socat -u -b 131072 TCP-LISTEN:9001,bind=127.0.0.1,reuseaddr,fork OPEN:/dev/null & "
                "exec socat TCP-LISTEN:9002,bind=127.0.0.1,reuseaddr,fork 'EXEC:echo hi'")
     client = subprocess.Popen(ssh[:-1] + ["-L", f"{down}:127.0.0.1:9000", "-L", f"{up}:127.0.0.1:9001",
                                           "-L", f"{hello}:127.0.0.1:9002", ssh[-1], servers],

@@ -808,7 +808,7 @@ mod tests {
             port: port.into(),
         };
         let (mut stream, accepted) = tokio::join!(
-            async { spawner.connect(&target).await.ok().expect("tcp forward") },
+            async { spawner.connect(&target).await.expect("tcp forward") },
             tcp.accept()
         );
         let (mut server, _) = accepted.expect("accepted");
