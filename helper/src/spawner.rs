@@ -8,6 +8,9 @@
 //!
 //! ```text
 //! helper  -> gateway  'H' "containerssh-spawner/1"            once, after connecting
+//! gateway -> helper   'W'                                      accepted: from now on the
+//!                                                              gateway's end closing ends the
+//!                                                              helper
 //! gateway -> helper   'S' id:u64 argc:u32 (len:u32 bytes)*     start a program; three fds
 //!                         envc:u32 (len:u32 bytes)*            (stdin, stdout, stderr) ride
 //!                                                              along as SCM_RIGHTS
@@ -23,7 +26,10 @@
 //! ```
 //!
 //! The helper exits when the gateway's end closes (the container then stops) and on SIGTERM.
-//! It reaps every child, orphans included (it is PID 1, or else a child subreaper).
+//! If the gateway gave up waiting for it (it then puts `exec-fallback` beside the socket before
+//! it stops listening), the helper stays as the container's idle main process and the gateway
+//! starts programs with `docker exec`; if the gateway is simply gone, the helper exits. It reaps
+//! every child, orphans included (it is PID 1, or else a child subreaper).
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
@@ -44,34 +50,41 @@ pub fn serve(path: &str) -> ExitCode {
         unsafe { libc::_exit(0) };
     }
     unsafe {
+        // Whatever an entrypoint left: children's ends must be seen, SIGTERM must arrive.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
         // Orphaned grandchildren come to us when we are not PID 1 (docker run --init).
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let socket = match connect(path) {
-        Ok(s) => Arc::new(s),
+    let children = Arc::new(Children::default());
+    let socket = match connect(path).and_then(|s| send(&s, HELLO).map(|_| Arc::new(s))) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("containerssh-helper: cannot reach the gateway at {path}: {e}");
-            return ExitCode::from(1);
+            return idle_if_asked(path, children);
         }
     };
-    if send(&socket, HELLO).is_err() {
-        return ExitCode::from(1);
-    }
-    let children = Arc::new(Children::default());
     {
         let (socket, children) = (socket.clone(), children.clone());
-        std::thread::spawn(move || reap(&socket, &children));
+        std::thread::spawn(move || reap(Some(&socket), &children));
     }
+    let mut welcomed = false;
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, fds) = match receive(&socket, &mut buffer) {
             Ok(Some(m)) => m,
             // The gateway is gone: so is the reason for this container.
-            Ok(None) | Err(_) => return ExitCode::SUCCESS,
+            Ok(None) | Err(_) if welcomed => return ExitCode::SUCCESS,
+            // It gave up waiting before it took this connection (its programs come as execs),
+            // or died before it could.
+            Ok(None) | Err(_) => return idle_if_asked(path, children),
         };
         let message = &buffer[..n];
         match message.first() {
+            Some(b'W') => welcomed = true,
             Some(b'S') => start(&socket, &children, &message[1..], fds),
             Some(b'C') => connect_for(&socket, &message[1..]),
             Some(b'K') => {
@@ -82,6 +95,19 @@ pub fn serve(path: &str) -> ExitCode {
             }
             _ => {}
         }
+    }
+}
+
+/// The container's idle main process if the gateway said it starts programs with `docker exec`
+/// (reaps what they leave, ends on SIGTERM); otherwise the gateway is gone: exit.
+fn idle_if_asked(socket_path: &str, children: Arc<Children>) -> ExitCode {
+    let marker = std::path::Path::new(socket_path).with_file_name("exec-fallback");
+    if !marker.exists() {
+        return ExitCode::from(1);
+    }
+    std::thread::spawn(move || reap(None, &children));
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 
@@ -171,8 +197,16 @@ fn connect_for(socket: &Arc<OwnedFd>, body: &[u8]) {
     let (Some(id), Some(kind), Some(args)) = (r.u64(), r.take(1).map(|k| k[0]), r.strings()) else {
         return;
     };
-    let socket = socket.clone();
-    std::thread::spawn(move || {
+    let fail = move |socket: &OwnedFd, message: &str| {
+        let mut out = vec![b'F'];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(message.as_bytes());
+        let _ = send(socket, &out);
+    };
+    let shared = socket.clone();
+    // A thread per connect (bounded by the container's pids limit: a refusal is an answer).
+    let started = std::thread::Builder::new().spawn(move || {
+        let socket = shared;
         let args: Vec<String> = args
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -192,14 +226,12 @@ fn connect_for(socket: &Arc<OwnedFd>, body: &[u8]) {
                 out.extend_from_slice(&id.to_be_bytes());
                 let _ = crate::listen::send_with_fd(socket.as_raw_fd(), &out, fd.as_raw_fd());
             }
-            Err(e) => {
-                out.push(b'F');
-                out.extend_from_slice(&id.to_be_bytes());
-                out.extend_from_slice(e.to_string().as_bytes());
-                let _ = send(&socket, &out);
-            }
+            Err(e) => fail(&socket, &e.to_string()),
         }
     });
+    if let Err(e) = started {
+        fail(socket, &format!("cannot start a thread: {e}"));
+    }
 }
 
 /// Waits for every child (orphans too) and reports the programs' ends.
@@ -207,7 +239,7 @@ fn connect_for(socket: &Arc<OwnedFd>, body: &[u8]) {
 /// A child's end is first only looked at (WNOWAIT) and reaped under the lock `start` holds
 /// while it starts a program: the standard library reaps a child whose exec failed itself,
 /// and must not find it gone.
-fn reap(socket: &OwnedFd, children: &Children) {
+fn reap(socket: Option<&OwnedFd>, children: &Children) {
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
@@ -243,7 +275,9 @@ fn reap(socket: &OwnedFd, children: &Children) {
         out.extend_from_slice(&id.to_be_bytes());
         out.push(how);
         out.extend_from_slice(&value.to_be_bytes());
-        let _ = send(socket, &out);
+        if let Some(socket) = socket {
+            let _ = send(socket, &out);
+        }
     }
 }
 

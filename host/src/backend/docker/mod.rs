@@ -358,9 +358,13 @@ impl DockerBackend {
                 });
             }
             Err(_) => {
-                // The directory goes at the next sweep (the container may exist, by name).
+                // The container may exist (by name): it is removed, and never started, so its
+                // directory can go now.
                 self.live
                     .begin_removal(&name, self.removal(&name, &owner.connection_id));
+                if let Some(slot) = slot {
+                    remove_dir(slot.dir).await;
+                }
                 return Err(too_slow());
             }
         };

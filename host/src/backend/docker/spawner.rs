@@ -37,11 +37,14 @@ use crate::config::{DirectStart, DockerConnection};
 /// Where a container sees its directory.
 pub const MOUNT_POINT: &str = "/.containerssh";
 const SOCKET_NAME: &str = "spawner.sock";
+/// Put beside the socket when the gateway gives up waiting for the helper.
+const FALLBACK_MARKER: &str = "exec-fallback";
 const HELPER_NAME: &str = "helper";
 /// What the helper says first (helper/src/spawner.rs).
 const HELLO: &[u8] = b"Hcontainerssh-spawner/1";
-/// Largest request the helper takes; larger ones (huge environments) go through `docker exec`.
-const MAX_REQUEST: usize = 256 * 1024;
+/// Largest request sent to the helper; larger ones (huge environments) go through `docker
+/// exec`. A SOCK_SEQPACKET message must fit the socket's send buffer (about 208 KiB by default).
+const MAX_REQUEST: usize = 160 * 1024;
 /// The capacity of the stdin and stdout pipes: fewer wake-ups per MiB than the default 64 KiB
 /// (uploads 0.74 -> 0.89 of `docker exec -i`). Kernel memory, used only as far as it fills;
 /// the system's `fs.pipe-max-size` caps it (the default is kept if the resize is refused).
@@ -50,7 +53,7 @@ const PIPE_CAPACITY: i32 = 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a new container's helper has to connect before its programs fall back to
 /// `docker exec` (an image entrypoint that ignores its arguments never starts it).
-pub const CONNECT_LIMIT: Duration = Duration::from_secs(3);
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
 /// The container command that makes the helper the main process.
 pub fn main_command() -> Vec<String> {
@@ -166,24 +169,32 @@ fn engine_shares_files(socket: &Path) -> Result<(), String> {
 
 fn default_runtime_dir() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/run/containerssh")
-    } else {
-        std::env::temp_dir().join(format!("containerssh-{}", nix::unistd::geteuid()))
+        return PathBuf::from("/run/containerssh");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("containerssh"),
+        _ => std::env::temp_dir().join(format!("containerssh-{}", nix::unistd::geteuid())),
     }
 }
 
 /// Creates `base` and `root` (0700: nobody else on the host reaches the sockets) and puts the
 /// helper in `root`.
 fn prepare_root(base: &Path, root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     for dir in [base, root] {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // Someone else's directory (or a link planted in a shared place such as /tmp) would
+        // let them choose what the engine mounts into containers.
         let meta = std::fs::symlink_metadata(dir)?;
         if !meta.is_dir() {
-            bail!("{} is not a directory", dir.display());
+            bail!("{} is not a directory (a link?)", dir.display());
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            bail!("{} belongs to another user", dir.display());
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
@@ -265,22 +276,32 @@ impl Slot {
             // SAFETY: accept4 just returned this descriptor; nothing else owns it.
             let socket = register(unsafe { OwnedFd::from_raw_fd(fd) })?;
             let mut hello = [0u8; 64];
-            let n = socket
-                .async_io(Interest::READABLE, |s| {
-                    sock::recv(s.as_raw_fd(), &mut hello, MsgFlags::empty())
-                        .map_err(io::Error::from)
-                })
+            let (n, fds) = socket
+                .async_io(Interest::READABLE, |s| receive(s, &mut hello))
                 .await?;
+            close_off_workers(fds);
             if &hello[..n] != HELLO {
                 return Err(io::Error::other("the helper did not introduce itself"));
             }
+            // From now on the helper ends (and its container stops) when this connection does;
+            // a helper never welcomed stays as an idle main process for `docker exec`.
+            socket
+                .async_io(Interest::WRITABLE, |s| {
+                    sock::send(s.as_raw_fd(), b"W", MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+                })
+                .await?;
             Ok(socket)
         };
-        let socket = tokio::time::timeout(limit, connect)
-            .await
-            .map_err(|_| anyhow::anyhow!("the helper did not connect within {limit:?}"))?
-            .context("the helper's connection failed")?;
-        Ok(Spawner::new(socket))
+        let failure = match tokio::time::timeout(limit, connect).await {
+            Ok(Ok(socket)) => return Ok(Spawner::new(socket)),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the helper's connection failed"),
+            Err(_) => anyhow::anyhow!("the helper did not connect within {limit:?}"),
+        };
+        // Told before the listener closes: the helper stays as the container's idle process
+        // for `docker exec` instead of taking the gateway for dead.
+        let _ = tokio::fs::write(self.dir.join(FALLBACK_MARKER), b"").await;
+        drop(listener);
+        Err(failure)
     }
 }
 
@@ -350,6 +371,13 @@ impl Spawner {
             w.started.insert(id, started_tx);
             w.ended.insert(id, ended_tx);
         }
+        // Abandoned (the command start timed out, the session went): forget the waiters and
+        // kill whatever the helper started for it.
+        let mut pending = Pending {
+            spawner: self,
+            id,
+            kill: true,
+        };
         let fds = [
             stdin_child.as_raw_fd(),
             stdout_child.as_raw_fd(),
@@ -375,13 +403,14 @@ impl Spawner {
             return Err(e).context("cannot reach the container's helper");
         }
         match started_rx.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => pending.kill = false,
             Ok(Err(message)) => {
-                self.forget(id);
+                pending.kill = false;
                 bail!("cannot start {:?}: {message}", spec.argv);
             }
             Err(_) => bail!("the container's helper is gone"),
         }
+        std::mem::forget(pending);
         let stdin = pipe::Sender::from_owned_fd(stdin).context("stdin pipe")?;
         let stdout = pipe::Receiver::from_owned_fd(stdout).context("stdout pipe")?;
         let stderr = pipe::Receiver::from_owned_fd(stderr).context("stderr pipe")?;
@@ -425,6 +454,11 @@ impl Spawner {
         }
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).connected.insert(id, tx);
+        let pending = Pending {
+            spawner: self,
+            id,
+            kill: false,
+        };
         let gone = || ForwardError::Unavailable("the container's helper is gone".into());
         let sent = self
             .socket
@@ -433,13 +467,13 @@ impl Spawner {
             })
             .await;
         if sent.is_err() {
-            lock(&self.waiters).connected.remove(&id);
             return Err(gone());
         }
         let fd = rx
             .await
             .map_err(|_| gone())?
             .map_err(ForwardError::ConnectFailed)?;
+        drop(pending);
         stream_socket(fd).map_err(|e| ForwardError::ConnectFailed(format!("{e:#}")))
     }
 
@@ -447,6 +481,29 @@ impl Spawner {
         let mut w = lock(&self.waiters);
         w.started.remove(&id);
         w.ended.remove(&id);
+        w.connected.remove(&id);
+    }
+}
+
+/// A request in flight: dropped before it is settled, it forgets its waiters (and, for a
+/// program that may have started, kills it: the helper handles messages in order, so the kill
+/// finds the program if it started at all).
+struct Pending<'a> {
+    spawner: &'a Spawner,
+    id: u64,
+    kill: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.spawner.forget(self.id);
+        if self.kill {
+            let mut request = vec![b'K'];
+            request.extend_from_slice(&self.id.to_be_bytes());
+            request.extend_from_slice(&9u32.to_be_bytes());
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            let _ = sock::send(self.spawner.socket.as_raw_fd(), &request, flags);
+        }
     }
 }
 
@@ -457,25 +514,42 @@ fn lock(waiters: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
 /// Reads the helper's reports until its connection ends; then every waiter learns it is gone
 /// (their senders drop).
 async fn read_reports(socket: Arc<AsyncFd<OwnedFd>>, waiters: Arc<Mutex<Waiters>>) {
-    let mut buffer = vec![0u8; 4096];
+    // Reports are short; a longer failure text is cut (MSG_TRUNC), which is fine.
+    let mut buffer = vec![0u8; 1024];
     loop {
         let read = socket
             .async_io(Interest::READABLE, |s| receive(s, &mut buffer))
             .await;
         let (n, mut fds) = match read {
-            Ok((0, _)) | Err(_) => break,
+            Ok((0, fds)) => {
+                close_off_workers(fds);
+                break;
+            }
+            Err(_) => break,
             Ok(read) => read,
         };
-        let Some((id, event)) = parse_report(&buffer[..n]) else {
+        let report = parse_report(&buffer[..n]);
+        let connected = match (&report, fds.len()) {
+            (Some((_, Event::Connected)), 1) => fds.pop(),
+            _ => None,
+        };
+        // Whatever else came along is the helper's business, closed where it cannot stall us.
+        close_off_workers(fds);
+        let Some((id, event)) = report else {
             continue;
         };
         let mut w = lock(&waiters);
         match event {
-            Event::Connected => {
-                if let (Some(tx), Some(fd)) = (w.connected.remove(&id), fds.pop()) {
-                    let _ = tx.send(Ok(fd));
+            Event::Connected => match (w.connected.remove(&id), connected) {
+                (Some(tx), Some(fd)) => {
+                    if let Err(Ok(fd)) = tx.send(Ok(fd)) {
+                        close_off_workers(vec![fd]);
+                    }
                 }
-            }
+                // Nobody waits any more (the forward was abandoned).
+                (None, Some(fd)) => close_off_workers(vec![fd]),
+                _ => {}
+            },
             Event::Failed(message) if w.connected.contains_key(&id) => {
                 if let Some(tx) = w.connected.remove(&id) {
                     let _ = tx.send(Err(message));
@@ -508,7 +582,9 @@ async fn read_reports(socket: Arc<AsyncFd<OwnedFd>>, waiters: Arc<Mutex<Waiters>
 /// closed when dropped).
 fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [io::IoSliceMut::new(buffer)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    // Room for the most descriptors one message can carry (SCM_MAX_FD): the list is never
+    // cut short, so every descriptor the kernel installs is owned (and closed) here.
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 253]);
     let msg = sock::recvmsg::<()>(
         socket.as_raw_fd(),
         &mut iov,
@@ -529,6 +605,14 @@ fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedF
     Ok((msg.bytes, fds))
 }
 
+/// Closes descriptors from the helper on a blocking thread: the helper may hold a copy with
+/// SO_LINGER set, which would make the last close wait.
+fn close_off_workers(fds: Vec<OwnedFd>) {
+    if !fds.is_empty() {
+        drop(tokio::task::spawn_blocking(move || drop(fds)));
+    }
+}
+
 /// The helper's connected socket as a stream, after checking it is one (it comes from inside
 /// the container: a stream socket of the container's, or nothing).
 fn stream_socket(fd: OwnedFd) -> anyhow::Result<ForwardStream> {
@@ -544,18 +628,95 @@ fn stream_socket(fd: OwnedFd) -> anyhow::Result<ForwardStream> {
     let local: sock::SockaddrStorage =
         sock::getsockname(fd.as_raw_fd()).context("socket address")?;
     match sock::SockaddrLike::family(&local) {
-        Some(sock::AddressFamily::Unix) => {
-            let std = std::os::unix::net::UnixStream::from(fd);
-            std.set_nonblocking(true)?;
-            Ok(Box::pin(tokio::net::UnixStream::from_std(std)?))
-        }
         Some(sock::AddressFamily::Inet | sock::AddressFamily::Inet6) => {
-            let std = std::net::TcpStream::from(fd);
-            std.set_nonblocking(true)?;
-            let _ = std.set_nodelay(true);
-            Ok(Box::pin(tokio::net::TcpStream::from_std(std)?))
+            let _ = sock::setsockopt(&fd, sock::sockopt::TcpNoDelay, &true);
         }
+        Some(sock::AddressFamily::Unix) => {}
         _ => bail!("the helper passed a socket of an unexpected family"),
+    }
+    Ok(Box::pin(SharedSocket(Some(register(fd)?))))
+}
+
+/// A stream socket the helper holds a copy of. Its file status flags are shared with the
+/// helper, which could clear O_NONBLOCK at any time: every call says MSG_DONTWAIT itself, so
+/// no read or write can block a worker thread. The last close goes to a blocking thread.
+struct SharedSocket(Option<AsyncFd<OwnedFd>>);
+
+impl SharedSocket {
+    fn io(&self) -> io::Result<&AsyncFd<OwnedFd>> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl tokio::io::AsyncRead for SharedSocket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let fd = self.io()?;
+        loop {
+            let mut guard = std::task::ready!(fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let read = guard.try_io(|s| {
+                sock::recv(s.as_raw_fd(), unfilled, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedSocket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let fd = self.io()?;
+        loop {
+            let mut guard = std::task::ready!(fd.poll_write_ready(cx))?;
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            match guard.try_io(|s| sock::send(s.as_raw_fd(), data, flags).map_err(io::Error::from))
+            {
+                Ok(result) => return std::task::Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let fd = self.io()?;
+        std::task::Poll::Ready(
+            sock::shutdown(fd.as_raw_fd(), sock::Shutdown::Write).map_err(io::Error::from),
+        )
+    }
+}
+
+impl Drop for SharedSocket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            let fd = fd.into_inner();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                close_off_workers(vec![fd]);
+            }
+        }
     }
 }
 
@@ -595,7 +756,9 @@ fn put_strings(out: &mut Vec<u8>, items: &[String]) {
 /// be; the gateway's end is made non-blocking when it is wrapped).
 fn pipe_pair(bulk: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    if bulk {
+    // Only as root: other users' pipes count against fs.pipe-user-pages-soft by capacity,
+    // and past it every new pipe of theirs shrinks to one page.
+    if bulk && nix::unistd::geteuid().is_root() {
         let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
     }
     Ok((read, write))
@@ -690,14 +853,30 @@ mod tests {
         let root = base.path().join("instance");
         prepare_root(base.path(), &root).expect("runtime dir");
         let slot = Slot::prepare(&root, root.join("c1")).expect("slot");
-        let child = tokio::process::Command::new(slot.dir.join(HELPER_NAME))
-            .arg("spawner")
-            .arg(slot.dir.join(SOCKET_NAME))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("helper");
+        let child = spawn_helper(&slot.dir).await;
         let spawner = slot.accept(Duration::from_secs(10)).await.expect("accept");
         (base, child, spawner)
+    }
+
+    /// The helper of `dir`, started as `spawner`. Another test thread forking while this one
+    /// writes its helper makes the exec fail with "text file busy" for a moment.
+    async fn spawn_helper(dir: &Path) -> tokio::process::Child {
+        let mut tries = 0;
+        loop {
+            let started = tokio::process::Command::new(dir.join(HELPER_NAME))
+                .arg("spawner")
+                .arg(dir.join(SOCKET_NAME))
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            match started {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other.expect("helper"),
+            }
+        }
     }
 
     fn spec(script: &str) -> ProcessSpec {
@@ -839,6 +1018,27 @@ mod tests {
             "{:?}",
             refused.err()
         );
+    }
+
+    /// A helper the gateway gave up on stays as the idle main process (programs come as
+    /// execs); one whose gateway is simply gone exits, stopping its container.
+    #[tokio::test]
+    async fn a_late_helper_idles_only_if_the_gateway_fell_back() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let root = base.path().join("instance");
+        prepare_root(base.path(), &root).expect("runtime dir");
+        for (name, gave_up) in [("late", true), ("orphaned", false)] {
+            let slot = Slot::prepare(&root, root.join(name)).expect("slot");
+            let dir = slot.dir.clone();
+            if gave_up {
+                assert!(slot.accept(Duration::from_millis(1)).await.is_err());
+            } else {
+                drop(slot);
+            }
+            let mut helper = spawn_helper(&dir).await;
+            let ended = tokio::time::timeout(Duration::from_millis(500), helper.wait()).await;
+            assert_eq!(ended.is_err(), gave_up, "{name}: {ended:?}");
+        }
     }
 
     #[tokio::test]
