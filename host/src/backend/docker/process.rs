@@ -23,6 +23,8 @@ use crate::config::DockerTimeouts;
 
 /// Output buffer per read; large enough to keep bulk transfers efficient.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
+/// For a terminal: what people type and read, held by every idle interactive session.
+const TERMINAL_OUTPUT_CAPACITY: usize = 8 * 1024;
 
 pub async fn start(
     docker: &Docker,
@@ -67,7 +69,11 @@ pub async fn start(
             Some(StartExecOptions {
                 detach: false,
                 tty,
-                output_capacity: Some(OUTPUT_CAPACITY),
+                output_capacity: Some(if tty {
+                    TERMINAL_OUTPUT_CAPACITY
+                } else {
+                    OUTPUT_CAPACITY
+                }),
             }),
         )
         .await
