@@ -102,3 +102,29 @@ fn durations_in_nanoseconds_and_go_strings_validate() {
     assert!(err.contains("docker.timeouts.containerStart"), "{err}");
     assert!(err.contains("invalid duration"), "{err}");
 }
+
+/// As in ContainerSSH, a host key may be written into `ssh.hostkeys` itself (PEM text): the
+/// gateway serves that key (ssh-keyscan sees it) and never logs it (`--dump-config` redacts any
+/// private key, see operator::tests).
+#[test]
+fn a_host_key_given_as_text_is_served_and_never_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("host");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let private = std::fs::read_to_string(&key).expect("key");
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let gw = Gateway::start(json!({"ssh": {"hostkeys": [private]}}));
+    let scan = std::process::Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &gw.port.to_string(), "127.0.0.1"])
+        .output()
+        .expect("ssh-keyscan");
+    let served = text(&scan.stdout);
+    let blob = public.split_whitespace().nth(1).expect("key blob");
+    assert!(served.contains(blob), "{served}\n{}", gw.log_text());
+    assert!(!gw.log_text().contains("PRIVATE KEY"));
+}
