@@ -28,6 +28,10 @@ pub struct SshConfig {
     /// Send an SSH keepalive after this much silence from the client.
     #[serde(default = "default_keepalive", with = "crate::config::duration")]
     pub keepalive_interval: Duration,
+    /// Unanswered keepalives after which the connection is closed (ContainerSSH's
+    /// `clientAliveCountMax`).
+    #[serde(default = "default_keepalive_count_max")]
+    pub keepalive_count_max: usize,
     /// On SIGTERM, how long running sessions may continue before their containers are removed.
     #[serde(default = "default_drain_timeout", with = "crate::config::duration")]
     pub shutdown_timeout: Duration,
@@ -304,6 +308,7 @@ impl Default for SshConfig {
             login_grace_time: default_login_grace_time(),
             idle_timeout: default_idle_timeout(),
             keepalive_interval: default_keepalive(),
+            keepalive_count_max: default_keepalive_count_max(),
             shutdown_timeout: default_drain_timeout(),
             max_connections: default_max_connections(),
             max_unauthenticated: default_max_unauthenticated(),
@@ -333,6 +338,10 @@ fn default_login_grace_time() -> Duration {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(0)
 }
+fn default_keepalive_count_max() -> usize {
+    3
+}
+
 fn default_keepalive() -> Duration {
     Duration::from_secs(30)
 }
@@ -354,6 +363,9 @@ impl SshConfig {
         }
         if self.hostkeys.is_empty() {
             problems.push("ssh.hostkeys: at least one host key file is needed".into());
+        }
+        if self.keepalive_count_max == 0 {
+            problems.push("ssh.keepaliveCountMax: must be at least 1".into());
         }
         if self.server_version.is_empty()
             || self

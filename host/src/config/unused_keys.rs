@@ -127,12 +127,15 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
                 ssh.insert("keepaliveInterval".into(), interval);
             }
         }
-        if let Some(count) = take(ssh, "clientAliveCountMax") {
-            if !zero(&count) && count.as_u64() != Some(KEEPALIVE_MAX) {
-                warn_once(
-                    "ssh.clientAliveCountMax",
-                    "the gateway closes a connection after 3 unanswered keepalives",
+        // Its count is ours too; its 0 (unset) leaves ours.
+        if let Some(count) = take(ssh, "clientAliveCountMax").filter(|c| !zero(c)) {
+            if get_mut(ssh, "keepaliveCountMax").is_some() {
+                problems.push(
+                    "ssh.clientAliveCountMax: also set as ssh.keepaliveCountMax; set it once"
+                        .into(),
                 );
+            } else {
+                ssh.insert("keepaliveCountMax".into(), count);
             }
         }
     }
@@ -140,8 +143,6 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
 
 /// ContainerSSH's default `health.client.url`.
 const DEFAULT_HEALTH_CLIENT_URL: &str = "http://127.0.0.1:7000/";
-/// Unanswered keepalives after which a connection is closed (ContainerSSH's default too).
-const KEEPALIVE_MAX: u64 = 3;
 
 /// Go's encoders write `null` for unset pointers, maps and slices: the same as absent here.
 fn remove_nulls(value: &mut Value) {
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn containerssh_0_6_keys_are_taken_where_they_mean_something() {
         let mut v = json!({
-            "ssh": {"clientAliveInterval": "45s", "clientAliveCountMax": 3},
+            "ssh": {"clientAliveInterval": "45s", "clientAliveCountMax": 5},
             "health": {"enable": true, "listen": "0.0.0.0:7000", "key": "", "cert": "",
                        "clientcacert": "", "tlsVersion": "1.3", "curves": ["x25519"],
                        "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s"}},
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(
             v,
             json!({
-                "ssh": {"keepaliveInterval": "45s"},
+                "ssh": {"keepaliveInterval": "45s", "keepaliveCountMax": 5},
                 "health": {"enable": true, "listen": "0.0.0.0:7000"},
                 "audit": {"intercept": {"stdin": true}}
             })

@@ -140,7 +140,7 @@ pub fn server_config(ssh: &SshConfig, keys: Vec<PrivateKey>) -> Arc<Config> {
         max_auth_attempts: MAX_AUTH_ATTEMPTS + 1,
         inactivity_timeout: (!ssh.idle_timeout.is_zero()).then_some(ssh.idle_timeout),
         keepalive_interval: (!ssh.keepalive_interval.is_zero()).then_some(ssh.keepalive_interval),
-        keepalive_max: 3,
+        keepalive_max: ssh.keepalive_count_max,
         nodelay: true,
         preferred,
         ..Default::default()
