@@ -83,6 +83,15 @@ fn programs_start_directly_in_a_hardened_container() {
         slot_dirs(&runtime.path().join("run")).is_empty()
     });
     assert!(!gw.log_text().contains("start with docker exec"));
+    // Shutdown takes the instance's directory (and its copy of the helper) away.
+    let mut gw = gw;
+    assert!(gw.terminate().success());
+    let left: Vec<_> = std::fs::read_dir(runtime.path().join("run"))
+        .expect("runtime dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// `directStart: off`: the idle command is the main process and programs are execs.

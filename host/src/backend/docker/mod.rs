@@ -149,9 +149,15 @@ impl Backend for DockerBackend {
         self.sweep_runtime_dirs().await;
     }
 
-    /// Waits for the removals in flight (shutdown).
+    /// Waits for the removals in flight (shutdown); then, if every container is gone, the
+    /// instance's direct-start directory goes too.
     async fn removals_finished(&self) {
         self.live.removals_finished().await;
+        if let Some(runtime) = &self.runtime {
+            if self.live.count() == 0 && lock(&self.slot_dirs).is_empty() {
+                runtime.remove().await;
+            }
+        }
     }
 
     fn live_count(&self) -> usize {

@@ -128,6 +128,13 @@ impl RuntimeDir {
             .context("preparing a container's runtime directory")?
     }
 
+    /// Removes this instance's whole directory, helper included (shutdown, nothing left to
+    /// serve): a gateway whose instance id changes does not leave copies behind.
+    pub async fn remove(&self) {
+        let root = self.root.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+    }
+
     /// Removes container directories left by an earlier run of this instance, or whose
     /// container is gone (none of `keep`).
     pub async fn sweep(&self, keep: Vec<PathBuf>) {
