@@ -3,6 +3,32 @@ use std::process::{Command, Output};
 
 use crate::harness::*;
 
+/// `file` (in the workspace) with its `/etc/containerssh/tls/` certificate paths pointed at
+/// `pki`'s real test certificates, written as `name` beside them: its path and text.
+fn with_test_certificates(
+    pki: &crate::webhook_server::Pki,
+    file: &str,
+    name: &str,
+) -> (std::path::PathBuf, String) {
+    let config = std::fs::read_to_string(workspace().join(file))
+        .expect(file)
+        .replace(
+            "/etc/containerssh/tls/ca.crt",
+            &pki.ca_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.crt",
+            &pki.client_cert.to_string_lossy(),
+        )
+        .replace(
+            "/etc/containerssh/tls/client.key",
+            &pki.client_key.to_string_lossy(),
+        );
+    let path = pki.dir.join(name);
+    std::fs::write(&path, &config).expect("write");
+    (path, config)
+}
+
 fn validate(path: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_containerssh"))
         .arg("validate")
@@ -77,24 +103,11 @@ fn validate_accepts_a_whole_containerssh_dump_and_names_what_it_cannot_do() {
 #[test]
 fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cannot_do() {
     let (_dir, pki) = crate::webhook::test_pki();
-    let fixture =
-        std::fs::read_to_string(workspace().join("tests/fixtures/containerssh-0.6-reference.yaml"))
-            .expect("fixture");
-    let config = fixture
-        .replace(
-            "/etc/containerssh/tls/ca.crt",
-            &pki.ca_cert.to_string_lossy(),
-        )
-        .replace(
-            "/etc/containerssh/tls/client.crt",
-            &pki.client_cert.to_string_lossy(),
-        )
-        .replace(
-            "/etc/containerssh/tls/client.key",
-            &pki.client_key.to_string_lossy(),
-        );
-    let path = pki.dir.join("containerssh-0.6-reference.yaml");
-    std::fs::write(&path, &config).expect("write");
+    let (path, config) = with_test_certificates(
+        &pki,
+        "tests/fixtures/containerssh-0.6-reference.yaml",
+        "containerssh-0.6-reference.yaml",
+    );
     let out = validate(&path);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -223,23 +236,11 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
 #[test]
 fn validate_accepts_the_kubernetes_example_config() {
     let (_dir, pki) = crate::webhook::test_pki();
-    let example = std::fs::read_to_string(workspace().join("examples/kubernetes/config.yaml"))
-        .expect("example config");
-    let config = example
-        .replace(
-            "/etc/containerssh/tls/ca.crt",
-            &pki.ca_cert.to_string_lossy(),
-        )
-        .replace(
-            "/etc/containerssh/tls/client.crt",
-            &pki.client_cert.to_string_lossy(),
-        )
-        .replace(
-            "/etc/containerssh/tls/client.key",
-            &pki.client_key.to_string_lossy(),
-        );
-    let path = pki.dir.join("kubernetes-example.yaml");
-    std::fs::write(&path, config).expect("write");
+    let (path, _) = with_test_certificates(
+        &pki,
+        "examples/kubernetes/config.yaml",
+        "kubernetes-example.yaml",
+    );
     let out = validate(&path);
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("configuration is valid"));

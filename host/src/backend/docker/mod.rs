@@ -538,6 +538,7 @@ impl DockerWorkload {
             connection_id: connection_id.to_string(),
             gone: AtomicBool::new(false),
             helper_volume: !direct && container::helper_volume(exec),
+            direct,
             helper,
             spawner: OnceLock::new(),
         }
@@ -571,11 +572,6 @@ impl DockerWorkload {
         })
     }
 
-    /// Whether the container's directory (with the helper) is mounted: direct start.
-    fn helper_is_mounted(&self) -> bool {
-        self.spawner.get().is_some() || (!self.helper_volume && self.helper.initialized())
-    }
-
     /// Puts the forwarding helper in the container, once.
     async fn place_helper(&self) -> Result<(), ForwardError> {
         let docker = &self.backend.docker;
@@ -605,6 +601,8 @@ pub struct DockerWorkload {
     helper_volume: bool,
     /// Set once the forwarding helper is in place.
     helper: tokio::sync::OnceCell<()>,
+    /// Its direct-start directory (with the helper) is mounted at `/.containerssh`.
+    direct: bool,
     /// The helper that starts programs directly, once it has connected (`spawner`).
     spawner: OnceLock<Arc<spawner::Spawner>>,
 }

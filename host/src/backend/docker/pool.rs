@@ -63,7 +63,7 @@ impl PoolBackend for DockerPoolMembers {
             Ok(PooledContainer {
                 id: workload.id().to_string(),
                 spawner: workload.spawner.get().cloned(),
-                direct: workload.helper_is_mounted(),
+                direct: workload.direct,
             })
         })
     }

@@ -384,6 +384,7 @@ impl Spawner {
             spawner: self,
             id,
             kill: true,
+            settled: false,
         };
         let fds = [
             stdin_child.as_raw_fd(),
@@ -406,18 +407,18 @@ impl Spawner {
         // The helper holds its own copies now (or never will).
         drop((stdin_child, stdout_child, stderr_child));
         if let Err(e) = sent {
-            self.forget(id);
+            pending.kill = false;
             return Err(e).context("cannot reach the container's helper");
         }
         match started_rx.await {
-            Ok(Ok(())) => pending.kill = false,
+            // Its end is still awaited: the waiter stays.
+            Ok(Ok(())) => pending.settled = true,
             Ok(Err(message)) => {
                 pending.kill = false;
                 bail!("cannot start {:?}: {message}", spec.argv);
             }
             Err(_) => bail!("the container's helper is gone"),
         }
-        std::mem::forget(pending);
         let stdin = pipe::Sender::from_owned_fd(stdin).context("stdin pipe")?;
         let stdout = pipe::Receiver::from_owned_fd(stdout).context("stdout pipe")?;
         let stderr = pipe::Receiver::from_owned_fd(stderr).context("stderr pipe")?;
@@ -465,6 +466,7 @@ impl Spawner {
             spawner: self,
             id,
             kill: false,
+            settled: false,
         };
         let gone = || ForwardError::Unavailable("the container's helper is gone".into());
         let sent = self
@@ -499,10 +501,15 @@ struct Pending<'a> {
     spawner: &'a Spawner,
     id: u64,
     kill: bool,
+    /// The request succeeded and its remaining waiter belongs to the caller now.
+    settled: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         self.spawner.forget(self.id);
         if self.kill {
             let mut request = vec![b'K'];
