@@ -173,7 +173,10 @@ fn x11_forwarding_reaches_the_clients_x_server() {
         .expect("Xvfb");
     let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
     let start = std::time::Instant::now();
-    while !socket.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+    // Listening, not merely there: an earlier run's Xvfb may have left a stale socket file.
+    while std::os::unix::net::UnixStream::connect(&socket).is_err()
+        && start.elapsed() < std::time::Duration::from_secs(20)
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for flag in ["-Y", "-X"] {
