@@ -20,6 +20,10 @@ command -v xauth >/dev/null 2>&1 || need_pkgs="$need_pkgs xauth"
 command -v xdpyinfo >/dev/null 2>&1 || need_pkgs="$need_pkgs x11-utils"
 # HAProxy (started by the PROXY protocol tests themselves, never as a service).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
+# A private registry with a password (docker.execution.auth): Debian's docker-registry, and
+# htpasswd for its bcrypt password file.
+command -v docker-registry >/dev/null 2>&1 || need_pkgs="$need_pkgs docker-registry"
+command -v htpasswd >/dev/null 2>&1 || need_pkgs="$need_pkgs apache2-utils"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
 command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"

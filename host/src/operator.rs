@@ -23,6 +23,10 @@ const SECRET_KEYS: &[&str] = &[
     "secretkey",
     "accesskey",
     "passphrase",
+    // Docker registry credentials (`docker.execution.auth`): `auth` is base64 "user:password".
+    "auth",
+    "identitytoken",
+    "registrytoken",
 ];
 
 pub const REDACTED: &str = "<redacted>";
@@ -153,7 +157,8 @@ mod tests {
         let mut v = json!({
             "auth": {"config": {"users": {"alice": {"password": "$2b$10$abc", "authorizedKeys": ["ssh-ed25519 AAAA"]}}}},
             "kubernetes": {"connection": {"bearerToken": "t0k3n", "cert": "-----BEGIN CERTIFICATE-----", "key": "k"}},
-            "docker": {"connection": {"key": "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----"}},
+            "docker": {"connection": {"key": "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----"},
+                       "execution": {"auth": {"username": "u", "password": "p", "auth": "dTpw", "identitytoken": "i"}}},
             "audit": {"s3": {"secret_key": "s", "accessKey": "a"}},
             "ssh": {"hostkeys": ["/etc/containerssh/host_ed25519"]},
             "other": ["-----BEGIN OPENSSH PRIVATE KEY-----\n..."]
@@ -171,6 +176,11 @@ mod tests {
             "-----BEGIN CERTIFICATE-----"
         );
         assert_eq!(v["docker"]["connection"]["key"], REDACTED);
+        let registry = &v["docker"]["execution"]["auth"];
+        assert_eq!(registry["username"], "u");
+        for key in ["password", "auth", "identitytoken"] {
+            assert_eq!(registry[key], REDACTED, "{key}");
+        }
         assert_eq!(v["audit"]["s3"]["secret_key"], REDACTED);
         assert_eq!(v["audit"]["s3"]["accessKey"], REDACTED);
         assert_eq!(v["ssh"]["hostkeys"][0], "/etc/containerssh/host_ed25519");

@@ -192,3 +192,171 @@ fn a_configured_entrypoint_wraps_the_idle_command() {
     );
     gw.assert_no_containers();
 }
+
+/// Docker's other HostConfig options, as a ContainerSSH configuration writes them (Go's YAML
+/// field names, lowercased, nested too), reach the engine: a read-only bind mount beside the
+/// gateway's own, a tmpfs mount, ulimits, a CPU limit.
+#[test]
+fn containerssh_host_options_reach_the_container() {
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("motd"), "from the host\n").expect("write");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(shared.path(), mode).expect("chmod");
+    let gw = Gateway::start(json!({"docker": {"execution": {"host": {
+        "mounts": [
+            {"type": "bind", "source": shared.path().to_string_lossy(), "target": "/shared",
+             "readonly": true, "bindoptions": {"propagation": "rprivate"}},
+            {"type": "tmpfs", "target": "/scratch",
+             "tmpfsoptions": {"sizebytes": 1048576, "mode": 0o1777}}
+        ],
+        "ulimits": [{"name": "nofile", "soft": 321, "hard": 654}],
+        "nanocpus": 500_000_000,
+        "autoremove": true
+    }}}}));
+    let c = inspect_while_running(&gw);
+    let host = &c["HostConfig"];
+    assert_eq!(host["NanoCpus"], json!(500_000_000), "{host}");
+    assert_eq!(
+        host["AutoRemove"],
+        json!(false),
+        "the gateway removes containers"
+    );
+    let targets: Vec<&str> = host["Mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["Target"].as_str())
+        .collect();
+    assert!(
+        targets.contains(&"/shared") && targets.contains(&"/scratch"),
+        "{host}"
+    );
+    let mut ssh = gw.ssh();
+    ssh.arg(
+        "cat /shared/motd; touch /shared/x 2>/dev/null && echo writable || echo read-only; \
+         ulimit -n; ulimit -Hn; echo ok > /scratch/f && cat /scratch/f",
+    );
+    let out = run(ssh, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "from the host\nread-only\n321\n654\nok\n",
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+    assert!(
+        gw.log_text().contains("docker.execution.host.autoremove"),
+        "one warning names the ignored key: {}",
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+}
+
+/// A real registry (Debian's docker-registry) that wants a password: starts on a free port,
+/// holds the guest image under `team/guest:<port>`. Stops when dropped.
+struct PrivateRegistry {
+    child: std::process::Child,
+    image: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRegistry {
+    fn start(user: &str, password: &str) -> PrivateRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apache2-utils) runs");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("write");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("write");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's package) starts");
+        let image = format!("127.0.0.1:{port}/team/guest:{port}");
+        let registry = PrivateRegistry {
+            child,
+            image,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "the registry never listened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // The push logs in with a throwaway client configuration, so the engine keeps no
+        // credentials for the gateway's pull to borrow.
+        let client = registry._dir.path().join("client");
+        let docker = |args: &[&str], input: &str| {
+            let mut cmd = Command::new("docker");
+            cmd.env("DOCKER_CONFIG", &client).args(args);
+            let out = run(cmd, input.as_bytes());
+            assert!(out.status.success(), "docker {args:?}: {out:?}");
+        };
+        let server = format!("127.0.0.1:{port}");
+        docker(&["tag", IMAGE, &registry.image], "");
+        docker(
+            &["login", "-u", user, "--password-stdin", &server],
+            password,
+        );
+        docker(&["push", &registry.image], "");
+        docker(&["rmi", &registry.image], "");
+        registry
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "--force", &self.image])
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `docker.execution.auth` (Docker's AuthConfig, as in ContainerSSH) pulls from a registry
+/// that wants a password; a wrong password fails the login with the registry's reason, and
+/// the password is never logged.
+#[test]
+fn docker_execution_auth_pulls_from_a_private_registry() {
+    let registry = PrivateRegistry::start("robot", "s3cret-pa55");
+    let wrong = Gateway::start(json!({"docker": {"execution": {
+        "container": {"image": registry.image},
+        "imagePullPolicy": "IfNotPresent",
+        "auth": {"username": "robot", "password": "not-the-pa55"}
+    }}}));
+    let mut ssh = wrong.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let log = wrong.log_text();
+    assert!(log.contains("cannot pull image"), "{log}");
+    assert!(!log.contains("not-the-pa55"), "{log}");
+    drop(wrong);
+
+    let gw = Gateway::start(json!({"docker": {"execution": {
+        "container": {"image": registry.image},
+        "imagePullPolicy": "IfNotPresent",
+        "auth": {"username": "robot", "password": "s3cret-pa55"}
+    }}}));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo pulled");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "pulled\n", "{out:?}\n{}", gw.log_text());
+    let log = gw.log_text();
+    assert!(log.contains("pulling image"), "{log}");
+    assert!(!log.contains("s3cret-pa55"), "{log}");
+    gw.assert_no_containers();
+}

@@ -247,12 +247,26 @@ mod tests {
             a["docker"]["execution"]["host"]["Memory"] = json!(2000000);
             a["docker"]["execution"]["agentPath"] = json!("/usr/bin/containerssh-agent");
             a["docker"]["timeouts"]["containerStart"] = json!(90_000_000_000u64);
+            let host = &mut a["docker"]["execution"]["host"];
+            host["Mounts"] = json!([{"Type": "tmpfs", "Target": "/scratch", "TmpfsOptions": {"SizeBytes": 1048576}}]);
+            host["BlkioWeight"] = json!(200);
+            host["Ulimits"] = json!([{"Name": "nproc", "Soft": 64, "Hard": 64}]);
+            a["docker"]["execution"]["auth"] =
+                json!({"username": "robot", "password": "p", "serveraddress": "r.example"});
         });
         let m = merge_answer(&base(), &answer, MergeMode::default()).unwrap();
         let e = &m.config.docker.execution;
         assert_eq!(e.container.image, "user:3");
         assert_eq!(e.container.env, vec!["TEAM=blue".to_string()]);
         assert_eq!(e.host.memory, Some(2000000));
+        let mounts = e.host.mounts.as_ref().unwrap();
+        assert_eq!(mounts[0].target.as_deref(), Some("/scratch"));
+        let tmpfs = mounts[0].tmpfs_options.as_ref().unwrap();
+        assert_eq!(tmpfs.size_bytes, Some(1048576));
+        assert_eq!(e.host.blkio_weight, Some(200));
+        assert_eq!(e.host.ulimits.as_ref().unwrap()[0].soft, Some(64));
+        let auth = e.auth.as_ref().unwrap();
+        assert_eq!(auth.0.serveraddress.as_deref(), Some("r.example"));
         assert_eq!(
             m.config.docker.timeouts.container_start,
             std::time::Duration::from_secs(90)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bollard::models;
 use serde::{Deserialize, Serialize};
 
 use serde_json::Value;
@@ -97,6 +98,9 @@ pub struct Execution {
     pub disable_command: bool,
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
+    /// Credentials for pulling the image from its registry (Docker's `AuthConfig`).
+    #[serde(default)]
+    pub auth: Option<RegistryAuth>,
     /// Authentication metadata name → environment variable of the container (sensitive
     /// metadata is never exposed).
     #[serde(default)]
@@ -120,6 +124,7 @@ impl Default for Execution {
             subsystems: default_subsystems(),
             disable_command: false,
             image_pull_policy: PullPolicy::default(),
+            auth: None,
             expose_auth_metadata_as_env: BTreeMap::new(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
             pool: crate::config::PoolSettings::default(),
@@ -149,6 +154,21 @@ pub enum PullPolicy {
     IfNotPresent,
     #[serde(alias = "never")]
     Never,
+}
+
+/// Registry credentials, as Docker's `AuthConfig` (and ContainerSSH's `docker.execution.auth`)
+/// spell them. Never logged: `Debug` shows only the user and the server.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegistryAuth(pub bollard::auth::DockerCredentials);
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.0.username)
+            .field("serveraddress", &self.0.serveraddress)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Docker's container `Config`, the subset that makes sense for a gateway.
@@ -272,6 +292,81 @@ pub struct HostSettings {
     pub extra_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub privileged: Option<bool>,
+    // Docker's remaining HostConfig options, in Docker's own types (nested keys as Docker or
+    // ContainerSSH's YAML write them: `Target` or `target`), passed to the engine as they are.
+    /// Mounts in Docker's form; `/.containerssh` is the gateway's.
+    #[serde(default)]
+    pub mounts: Option<Vec<models::Mount>>,
+    #[serde(default)]
+    pub ulimits: Option<Vec<models::ResourcesUlimits>>,
+    #[serde(default)]
+    pub devices: Option<Vec<models::DeviceMapping>>,
+    #[serde(default, alias = "devicecgrouprules")]
+    pub device_cgroup_rules: Option<Vec<String>>,
+    #[serde(default, alias = "devicerequests")]
+    pub device_requests: Option<Vec<models::DeviceRequest>>,
+    #[serde(default, alias = "blkioweight")]
+    pub blkio_weight: Option<u16>,
+    #[serde(default, alias = "blkioweightdevice")]
+    pub blkio_weight_device: Option<Vec<models::ResourcesBlkioWeightDevice>>,
+    #[serde(default, alias = "blkiodevicereadbps")]
+    pub blkio_device_read_bps: Option<Vec<models::ThrottleDevice>>,
+    #[serde(default, alias = "blkiodevicewritebps")]
+    pub blkio_device_write_bps: Option<Vec<models::ThrottleDevice>>,
+    #[serde(default, alias = "blkiodevicereadiops")]
+    pub blkio_device_read_iops: Option<Vec<models::ThrottleDevice>>,
+    #[serde(default, alias = "blkiodevicewriteiops")]
+    pub blkio_device_write_iops: Option<Vec<models::ThrottleDevice>>,
+    #[serde(default, alias = "nanocpus")]
+    pub nano_cpus: Option<i64>,
+    #[serde(default, alias = "cgroupparent")]
+    pub cgroup_parent: Option<String>,
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    #[serde(default, alias = "cgroupnsmode")]
+    pub cgroupns_mode: Option<models::HostConfigCgroupnsModeEnum>,
+    #[serde(default, alias = "cpucount")]
+    pub cpu_count: Option<i64>,
+    #[serde(default, alias = "cpupercent")]
+    pub cpu_percent: Option<i64>,
+    #[serde(default, alias = "iomaximumiops")]
+    pub io_maximum_iops: Option<i64>,
+    #[serde(default, alias = "iomaximumbandwidth")]
+    pub io_maximum_bandwidth: Option<i64>,
+    #[serde(default, alias = "logconfig")]
+    pub log_config: Option<models::HostConfigLogConfig>,
+    #[serde(default, alias = "portbindings")]
+    pub port_bindings: Option<models::PortMap>,
+    #[serde(default, alias = "publishallports")]
+    pub publish_all_ports: Option<bool>,
+    #[serde(default, alias = "volumedriver")]
+    pub volume_driver: Option<String>,
+    #[serde(default, alias = "volumesfrom")]
+    pub volumes_from: Option<Vec<String>>,
+    #[serde(default)]
+    pub links: Option<Vec<String>>,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, alias = "dnsoptions")]
+    pub dns_options: Option<Vec<String>>,
+    #[serde(default, alias = "dnssearch")]
+    pub dns_search: Option<Vec<String>>,
+    #[serde(default, alias = "groupadd")]
+    pub group_add: Option<Vec<String>>,
+    #[serde(default, alias = "ipcmode")]
+    pub ipc_mode: Option<String>,
+    #[serde(default, alias = "pidmode")]
+    pub pid_mode: Option<String>,
+    #[serde(default, alias = "utsmode")]
+    pub uts_mode: Option<String>,
+    #[serde(default)]
+    pub sysctls: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub isolation: Option<models::HostConfigIsolationEnum>,
+    #[serde(default, alias = "maskedpaths")]
+    pub masked_paths: Option<Vec<String>>,
+    #[serde(default, alias = "readonlypaths")]
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 /// `storageopt: {size: 524288000}` is a number in the guide, a string in Docker's API.
@@ -406,6 +501,19 @@ impl DockerConfig {
                 }
             }
         }
+        for (i, mount) in exec.host.mounts.iter().flatten().enumerate() {
+            let target = mount.target.as_deref().unwrap_or_default();
+            if !target.starts_with('/') {
+                problems.push(format!(
+                    "docker.execution.host.mounts[{i}].Target: {target:?} is not an absolute path"
+                ));
+            } else if std::path::Path::new(target).starts_with(crate::backend::HELPER_DIR) {
+                problems.push(format!(
+                    "docker.execution.host.mounts[{i}].Target: {} is the gateway's",
+                    crate::backend::HELPER_DIR
+                ));
+            }
+        }
         if let Some(swappiness) = exec.host.memory_swappiness {
             if !(0..=100).contains(&swappiness) {
                 problems.push("docker.execution.host.memorySwappiness: must be 0..100".into());
@@ -452,6 +560,93 @@ pub(super) fn normalise(config: &mut Value, problems: &mut Vec<String>) {
         }
         Some(Value::Null) | None => {}
         Some(_) => problems.push("docker.execution.host.resources: must be a map".into()),
+    }
+    for (key, value) in host.iter_mut() {
+        if DOCKER_TYPED_KEYS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(key))
+        {
+            docker_key_case(value);
+        }
+    }
+}
+
+/// The `host` options whose values are Docker's own structures.
+const DOCKER_TYPED_KEYS: &[&str] = &[
+    "mounts",
+    "ulimits",
+    "devices",
+    "deviceRequests",
+    "blkioWeightDevice",
+    "blkioDeviceReadBps",
+    "blkioDeviceWriteBps",
+    "blkioDeviceReadIOps",
+    "blkioDeviceWriteIOps",
+    "logConfig",
+    "portBindings",
+];
+
+/// Field names of Docker's structures under [`DOCKER_TYPED_KEYS`].
+const DOCKER_FIELDS: &[&str] = &[
+    "Target",
+    "Source",
+    "Type",
+    "ReadOnly",
+    "Consistency",
+    "BindOptions",
+    "Propagation",
+    "NonRecursive",
+    "CreateMountpoint",
+    "ReadOnlyNonRecursive",
+    "ReadOnlyForceRecursive",
+    "VolumeOptions",
+    "NoCopy",
+    "Labels",
+    "DriverConfig",
+    "Name",
+    "Options",
+    "Subpath",
+    "ImageOptions",
+    "TmpfsOptions",
+    "SizeBytes",
+    "Mode",
+    "Soft",
+    "Hard",
+    "PathOnHost",
+    "PathInContainer",
+    "CgroupPermissions",
+    "Path",
+    "Rate",
+    "Weight",
+    "Config",
+    "HostIp",
+    "HostPort",
+    "Driver",
+    "Count",
+    "DeviceIDs",
+    "Capabilities",
+];
+
+/// Docker's structures written with ContainerSSH's YAML keys (Go's YAML decoder lowercases
+/// field names: `readonly`, `bindoptions`) get Docker's spelling. The free-form maps inside
+/// them (`Labels`, `Options`, `Config`) keep their keys.
+fn docker_key_case(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(docker_key_case),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut value) in entries {
+                let key = DOCKER_FIELDS
+                    .iter()
+                    .find(|f| f.eq_ignore_ascii_case(&key))
+                    .map_or(key, |f| f.to_string());
+                if !matches!(key.as_str(), "Labels" | "Options" | "Config") {
+                    docker_key_case(&mut value);
+                }
+                map.insert(key, value);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -566,6 +761,21 @@ pub(super) const UNUSED_KEYS: UnusedKeys = &[
         "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",
     ),
     (
+        "docker.execution.host",
+        &["AutoRemove", "RestartPolicy"],
+        "containers live as long as their connection or session; the gateway removes them",
+    ),
+    (
+        "docker.execution.host",
+        &["ContainerIDFile", "ConsoleSize"],
+        "Docker CLI settings; terminal sizes come from the client",
+    ),
+    (
+        "docker.execution.host",
+        &["KernelMemory", "KernelMemoryTCP"],
+        "removed from Docker's API",
+    ),
+    (
         "docker.timeouts",
         &["http"],
         "Docker API calls are bounded by the other docker.timeouts",
@@ -610,6 +820,100 @@ mod tests {
         assert_eq!(
             answer,
             json!({"docker": {"execution": {"container": {}, "host": {"networkDisabled": true}}}})
+        );
+    }
+
+    /// Docker's other HostConfig options, as ContainerSSH's YAML writes them (lowercased field
+    /// names, nested too), reach the container's HostConfig.
+    #[test]
+    fn docker_host_options_in_containerssh_yaml_reach_the_container() {
+        let c = parsed(
+            "docker:
+  execution:
+    auth:
+      username: robot
+      password: s3cret
+      serveraddress: registry.example.com
+    host:
+      mounts:
+        - type: bind
+          source: /srv/shared
+          target: /shared
+          readonly: true
+          bindoptions: {propagation: rslave}
+        - type: volume
+          target: /cache
+          volumeoptions: {labels: {type: cache}, driverconfig: {name: local, options: {o: bind}}}
+      ulimits: [{name: nofile, soft: 1024, hard: 2048}]
+      blkioweight: 300
+      blkiodevicereadbps: [{path: /dev/vda, rate: 1048576}]
+      nanocpus: 500000000
+      sysctls: {net.ipv4.ip_forward: '0'}
+      logconfig: {type: none, config: {Type: kept}}
+      portbindings: {22/tcp: [{hostip: 127.0.0.1, hostport: '2200'}]}
+      devices: [{pathonhost: /dev/null, pathincontainer: /dev/extra, cgrouppermissions: r}]
+      pidmode: ''
+      autoremove: true
+      restartpolicy: {name: always}
+",
+        )
+        .unwrap();
+        let exec = &c.docker.execution;
+        let auth = exec.auth.as_ref().unwrap();
+        assert_eq!(auth.0.username.as_deref(), Some("robot"));
+        assert!(!format!("{exec:?}").contains("s3cret"));
+        let host = crate::backend::docker::container::host_config(exec);
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts[0].target.as_deref(), Some("/shared"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[0].typ, Some(bollard::models::MountType::BIND));
+        assert!(mounts[0]
+            .bind_options
+            .as_ref()
+            .unwrap()
+            .propagation
+            .is_some());
+        let volume = mounts[1].volume_options.as_ref().unwrap();
+        assert_eq!(volume.labels.as_ref().unwrap()["type"], "cache");
+        let driver = volume.driver_config.as_ref().unwrap();
+        assert_eq!(driver.options.as_ref().unwrap()["o"], "bind");
+        assert_eq!(host.ulimits.unwrap()[0].hard, Some(2048));
+        assert_eq!(host.blkio_weight, Some(300));
+        assert_eq!(host.blkio_device_read_bps.unwrap()[0].rate, Some(1048576));
+        assert_eq!(host.nano_cpus, Some(500000000));
+        assert_eq!(host.sysctls.unwrap()["net.ipv4.ip_forward"], "0");
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("none"));
+        assert_eq!(log.config.unwrap()["Type"], "kept");
+        let ports = host.port_bindings.unwrap();
+        let binding = &ports["22/tcp"].as_ref().unwrap()[0];
+        assert_eq!(binding.host_port.as_deref(), Some("2200"));
+        assert_eq!(
+            host.devices.unwrap()[0].path_in_container.as_deref(),
+            Some("/dev/extra")
+        );
+        // The gateway keeps removing its containers itself.
+        assert_eq!(host.auto_remove, Some(false));
+        assert!(host.restart_policy.is_none());
+    }
+
+    #[test]
+    fn docker_host_options_are_checked() {
+        let e = parsed("docker:\n  execution:\n    host:\n      mounts: [{type: bind, source: /x, target: /.containerssh/y}]\n").unwrap_err();
+        assert!(e[0].contains("is the gateway's"), "{e:?}");
+        let e = parsed("docker:\n  execution:\n    host:\n      mounts: [{type: bind, source: /x, target: relative}]\n").unwrap_err();
+        assert!(e[0].contains("not an absolute path"), "{e:?}");
+        let e =
+            parsed("docker:\n  execution:\n    host:\n      mounts: [{typ: bind, target: /x}]\n")
+                .unwrap_err();
+        assert!(
+            e[0].starts_with("docker.execution.host.mounts[0].typ: unknown key"),
+            "{e:?}"
+        );
+        let e = parsed("docker:\n  execution:\n    auth:\n      user: x\n").unwrap_err();
+        assert!(
+            e[0].starts_with("docker.execution.auth.user: unknown key"),
+            "{e:?}"
         );
     }
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::spawner::{self, Slot};
 use crate::backend::{WorkloadOwner, LABEL_CONNECTION, LABEL_INSTANCE, LABEL_MANAGED};
-use crate::config::{Execution, PullPolicy, DEFAULT_PIDS_LIMIT};
+use crate::config::{Execution, PullPolicy, RegistryAuth, DEFAULT_PIDS_LIMIT};
 
 pub const LABEL_USERNAME: &str = "containerssh.username";
 
@@ -18,6 +18,7 @@ pub async fn ensure_image(
     docker: &Docker,
     image: &str,
     policy: PullPolicy,
+    auth: Option<&RegistryAuth>,
     connection_id: &str,
 ) -> anyhow::Result<()> {
     let present = match docker.inspect_image(image).await {
@@ -33,18 +34,28 @@ pub async fn ensure_image(
         }
         (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
         (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
-            pull(docker, image, connection_id).await
+            pull(docker, image, auth, connection_id).await
         }
     }
 }
 
-async fn pull(docker: &Docker, image: &str, connection_id: &str) -> anyhow::Result<()> {
-    tracing::info!(connection_id, image, "pulling image");
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    auth: Option<&RegistryAuth>,
+    connection_id: &str,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        connection_id,
+        image,
+        registry_user = auth.and_then(|a| a.0.username.as_deref()),
+        "pulling image"
+    );
     let options = CreateImageOptions {
         from_image: Some(image.to_string()),
         ..Default::default()
     };
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, auth.map(|a| a.0.clone()));
     while let Some(step) = progress.next().await {
         let step = step.with_context(|| format!("cannot pull image {image}"))?;
         if let Some(detail) = step.error_detail.and_then(|d| d.message) {
@@ -96,7 +107,10 @@ pub fn container_body(
     let mut host_config = host_config(exec);
     let cmd = match slot {
         Some(slot) => {
-            host_config.mounts = Some(vec![slot.mount()]);
+            // The slot's directory holds the helper: no helper volume.
+            let mut mounts = exec.host.mounts.clone().unwrap_or_default();
+            mounts.push(slot.mount());
+            host_config.mounts = Some(mounts);
             spawner::main_command()
         }
         None => exec.idle_command.clone(),
@@ -144,10 +158,7 @@ pub fn host_config(exec: &Execution) -> HostConfig {
             .storageopt
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
-        tmpfs: h
-            .tmpfs
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        tmpfs: h.tmpfs.as_ref().map(to_hash_map),
         readonly_rootfs: h.readonly_rootfs,
         memory: h.memory,
         memory_reservation: h.memory_reservation,
@@ -180,15 +191,63 @@ pub fn host_config(exec: &Execution) -> HostConfig {
         privileged: h.privileged,
         // The gateway removes containers itself so it can log failures; auto-remove would race.
         auto_remove: Some(false),
-        mounts: helper_volume(exec).then(|| {
-            vec![bollard::models::Mount {
+        mounts: mounts(exec),
+        ulimits: h.ulimits.clone(),
+        devices: h.devices.clone(),
+        device_cgroup_rules: h.device_cgroup_rules.clone(),
+        device_requests: h.device_requests.clone(),
+        blkio_weight: h.blkio_weight,
+        blkio_weight_device: h.blkio_weight_device.clone(),
+        blkio_device_read_bps: h.blkio_device_read_bps.clone(),
+        blkio_device_write_bps: h.blkio_device_write_bps.clone(),
+        blkio_device_read_iops: h.blkio_device_read_iops.clone(),
+        blkio_device_write_iops: h.blkio_device_write_iops.clone(),
+        nano_cpus: h.nano_cpus,
+        cgroup_parent: h.cgroup_parent.clone(),
+        cgroup: h.cgroup.clone(),
+        cgroupns_mode: h.cgroupns_mode,
+        cpu_count: h.cpu_count,
+        cpu_percent: h.cpu_percent,
+        io_maximum_iops: h.io_maximum_iops,
+        io_maximum_bandwidth: h.io_maximum_bandwidth,
+        log_config: h.log_config.clone(),
+        port_bindings: h.port_bindings.clone(),
+        publish_all_ports: h.publish_all_ports,
+        volume_driver: h.volume_driver.clone(),
+        volumes_from: h.volumes_from.clone(),
+        links: h.links.clone(),
+        annotations: h.annotations.as_ref().map(to_hash_map),
+        dns_options: h.dns_options.clone(),
+        dns_search: h.dns_search.clone(),
+        group_add: h.group_add.clone(),
+        ipc_mode: h.ipc_mode.clone(),
+        pid_mode: h.pid_mode.clone(),
+        uts_mode: h.uts_mode.clone(),
+        sysctls: h.sysctls.as_ref().map(to_hash_map),
+        isolation: h.isolation,
+        masked_paths: h.masked_paths.clone(),
+        readonly_paths: h.readonly_paths.clone(),
+        ..Default::default()
+    }
+}
+
+fn to_hash_map(map: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The configured mounts, and the helper's volume when the root file system is read-only.
+fn mounts(exec: &Execution) -> Option<Vec<bollard::models::Mount>> {
+    let mut mounts = exec.host.mounts.clone();
+    if helper_volume(exec) {
+        mounts
+            .get_or_insert_with(Vec::new)
+            .push(bollard::models::Mount {
                 target: Some(crate::backend::HELPER_DIR.into()),
                 typ: Some(bollard::models::MountType::VOLUME),
                 ..Default::default()
-            }]
-        }),
-        ..Default::default()
+            });
     }
+    mounts
 }
 
 /// Whether the container gets an anonymous volume for the forwarding helper: only when its root

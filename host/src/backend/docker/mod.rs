@@ -331,6 +331,7 @@ impl DockerBackend {
             &self.docker,
             &exec.container.image,
             exec.image_pull_policy,
+            exec.auth.as_ref(),
             &owner.connection_id,
         );
         tokio::select! {
