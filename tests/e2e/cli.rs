@@ -118,8 +118,6 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
     for key in [
         "docker.execution.agentPath",
         "docker.execution.container.cmd",
-        "docker.execution.network",
-        "docker.execution.platform",
         "docker.timeouts.http",
         "sshproxy.ciphers",
         "sshproxy.kex",
@@ -139,6 +137,8 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
         "health.client",
         "disableAgent",
         "containername",
+        "docker.execution.network",
+        "docker.execution.platform",
     ] {
         assert!(!warnings.contains(key), "{key}: {warnings}");
     }

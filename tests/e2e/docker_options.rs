@@ -360,3 +360,53 @@ fn docker_execution_auth_pulls_from_a_private_registry() {
     assert!(!log.contains("s3cret-pa55"), "{log}");
     gw.assert_no_containers();
 }
+
+/// ContainerSSH's `network` (Docker's NetworkingConfig, Go's YAML spelling) connects the
+/// container with an alias and a fixed address; `platform` picks the image's platform.
+#[test]
+fn network_and_platform_settings_reach_the_engine() {
+    let name = format!("containerssh-test-net-{}", free_port());
+    let created = Command::new("docker")
+        .args(["network", "create", "--subnet", "10.231.77.0/24", &name])
+        .output()
+        .expect("docker network create");
+    assert!(created.status.success(), "{created:?}");
+    struct RemoveNetwork(String);
+    impl Drop for RemoveNetwork {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _network = RemoveNetwork(name.clone());
+    let gw = Gateway::start(json!({"docker": {"execution": {
+        "host": {"networkMode": name},
+        "network": {"endpointsconfig": {name.clone(): {
+            "aliases": ["team-shell"],
+            "ipamconfig": {"ipv4address": "10.231.77.77"}
+        }}},
+        "platform": {"os": "linux", "architecture": "amd64"}
+    }}}));
+    let c = inspect_while_running(&gw);
+    let endpoint = &c["NetworkSettings"]["Networks"][&name];
+    assert_eq!(endpoint["IPAddress"], json!("10.231.77.77"), "{c}");
+    assert!(
+        endpoint["Aliases"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("team-shell"))),
+        "{endpoint}"
+    );
+    // The fixed address is free again once that container is gone.
+    gw.assert_no_containers();
+    let mut ssh = gw.ssh();
+    ssh.arg("grep -c 10.231.77.77 /etc/hosts");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "1\n", "{out:?}\n{}", gw.log_text());
+    assert!(
+        !gw.log_text().contains("setting ignored"),
+        "{}",
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+}

@@ -101,6 +101,12 @@ pub struct Execution {
     /// Credentials for pulling the image from its registry (Docker's `AuthConfig`).
     #[serde(default)]
     pub auth: Option<RegistryAuth>,
+    /// Networks to connect the container to (Docker's `NetworkingConfig`: aliases, addresses).
+    #[serde(default)]
+    pub network: Option<models::NetworkingConfig>,
+    /// The image platform to run (OCI's `Platform`), for engines that run several.
+    #[serde(default)]
+    pub platform: Option<Platform>,
     /// Authentication metadata name → environment variable of the container (sensitive
     /// metadata is never exposed).
     #[serde(default)]
@@ -125,6 +131,8 @@ impl Default for Execution {
             disable_command: false,
             image_pull_policy: PullPolicy::default(),
             auth: None,
+            network: None,
+            platform: None,
             expose_auth_metadata_as_env: BTreeMap::new(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
             pool: crate::config::PoolSettings::default(),
@@ -168,6 +176,41 @@ impl std::fmt::Debug for RegistryAuth {
             .field("username", &self.0.username)
             .field("serveraddress", &self.0.serveraddress)
             .finish_non_exhaustive()
+    }
+}
+
+/// OCI's image platform, as ContainerSSH takes it (`docker.execution.platform`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, rename = "os.version", alias = "osversion")]
+    pub os_version: String,
+    #[serde(default, rename = "os.features", alias = "osfeatures")]
+    pub os_features: Vec<String>,
+    #[serde(default)]
+    pub variant: String,
+}
+
+impl Platform {
+    /// Docker's form, `os/architecture[/variant]`; empty when neither is set.
+    pub fn docker_form(&self) -> String {
+        if self.os.is_empty() && self.architecture.is_empty() {
+            return String::new();
+        }
+        let os = if self.os.is_empty() {
+            "linux"
+        } else {
+            &self.os
+        };
+        let mut form = format!("{os}/{}", self.architecture);
+        if !self.variant.is_empty() {
+            form.push('/');
+            form.push_str(&self.variant);
+        }
+        form
     }
 }
 
@@ -501,6 +544,13 @@ impl DockerConfig {
                 }
             }
         }
+        if let Some(platform) = &exec.platform {
+            if platform.architecture.is_empty() && !platform.docker_form().is_empty() {
+                problems.push(
+                    "docker.execution.platform.architecture: must be set with platform.os".into(),
+                );
+            }
+        }
         for (i, mount) in exec.host.mounts.iter().flatten().enumerate() {
             let target = mount.target.as_deref().unwrap_or_default();
             if !target.starts_with('/') {
@@ -543,6 +593,12 @@ pub(super) fn normalise(config: &mut Value, problems: &mut Vec<String>) {
         return;
     };
     containerssh_execution(execution, problems);
+    if let Some((_, network)) = execution
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case("network"))
+    {
+        network_key_case(network);
+    }
     let Some(host) = execution.get_mut("host").and_then(Value::as_object_mut) else {
         return;
     };
@@ -627,27 +683,83 @@ const DOCKER_FIELDS: &[&str] = &[
     "Capabilities",
 ];
 
-/// Docker's structures written with ContainerSSH's YAML keys (Go's YAML decoder lowercases
-/// field names: `readonly`, `bindoptions`) get Docker's spelling. The free-form maps inside
-/// them (`Labels`, `Options`, `Config`) keep their keys.
-fn docker_key_case(value: &mut Value) {
+/// Docker's `EndpointSettings` (and its `IPAMConfig`) field names.
+const ENDPOINT_FIELDS: &[&str] = &[
+    "IPAMConfig",
+    "IPv4Address",
+    "IPv6Address",
+    "LinkLocalIPs",
+    "Links",
+    "MacAddress",
+    "Aliases",
+    "DriverOpts",
+    "GwPriority",
+    "NetworkID",
+    "EndpointID",
+    "Gateway",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "DNSNames",
+];
+
+/// `network` with Docker's key spelling: `EndpointsConfig` maps network names (kept as
+/// written) to endpoint settings.
+fn network_key_case(network: &mut Value) {
+    let Some(map) = network.as_object_mut() else {
+        return;
+    };
+    let Some(key) = map
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("EndpointsConfig"))
+        .cloned()
+    else {
+        return;
+    };
+    let Some(mut endpoints) = map.remove(&key) else {
+        return;
+    };
+    for settings in endpoints
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|e| e.values_mut())
+    {
+        fields_case(settings, ENDPOINT_FIELDS, &["DriverOpts"]);
+    }
+    map.insert("EndpointsConfig".into(), endpoints);
+}
+
+/// Renames the keys of `value` (and of the objects and lists inside it) that match one of
+/// `fields` case-insensitively to that spelling, leaving the insides of `free_maps` alone.
+fn fields_case(value: &mut Value, fields: &[&str], free_maps: &[&str]) {
     match value {
-        Value::Array(items) => items.iter_mut().for_each(docker_key_case),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| fields_case(item, fields, free_maps)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
             for (key, mut value) in entries {
-                let key = DOCKER_FIELDS
+                let key = fields
                     .iter()
                     .find(|f| f.eq_ignore_ascii_case(&key))
                     .map_or(key, |f| f.to_string());
-                if !matches!(key.as_str(), "Labels" | "Options" | "Config") {
-                    docker_key_case(&mut value);
+                if !free_maps.contains(&key.as_str()) {
+                    fields_case(&mut value, fields, free_maps);
                 }
                 map.insert(key, value);
             }
         }
         _ => {}
     }
+}
+
+/// Docker's structures written with ContainerSSH's YAML keys (Go's YAML decoder lowercases
+/// field names: `readonly`, `bindoptions`) get Docker's spelling. The free-form maps inside
+/// them (`Labels`, `Options`, `Config`) keep their keys.
+fn docker_key_case(value: &mut Value) {
+    fields_case(value, DOCKER_FIELDS, &["Labels", "Options", "Config"]);
 }
 
 /// ContainerSSH's own forms of two `docker.execution` settings: `exposeAuthMetadataAsEnv` as a
@@ -754,11 +866,6 @@ pub(super) const UNUSED_KEYS: UnusedKeys = &[
             "Shell",
         ],
         "not used for gateway containers (network settings are in docker.execution.host)",
-    ),
-    (
-        "docker.execution",
-        &["network", "platform"],
-        "networks are chosen with docker.execution.host.networkMode; images run on the engine's platform",
     ),
     (
         "docker.execution.host",
@@ -895,6 +1002,35 @@ mod tests {
         // The gateway keeps removing its containers itself.
         assert_eq!(host.auto_remove, Some(false));
         assert!(host.restart_policy.is_none());
+    }
+
+    #[test]
+    fn network_and_platform_are_taken_in_either_spelling() {
+        let c = parsed("docker:\n  execution:\n    network:\n      endpointsconfig:\n        aliases:\n          aliases: [shell]\n          ipamconfig: {ipv4address: 10.0.0.7}\n          driveropts: {aliases: x}\n    platform: {os: linux, architecture: arm64, variant: v8}\n").unwrap();
+        let exec = &c.docker.execution;
+        let endpoints = exec
+            .network
+            .as_ref()
+            .unwrap()
+            .endpoints_config
+            .as_ref()
+            .unwrap();
+        // The network's name is kept as written, even when it looks like a field.
+        let settings = &endpoints["aliases"];
+        assert_eq!(
+            settings.aliases.as_deref(),
+            Some(&["shell".to_string()][..])
+        );
+        let ipam = settings.ipam_config.as_ref().unwrap();
+        assert_eq!(ipam.ipv4_address.as_deref(), Some("10.0.0.7"));
+        assert_eq!(settings.driver_opts.as_ref().unwrap()["aliases"], "x");
+        let platform = exec.platform.as_ref().unwrap();
+        assert_eq!(platform.docker_form(), "linux/arm64/v8");
+        let e = parsed("docker:\n  execution:\n    platform: {os: linux}\n").unwrap_err();
+        assert!(
+            e[0].starts_with("docker.execution.platform.architecture"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub fn container_body(
         open_stdin: Some(false),
         tty: Some(false),
         host_config: Some(host_config),
+        networking_config: exec.network.clone(),
         ..Default::default()
     }
 }

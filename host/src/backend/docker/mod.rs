@@ -350,7 +350,11 @@ impl DockerBackend {
         let create = self.docker.create_container(
             Some(bollard::query_parameters::CreateContainerOptions {
                 name: Some(name.clone()),
-                ..Default::default()
+                platform: exec
+                    .platform
+                    .as_ref()
+                    .map(config::Platform::docker_form)
+                    .unwrap_or_default(),
             }),
             body,
         );
