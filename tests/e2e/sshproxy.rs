@@ -51,6 +51,44 @@ fn the_gateway_logs_in_upstream_with_a_password_and_the_clients_name() {
     upstream.assert_no_containers();
 }
 
+/// A backing server that goes away (killed outright) ends the client's connection with a
+/// message, as ContainerSSH does, instead of leaving it open with nothing behind it.
+#[test]
+fn the_client_is_disconnected_when_the_backing_server_goes_away() {
+    let mut upstream = Gateway::start(json!({}));
+    let proxy = Gateway::start(proxy_to(
+        &upstream,
+        &key_fingerprint(&upstream.dir.path().join("host_ed25519")),
+    ));
+    let mut client = proxy.spawn_ssh("sleep 120", true);
+    let container = upstream.wait_for_container();
+    signal(upstream.pid(), "KILL");
+    let _ = upstream.wait_exit(std::time::Duration::from_secs(10));
+    let status = wait_timeout(&mut client, std::time::Duration::from_secs(30));
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &container])
+        .output();
+    let Some(status) = status else {
+        let _ = client.kill();
+        panic!("the client stayed connected:\n{}", proxy.log_text());
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    if let Some(mut e) = client.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(
+        stderr.contains("the backing server closed the connection"),
+        "{stderr}\n{}",
+        proxy.log_text()
+    );
+    assert!(
+        proxy.log_text().contains("the backing connection ended"),
+        "{}",
+        proxy.log_text()
+    );
+}
+
 #[test]
 fn a_backing_server_with_an_unlisted_host_key_is_refused() {
     let upstream = Gateway::start(json!({}));

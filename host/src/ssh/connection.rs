@@ -264,9 +264,29 @@ impl Connection {
         let creation = self
             .tasks
             .spawn(async move { conn.create_workload_now(session).await });
-        creation
+        let workload = creation
             .await
-            .map_err(|e| anyhow::anyhow!("container creation failed: {e}"))?
+            .map_err(|e| anyhow::anyhow!("container creation failed: {e}"))??;
+        if session.is_none() {
+            self.end_with(workload.clone());
+        }
+        Ok(workload)
+    }
+
+    /// Ends the connection when its workload ends by itself (a backing SSH server that closed
+    /// the connection): the client is told instead of keeping a connection nothing serves.
+    fn end_with(self: &Arc<Self>, workload: Arc<dyn Workload>) {
+        let conn = Arc::downgrade(self);
+        self.spawn(async move {
+            workload.ended().await;
+            let Some(conn) = conn.upgrade() else { return };
+            tracing::info!(connection_id = %conn.id, workload = workload.id(),
+                "the backing connection ended; ending the client's connection");
+            conn.disconnect(
+                russh::Disconnect::ByApplication,
+                "containerssh: the backing server closed the connection",
+            );
+        });
     }
 
     async fn create_workload_now(&self, session: Option<u32>) -> anyhow::Result<Arc<dyn Workload>> {

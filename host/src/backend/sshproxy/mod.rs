@@ -98,7 +98,8 @@ impl Backend for SshProxyBackend {
         let config = downcast::<SshProxyConfig>(settings, &BACKEND)?;
         let started = std::time::Instant::now();
         let routes = Routes::default();
-        let login = tokio::time::timeout(config.timeout, log_in(config, owner, &routes));
+        let ended = CancellationToken::new();
+        let login = tokio::time::timeout(config.timeout, log_in(config, owner, &routes, &ended));
         let handle = tokio::select! {
             done = login => done.map_err(|_| {
                 anyhow::anyhow!("the backing server did not let the gateway in within {:?} (sshproxy.timeout)", config.timeout)
@@ -120,6 +121,7 @@ impl Backend for SshProxyBackend {
             timeout: config.timeout,
             closing: TaskTracker::new(),
             routes,
+            ended,
         }))
     }
 
@@ -149,6 +151,7 @@ async fn log_in(
     config: &SshProxyConfig,
     owner: &WorkloadOwner,
     routes: &Routes,
+    ended: &CancellationToken,
 ) -> anyhow::Result<Handle<Upstream>> {
     let user = if config.username_pass_through {
         owner.username.clone()
@@ -166,6 +169,7 @@ async fn log_in(
     let check = Upstream {
         allowed: config.allowed_host_key_fingerprints.clone(),
         routes: routes.clone(),
+        _ended: ended.clone().drop_guard(),
     };
     let address = (config.server.as_str(), config.port);
     let mut handle = client::connect(client_config, address, check)
@@ -232,6 +236,9 @@ async fn disconnect(handle: &Handle<Upstream>) {
 pub struct Upstream {
     allowed: Vec<String>,
     routes: Routes,
+    /// Cancelled when russh drops the handler, i.e. when the backing connection is over,
+    /// however it ended.
+    _ended: tokio_util::sync::DropGuard,
 }
 
 /// A listener on the backing server, as its forwarded channels name it.
@@ -383,6 +390,8 @@ struct ProxyWorkload {
     /// cancels of listeners dropped.
     closing: TaskTracker,
     routes: Routes,
+    /// Cancelled once the backing connection is over.
+    ended: CancellationToken,
 }
 
 /// Sends a session's environment, agent, terminal and program requests and waits for their
@@ -611,6 +620,14 @@ impl Workload for ProxyWorkload {
         self.closing.close();
         let _ = tokio::time::timeout(CLOSE_LIMIT, self.closing.wait()).await;
         disconnect(&self.handle).await;
+    }
+
+    async fn ended(&self) {
+        self.ended.cancelled().await;
+        if self.gone.load(Ordering::Acquire) {
+            // The gateway ended it: nothing to tell.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
