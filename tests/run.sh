@@ -46,12 +46,16 @@ if [ -n "$need_pkgs" ]; then
 fi
 # asciinema (PyPI) checks that session recordings play in the real player.
 python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet "asciinema==2.4.0"
+# moto's server mode (PyPI) is the S3-compatible server of the `audit.storage: s3` tests.
+python3 -c "import moto.server, flask, flask_cors" >/dev/null 2>&1 || python3 -m pip install --quiet "moto[server]==5.2.1"
 # asyncssh and paramiko drive many logins at once, streams both ways, key-then-password
 # fallbacks and window-change storms; ssh-audit judges the algorithms offered
 # (pinned: its verdicts change between releases).
 python3 -c "import asyncssh, paramiko" >/dev/null 2>&1 || python3 -m pip install --quiet asyncssh paramiko
 # componentize-py builds the Python plugin example (examples/plugins/python-auth) in the suite.
 python3 -m pip show componentize-py 2>/dev/null | grep -qx "Version: 0.25.1" || python3 -m pip install --quiet "componentize-py==0.25.1"
+# mmdb-writer writes the MaxMind database the GeoIP test reads.
+python3 -c "import mmdb_writer" >/dev/null 2>&1 || python3 -m pip install --quiet "mmdb-writer==0.2.7"
 python3 -m pip show ssh-audit 2>/dev/null | grep -qx "Version: 3.9.0" || python3 -m pip install --quiet "ssh-audit==3.9.0"
 # Console scripts installed by pip (ssh-audit) need a shim where Python is managed by pyenv.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

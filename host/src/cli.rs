@@ -250,18 +250,30 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let instance = instance_id(&config);
     let backends = Backends::connect(config.clone(), instance, Some(metrics.clone())).await?;
     let auditor = crate::audit::Auditor::new(&config.audit)?;
-    let gateway = Gateway::new(config.clone(), plugins, auditor, backends, metrics.clone());
+    let geoip_config = config.geoip.clone();
+    let geoip = tokio::task::spawn_blocking(move || observe::geoip::GeoIp::load(&geoip_config))
+        .await
+        .context("loading the GeoIP database")??;
+    let gateway = Gateway::new(
+        config.clone(),
+        plugins,
+        auditor,
+        backends,
+        metrics.clone(),
+        geoip,
+    );
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
 }
 
-/// Starts the metrics and health listeners (one listener when they share an address).
+/// Starts the metrics and health listeners (one listener when they share an address, with
+/// the same TLS settings, which `Config::validate` checked).
 async fn start_observability(
     config: &Config,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
-    let mut servers: Vec<(String, Routes)> = Vec::new();
+    let mut servers: Vec<(String, Routes, &str, observe::ServerTls)> = Vec::new();
     if config.metrics.enable {
         servers.push((
             config.metrics.listen.clone(),
@@ -269,31 +281,40 @@ async fn start_observability(
                 metrics_path: Some(config.metrics.path.clone()),
                 health: false,
             },
+            "metrics",
+            config.metrics.tls(),
         ));
     }
     if config.health.enable {
         match servers
             .iter_mut()
-            .find(|(listen, _)| *listen == config.health.listen)
+            .find(|(listen, ..)| *listen == config.health.listen)
         {
-            Some((_, routes)) => routes.health = true,
+            Some((_, routes, ..)) => routes.health = true,
             None => servers.push((
                 config.health.listen.clone(),
                 Routes {
                     metrics_path: None,
                     health: true,
                 },
+                "health",
+                config.health.tls(),
             )),
         }
     }
-    for (listen, routes) in servers {
+    for (listen, routes, section, tls) in servers {
+        // Certificates and keys are read off the async workers, before anything is served.
+        let tls = tokio::task::spawn_blocking(move || tls.server_config())
+            .await
+            .context("reading the metrics/health TLS settings")?
+            .map_err(|e| anyhow::anyhow!("{section}.{e:#}"))?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen} for metrics/health"))?;
         let metrics = metrics.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            if let Err(e) = observe::serve(listener, routes, metrics, ready).await {
+            if let Err(e) = observe::serve(listener, routes, metrics, ready, tls).await {
                 tracing::error!(error = format!("{e:#}"), "observability endpoint stopped");
             }
         });

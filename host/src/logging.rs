@@ -19,12 +19,7 @@ pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::W
 /// Sets up logging as configured. A destination that cannot be opened is an error (the
 /// gateway does not start without its log).
 pub fn init(config: &LogConfig) -> anyhow::Result<LogGuard> {
-    let level = match config.level.as_str() {
-        "warning" => "warn",
-        "notice" => "info",
-        "critical" | "alert" | "emergency" => "error",
-        other => other,
-    };
+    let level = filter_level(&config.level).unwrap_or("info");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{level},russh=warn,bollard=warn,wasmtime=warn,cranelift=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,kube=warn,kube_client=warn,tower=warn,tungstenite=warn,tokio_tungstenite=warn"
@@ -65,6 +60,35 @@ pub fn init(config: &LogConfig) -> anyhow::Result<LogGuard> {
             Ok(LogGuard(None))
         }
     }
+}
+
+/// The tracing level of a `log.level`: a name (ours or ContainerSSH's syslog names) or a
+/// syslog severity number, 0 (emergency) to 7 (debug), as ContainerSSH takes it. `None`: not
+/// a level.
+pub fn filter_level(level: &str) -> Option<&'static str> {
+    let level = level.trim();
+    let name = match level.parse::<i64>() {
+        Ok(number) => match number {
+            7 => "debug",
+            6 => "info",
+            5 => "notice",
+            4 => "warning",
+            3 => "error",
+            2 => "critical",
+            1 => "alert",
+            0 => "emergency",
+            _ => return None,
+        },
+        Err(_) => level,
+    };
+    Some(match name.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" | "notice" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "err" | "critical" | "crit" | "alert" | "emergency" | "emerg" => "error",
+        _ => return None,
+    })
 }
 
 fn install<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool, time: bool)
@@ -258,6 +282,40 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_are_names_or_syslog_severities() {
+        // ContainerSSH's numbers: 7 = debug ... 0 = emergency, as its names map.
+        let numbers = [
+            (7, "debug"),
+            (6, "info"),
+            (5, "notice"),
+            (4, "warning"),
+            (3, "error"),
+            (2, "critical"),
+            (1, "alert"),
+            (0, "emergency"),
+        ];
+        for (number, name) in numbers {
+            assert_eq!(
+                filter_level(&number.to_string()),
+                filter_level(name),
+                "{number}"
+            );
+            assert!(filter_level(name).is_some(), "{name}");
+        }
+        assert_eq!(filter_level("7"), Some("debug"));
+        assert_eq!(filter_level("5"), Some("info"));
+        assert_eq!(filter_level("4"), Some("warn"));
+        assert_eq!(filter_level("0"), Some("error"));
+        // ContainerSSH writes `crit` and `emerg`.
+        assert_eq!(filter_level("crit"), Some("error"));
+        assert_eq!(filter_level("emerg"), Some("error"));
+        assert_eq!(filter_level("trace"), Some("trace"));
+        for bad in ["8", "-1", "99", "", "verbose", "7.5"] {
+            assert_eq!(filter_level(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn facilities_have_their_numbers() {

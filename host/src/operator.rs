@@ -1,11 +1,9 @@
 //! Operator commands that ContainerSSH users script around: `--dump-config` (the effective
 //! configuration, secrets redacted) and `--healthcheck` (for Docker HEALTHCHECK and Kubernetes
-//! exec probes: exit 0 when the health endpoint answers 200).
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+//! exec probes: exit 0 when the health endpoint answers 200; over HTTPS as `health.client`
+//! says, see `observe::probe`).
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -97,7 +95,7 @@ pub fn healthcheck(path: &Path) -> ExitCode {
         eprintln!("containerssh: health.enable is false: there is no health endpoint to ask");
         return ExitCode::FAILURE;
     }
-    match probe(&config.health.listen) {
+    match crate::observe::probe::check(&config.health) {
         Ok(200) => {
             println!("healthy");
             ExitCode::SUCCESS
@@ -111,40 +109,6 @@ pub fn healthcheck(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// One GET of `/health` on `listen` (an unspecified address means this host); the status code.
-fn probe(listen: &str) -> Result<u16, String> {
-    let mut addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("health.listen {listen:?} is not an address:port"))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("cannot send to {addr}: {e}"))?;
-    let mut head = Vec::new();
-    stream
-        .take(4096)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("no answer from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&head);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("{addr} did not answer HTTP"))
 }
 
 #[cfg(test)]

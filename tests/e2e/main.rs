@@ -8,6 +8,7 @@ mod harness;
 mod webhook_server;
 
 mod audit;
+mod audit_s3;
 mod auth;
 mod cli;
 mod config_server;
@@ -21,6 +22,7 @@ mod lifecycle;
 mod log_destinations;
 mod logins;
 mod observe;
+mod observe_tls;
 mod operator;
 mod plugins_any_language;
 mod pool;

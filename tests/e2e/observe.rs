@@ -129,3 +129,87 @@ fn webhook_requests_backend_errors_and_shutdown_show_in_metrics_and_health() {
     let status = gw.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// Writes a MaxMind Country database (Python's `mmdb-writer`, as MaxMind's own tools write
+/// them) that places 127.0.0.0/8 in New Zealand.
+fn write_country_database(path: &std::path::Path) {
+    let script = r#"
+import sys
+from netaddr import IPSet
+from mmdb_writer import MMDBWriter
+w = MMDBWriter(ip_version=6, database_type="GeoIP2-Country", ipv4_compatible=True)
+w.insert_network(IPSet(["127.0.0.0/8"]), {"country": {"iso_code": "NZ", "names": {"en": "New Zealand"}}})
+w.insert_network(IPSet(["2001:db8::/32"]), {"country": {"iso_code": "IS"}})
+w.to_db_file(sys.argv[1])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "mmdb-writer: {out:?}");
+}
+
+/// GeoIP as ContainerSSH configures it (`geoip.provider: maxmind`): the client's country
+/// reaches the audit log's connect record, the log line and the metrics; a database that does
+/// not read whole stops the start with a message naming it.
+#[test]
+fn geoip_places_clients_from_a_maxmind_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("GeoIP2-Country.mmdb");
+    write_country_database(&db);
+    let audit = dir.path().join("audit");
+    std::fs::create_dir(&audit).expect("mkdir");
+    let mport = free_port();
+    let gw = Gateway::start(json!({
+        "geoip": {"provider": "maxmind", "maxmind-geoip2-file": db},
+        "metrics": {"enable": true, "listen": format!("127.0.0.1:{mport}")},
+        "audit": {"enable": true, "file": {"directory": audit}}
+    }));
+    let mut ssh = gw.ssh();
+    ssh.arg("echo placed");
+    let out = run(ssh, b"");
+    assert_eq!(text(&out.stdout), "placed\n", "{out:?}");
+    let (_, page) = http_get(mport, "/metrics");
+    assert_eq!(
+        metric(
+            &page,
+            r#"containerssh_connections_by_country_total{country="NZ"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(gw.log_text().contains("country=NZ"), "{}", gw.log_text());
+    let logs: Vec<_> = std::fs::read_dir(&audit)
+        .expect("audit dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).expect("audit log");
+    let connect: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "connect")
+        .expect("a connect record");
+    assert_eq!(connect["country"], "NZ", "{connect}");
+    drop(gw);
+
+    // A cut-off database: refused at start, with its name; no panic.
+    let bytes = std::fs::read(&db).expect("read");
+    let bad = dir.path().join("cut.mmdb");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).expect("write");
+    let mut gw = Gateway::launch(json!({
+        "geoip": {"provider": "maxmind", "maxmind-geoip2-file": bad}
+    }));
+    let status = gw
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("the gateway stops");
+    assert!(!status.success());
+    let log = gw.log_text();
+    assert!(
+        log.contains("cut.mmdb") && log.contains("not a usable MaxMind database"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -33,7 +33,9 @@ const QUEUE: usize = 256;
 
 impl Recording {
     /// Starts a recording in `path`; a write that fails later sets `failed` (the connection's
-    /// audit flag), so the session is ended rather than going on unrecorded.
+    /// audit flag), so the session is ended rather than going on unrecorded. The writer task
+    /// is one of `writers` (the connection's end waits for them before uploading).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         path: &Path,
         columns: u32,
@@ -42,6 +44,7 @@ impl Recording {
         record_input: bool,
         failed: Arc<AtomicBool>,
         connection_id: &str,
+        writers: &tokio_util::task::TaskTracker,
     ) -> anyhow::Result<Self> {
         let header = serde_json::json!({
             "version": 2,
@@ -66,7 +69,7 @@ impl Recording {
         let (events, rx) = mpsc::channel(QUEUE);
         // The writer ends by itself when the recording is finished or dropped (its queue
         // closes), after writing and syncing what was queued.
-        let writer = tokio::spawn(write_events(
+        let writer = writers.spawn(write_events(
             tokio::fs::File::from_std(file),
             rx,
             started,
@@ -252,7 +255,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.cast");
         let failed = Arc::new(AtomicBool::new(false));
-        let r = Recording::start(&path, 80, 24, "xterm", true, failed.clone(), "c")
+        let writers = tokio_util::task::TaskTracker::new();
+        let r = Recording::start(&path, 80, 24, "xterm", true, failed.clone(), "c", &writers)
             .await
             .unwrap();
         r.output(&Bytes::from_static(b"hello \xe2\x82")).await;

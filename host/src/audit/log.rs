@@ -2,7 +2,8 @@
 //! A writer task per connection appends the events in order, whole lines, on the blocking
 //! pool; the connection waits until an event is written before it acts on it (see
 //! `ConnectionAudit::written`), so a crash of the gateway loses nothing it acted on. The file
-//! is synced to disk when the connection ends, before its cleanup counts as done.
+//! is synced to disk when the connection ends, before its cleanup counts as done. With
+//! `storage: s3` the files are staged in `s3.local` and uploaded then (see `s3`).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 
+use super::s3::S3Storage;
 use super::Recording;
 use crate::config::AuditConfig;
 
@@ -22,7 +25,12 @@ pub struct Auditor {
     directory: PathBuf,
     record_sessions: bool,
     record_input: bool,
+    /// `storage: s3`: uploads the files of each connection that ends.
+    s3: Option<Arc<S3Storage>>,
 }
+
+/// How long a connection's end waits for its recordings to be written before uploading.
+const RECORDINGS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Auditor {
     /// `None` when auditing is off. Creates the directory (mode 0700) if needed.
@@ -30,36 +38,50 @@ impl Auditor {
         if !config.enable {
             return Ok(None);
         }
-        let directory = config.file.directory.clone();
-        std::fs::create_dir_all(&directory).with_context(|| {
-            format!(
-                "audit.file.directory: cannot create {}",
-                directory.display()
-            )
-        })?;
+        let (key, directory, s3) = if config.storage == "s3" {
+            let s3 = S3Storage::new(&config.s3)?;
+            ("audit.s3.local", config.s3.local.clone(), Some(s3))
+        } else {
+            ("audit.file.directory", config.file.directory.clone(), None)
+        };
+        std::fs::create_dir_all(&directory)
+            .with_context(|| format!("{key}: cannot create {}", directory.display()))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700)).with_context(
-            || {
-                format!(
-                    "audit.file.directory: cannot restrict {}",
-                    directory.display()
-                )
-            },
-        )?;
+        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("{key}: cannot restrict {}", directory.display()))?;
+        if let Some(s3) = &s3 {
+            // Files an earlier run left are uploaded now; this run's are claimed as created.
+            s3.start()?;
+        }
         Ok(Some(Arc::new(Self {
             directory,
             record_sessions: config.format == "asciinema" && config.intercept.stdout,
             record_input: config.intercept.stdin,
+            s3,
         })))
     }
 
     /// The log of a new connection. Failing to create it refuses the connection: an audited
     /// gateway never serves unaudited.
     pub async fn open(self: &Arc<Self>, connection_id: &str) -> anyhow::Result<ConnectionAudit> {
-        let path = self.directory.join(format!("{connection_id}.jsonl"));
-        let file = tokio::task::spawn_blocking(move || create_private(&path))
+        let name = format!("{connection_id}.jsonl");
+        let path = self.directory.join(&name);
+        if let Some(s3) = &self.s3 {
+            s3.claim(&name);
+        }
+        let created = tokio::task::spawn_blocking(move || create_private(&path))
             .await
-            .context("cannot create the audit log")??;
+            .context("cannot create the audit log")
+            .and_then(|r| r);
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(s3) = &self.s3 {
+                    s3.release(&[name]);
+                }
+                return Err(e);
+            }
+        };
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (written_tx, written) = watch::channel(0);
         let failed = Arc::new(AtomicBool::new(false));
@@ -79,6 +101,8 @@ impl Auditor {
             written,
             closed: tokio::sync::OnceCell::new(),
             failed,
+            recordings: TaskTracker::new(),
+            recording_files: Mutex::new(Vec::new()),
         })
     }
 }
@@ -119,6 +143,10 @@ pub struct ConnectionAudit {
     closed: tokio::sync::OnceCell<()>,
     /// Set when the log or a recording could not be written; shared with recording writers.
     failed: Arc<AtomicBool>,
+    /// The writers of this connection's recordings.
+    recordings: TaskTracker,
+    /// The recordings' file names.
+    recording_files: Mutex<Vec<String>>,
 }
 
 impl ConnectionAudit {
@@ -170,13 +198,30 @@ impl ConnectionAudit {
     }
 
     /// Writes what is queued, syncs the log to disk and closes it (end of connection). Later
-    /// events cannot be written and are reported in the gateway's log.
+    /// events cannot be written and are reported in the gateway's log. With `storage: s3`,
+    /// then uploads the connection's files (once its recordings are written) and waits for that.
     pub async fn close(&self) {
         self.closed
             .get_or_init(|| async {
                 let (done, answered) = oneshot::channel();
                 if self.queue.send(Job::Close(done)).await.is_ok() {
                     let _ = answered.await;
+                }
+                if let Some(s3) = &self.auditor.s3 {
+                    self.recordings.close();
+                    let written =
+                        tokio::time::timeout(RECORDINGS_GRACE, self.recordings.wait()).await;
+                    if written.is_err() {
+                        tracing::warn!(connection_id = %self.connection_id,
+                            "session recordings still being written; the connection's audit files stay in audit.s3.local and are uploaded at the next start");
+                        return;
+                    }
+                    let recordings = self
+                        .recording_files
+                        .lock()
+                        .map(|r| r.clone())
+                        .unwrap_or_default();
+                    s3.upload_connection(&self.connection_id, recordings).await;
                 }
             })
             .await;
@@ -228,10 +273,11 @@ impl ConnectionAudit {
         if !self.auditor.record_sessions {
             return None;
         }
-        let path = self
-            .auditor
-            .directory
-            .join(format!("{}-{session}.cast", self.connection_id));
+        let name = format!("{}-{session}.cast", self.connection_id);
+        let path = self.auditor.directory.join(&name);
+        if let Some(s3) = &self.auditor.s3 {
+            s3.claim(&name);
+        }
         match Recording::start(
             &path,
             columns,
@@ -240,10 +286,14 @@ impl ConnectionAudit {
             self.auditor.record_input,
             self.failed.clone(),
             &self.connection_id,
+            &self.recordings,
         )
         .await
         {
             Ok(r) => {
+                if let Ok(mut files) = self.recording_files.lock() {
+                    files.push(name);
+                }
                 self.record_written(
                     "recording",
                     serde_json::json!({"session": session, "file": path}),
@@ -252,6 +302,9 @@ impl ConnectionAudit {
                 Some(r)
             }
             Err(e) => {
+                if let Some(s3) = &self.auditor.s3 {
+                    s3.release(&[name]);
+                }
                 tracing::error!(connection_id = %self.connection_id, error = format!("{e:#}"), "cannot start the session recording");
                 self.failed.store(true, Ordering::Release);
                 None
@@ -343,6 +396,7 @@ mod tests {
             directory: dir.to_path_buf(),
             record_sessions: false,
             record_input: false,
+            s3: None,
         })
     }
 

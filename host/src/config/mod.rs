@@ -81,9 +81,12 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// Country codes of client addresses (ContainerSSH's `geoip`: `dummy` or `maxmind`).
+    #[serde(default)]
+    pub geoip: crate::observe::geoip::GeoIpConfig,
 }
 
-/// Prometheus endpoint (ContainerSSH's `metrics` keys).
+/// Prometheus endpoint (ContainerSSH's `metrics` keys, its HTTP server's TLS settings included).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsConfig {
@@ -93,6 +96,48 @@ pub struct MetricsConfig {
     pub listen: String,
     #[serde(default = "default_metrics_path")]
     pub path: String,
+    /// HTTPS: the server certificate (chain), PEM text or a file path. Needs `key`.
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert: Option<String>,
+    /// The certificate's private key, PEM text or a file path.
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<String>,
+    /// Mutual TLS: clients must present a certificate this CA (PEM text or a file) signed.
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clientcacert: Option<String>,
+    /// Lowest TLS version, "1.2" or "1.3" (the default).
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_version: Option<String>,
+    /// Key exchange groups (ContainerSSH's names), a list or "a:b". Empty: all supported.
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub curves: Vec<String>,
+    /// Cipher suites (IANA, OpenSSL or GnuTLS names), a list or "a:b". Empty: all supported.
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cipher: Vec<String>,
 }
 
 impl Default for MetricsConfig {
@@ -101,8 +146,33 @@ impl Default for MetricsConfig {
             enable: false,
             listen: default_metrics_listen(),
             path: default_metrics_path(),
+            cert: None,
+            key: None,
+            clientcacert: None,
+            tls_version: None,
+            curves: Vec::new(),
+            cipher: Vec::new(),
         }
     }
+}
+
+impl MetricsConfig {
+    /// The endpoint's TLS settings.
+    pub fn tls(&self) -> crate::observe::ServerTls {
+        crate::observe::ServerTls {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            clientcacert: self.clientcacert.clone(),
+            tls_version: self.tls_version.clone(),
+            curves: self.curves.clone(),
+            cipher: self.cipher.clone(),
+        }
+    }
+}
+
+/// A string setting where ContainerSSH's zero value `""` (and `null`) means unset.
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.trim().is_empty()))
 }
 
 fn default_metrics_listen() -> String {
@@ -112,7 +182,8 @@ fn default_metrics_path() -> String {
     "/metrics".into()
 }
 
-/// Health check endpoint: 200 while serving, 503 while shutting down.
+/// Health check endpoint: 200 while serving, 503 while shutting down. Its TLS keys mean what
+/// `metrics`'s do; `client` is how `--healthcheck` asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthConfig {
@@ -120,6 +191,45 @@ pub struct HealthConfig {
     pub enable: bool,
     #[serde(default = "default_health_listen")]
     pub listen: String,
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clientcacert: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_version: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub curves: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cipher: Vec<String>,
+    /// ContainerSSH's `health.client`: how `--healthcheck` asks the endpoint.
+    #[serde(default)]
+    pub client: HealthClientConfig,
 }
 
 impl Default for HealthConfig {
@@ -127,8 +237,90 @@ impl Default for HealthConfig {
         Self {
             enable: false,
             listen: default_health_listen(),
+            cert: None,
+            key: None,
+            clientcacert: None,
+            tls_version: None,
+            curves: Vec::new(),
+            cipher: Vec::new(),
+            client: HealthClientConfig::default(),
         }
     }
+}
+
+impl HealthConfig {
+    /// The endpoint's TLS settings.
+    pub fn tls(&self) -> crate::observe::ServerTls {
+        crate::observe::ServerTls {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            clientcacert: self.clientcacert.clone(),
+            tls_version: self.tls_version.clone(),
+            curves: self.curves.clone(),
+            cipher: self.cipher.clone(),
+        }
+    }
+}
+
+/// `health.client` (ContainerSSH's HTTP client settings): what `--healthcheck` asks and how.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthClientConfig {
+    /// The URL to ask. Unset, or ContainerSSH's default `http://127.0.0.1:7000/`: `/health`
+    /// on `health.listen`, over HTTPS when `health.cert` is set.
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub url: Option<String>,
+    /// How long the check may take; `0` (unset) is 5 s.
+    #[serde(
+        default,
+        with = "duration",
+        skip_serializing_if = "std::time::Duration::is_zero"
+    )]
+    pub timeout: std::time::Duration,
+    /// CA of the endpoint's certificate (PEM text or a file). Unset: the endpoint must present
+    /// exactly `health.cert` (with a `url`: the system's trusted CAs).
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cacert: Option<String>,
+    /// Client certificate (and `key`) for an endpoint that asks for one (`health.clientcacert`).
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<String>,
+    /// Lowest TLS version of the check ("1.2", the default here, or "1.3").
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_version: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub curves: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::plugin::tls::list_or_colon_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cipher: Vec<String>,
 }
 
 fn default_health_listen() -> String {
@@ -150,8 +342,10 @@ pub enum MergeMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogConfig {
-    /// trace, debug, info, warning (warn), error. `RUST_LOG` overrides it.
-    #[serde(default = "default_log_level")]
+    /// trace, debug, info, warning (warn), error, ContainerSSH's other syslog names (notice,
+    /// crit, alert, emerg, ...) or its numbers 0 (emergency) to 7 (debug). `RUST_LOG`
+    /// overrides it.
+    #[serde(default = "default_log_level", deserialize_with = "log_level")]
     pub level: String,
     /// `text` or `json`.
     #[serde(default)]
@@ -236,6 +430,24 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// `log.level` as a name or, as ContainerSSH takes it, a syslog severity number (kept as its
+/// digits; `Config::validate` checks the range).
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Level {
+        Number(i64),
+        Name(String),
+    }
+    match Level::deserialize(d) {
+        Ok(Level::Number(n)) => Ok(n.to_string()),
+        Ok(Level::Name(name)) => Ok(name),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a level name (debug, info, notice, warning, error, ...) or a number from 0 (emergency) to 7 (debug)",
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -265,21 +477,10 @@ impl Config {
         if let Some(filter) = &self.filter {
             problems.extend(filter.validate().into_iter().map(|p| format!("filter.{p}")));
         }
-        if !matches!(
-            self.log.level.as_str(),
-            "trace"
-                | "debug"
-                | "info"
-                | "notice"
-                | "warn"
-                | "warning"
-                | "error"
-                | "critical"
-                | "alert"
-                | "emergency"
-        ) {
+        problems.extend(self.geoip.validate());
+        if crate::logging::filter_level(&self.log.level).is_none() {
             problems.push(format!(
-                "log.level: unknown level {:?} (trace, debug, info, notice, warning, error, critical, alert, emergency)",
+                "log.level: unknown level {:?} (trace, debug, info, notice, warning, error, critical, alert, emergency, or a syslog severity from 0 = emergency to 7 = debug)",
                 self.log.level
             ));
         }
@@ -314,9 +515,46 @@ impl Config {
                 self.health.listen
             ));
         }
+        problems.extend(self.validate_observability_tls());
         problems.extend(self.audit.validate());
         problems.extend(self.ssh.validate());
         problems.extend(self.validate_connection());
+        problems
+    }
+
+    /// The TLS settings of the metrics and health endpoints (their files are read), and that
+    /// endpoints sharing one address share them too.
+    fn validate_observability_tls(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let metrics = self.metrics.tls();
+        let health = self.health.tls();
+        // An endpoint that is off reads no files, but half a certificate is a mistake anyway.
+        if self.metrics.enable {
+            problems.extend(
+                metrics
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("metrics.{p}")),
+            );
+        } else if let Some(p) = metrics.pairing_problem() {
+            problems.push(format!("metrics.{p}"));
+        }
+        if !self.health.enable {
+            problems.extend(health.pairing_problem().map(|p| format!("health.{p}")));
+        } else {
+            problems.extend(health.validate().into_iter().map(|p| format!("health.{p}")));
+            if self.metrics.enable && self.metrics.listen == self.health.listen && metrics != health
+            {
+                problems.push(
+                    "health: served on metrics.listen, so its cert, key, clientcacert, tlsVersion, curves and cipher must be those of metrics".into(),
+                );
+            }
+            problems.extend(
+                crate::observe::probe::validate(&self.health)
+                    .into_iter()
+                    .map(|p| format!("health.client.{p}")),
+            );
+        }
         problems
     }
 
@@ -329,5 +567,109 @@ impl Config {
         }
         problems.extend((self.backend.kind().validate)(self));
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        parse_str(
+            &format!("auth:\n  plugin: builtin:static-users\n{yaml}"),
+            false,
+        )
+        .map_err(|e| e.problems.join("; "))
+    }
+
+    #[test]
+    fn log_levels_may_be_syslog_numbers() {
+        for (text, level) in [("7", "7"), ("'6'", "6"), ("0", "0"), ("crit", "crit")] {
+            let config = parse(&format!("log:\n  level: {text}\n")).unwrap();
+            assert_eq!(config.log.level, level);
+        }
+        for bad in ["8", "-1", "'12'", "loud", "[7]", "7.5"] {
+            let e = parse(&format!("log:\n  level: {bad}\n")).unwrap_err();
+            assert!(e.starts_with("log.level: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_and_health_tls_keys_are_read_and_checked() {
+        // ContainerSSH's zero values (a dump) mean HTTP.
+        let config = parse(
+            "metrics:\n  enable: true\n  cert: ''\n  key: ''\n  clientcacert: ''\n  tlsVersion: ''\n  curves: []\n  cipher: null\n\
+             health:\n  enable: true\n  client:\n    url: http://127.0.0.1:7000/\n    timeout: 2s\n    cacert: ''\n    allowRedirects: false\n",
+        )
+        .unwrap();
+        assert!(!config.metrics.tls().enabled());
+        assert!(!config.health.tls().enabled());
+        assert_eq!(
+            config.health.client.timeout,
+            std::time::Duration::from_secs(2)
+        );
+
+        let e = parse("metrics:\n  enable: true\n  cert: /nonexistent/metrics.pem\n").unwrap_err();
+        assert!(e.starts_with("metrics.cert: "), "{e}");
+        let e = parse("health:\n  enable: true\n  key: /nonexistent/health-key.pem\n").unwrap_err();
+        assert!(e.starts_with("health.key: "), "{e}");
+        let e = parse(
+            "metrics:\n  enable: true\n  cert: /c\n  key: /k\n  curves: x25519:brainpoolP256r1\n  cipher: [TLS_RSA_WITH_RC4_128_SHA]\n  tlsVersion: '1.0'\n",
+        )
+        .unwrap_err();
+        for key in [
+            "metrics.cert: cannot read /c",
+            "metrics.cipher: \"TLS_RSA_WITH_RC4_128_SHA\"",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = parse(
+            "metrics:\n  enable: true\n  cert: /c\n  key: /k\n  curves: x25519:brainpoolP256r1\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("metrics.curves: \"brainpoolP256r1\""), "{e}");
+        let e = parse("metrics:\n  enable: true\n  cert: /c\n  key: /k\n  tlsVersion: '1.0'\n")
+            .unwrap_err();
+        assert!(e.contains("metrics.tlsVersion: \"1.0\""), "{e}");
+        let e = parse("health:\n  enable: true\n  client:\n    cert: /nonexistent/c.pem\n")
+            .unwrap_err();
+        assert!(e.starts_with("health.client.cert: "), "{e}");
+        let e = parse("health:\n  enable: true\n  client:\n    nonsense: 1\n").unwrap_err();
+        assert!(e.contains("health.client.nonsense: unknown key"), "{e}");
+        // A disabled endpoint's files are not read, but half a certificate is still wrong.
+        assert!(parse("metrics:\n  cert: /nonexistent/c.pem\n  key: /nonexistent/k.pem\n").is_ok());
+        let e = parse("metrics:\n  cert: /nonexistent/metrics.pem\n").unwrap_err();
+        assert!(e.starts_with("metrics.cert: "), "{e}");
+    }
+
+    #[test]
+    fn endpoints_on_one_address_share_their_tls_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let (c, k) = (cert_path.display(), key_path.display());
+        let tls = format!("listen: 127.0.0.1:9100\n  cert: {c}\n  key: {k}");
+        let config = parse(&format!(
+            "metrics:\n  enable: true\n  {tls}\nhealth:\n  enable: true\n  {tls}\n"
+        ))
+        .unwrap();
+        assert!(config.metrics.tls().enabled());
+        assert_eq!(config.metrics.tls(), config.health.tls());
+        let e = parse(&format!(
+            "metrics:\n  enable: true\n  {tls}\nhealth:\n  enable: true\n  listen: 127.0.0.1:9100\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("health: served on metrics.listen"), "{e}");
+        // The dump names the files.
+        let dumped = serde_json::to_value(&config).unwrap();
+        assert_eq!(dumped["metrics"]["cert"], c.to_string());
+        assert!(dumped["health"].get("client").is_some());
     }
 }

@@ -3,8 +3,8 @@
 //! life of the process, instead of refusing the file or every login. A whole ContainerSSH 0.4
 //! configuration (as its `--dump-config` writes it, every default spelled out) is accepted the
 //! same way, and so is ContainerSSH 0.5/0.6's reference configuration (its `ssh.clientAlive*`,
-//! health TLS and client, `audit.intercept.forwarding`); settings for features the gateway lacks
-//! are errors only when they ask for them.
+//! `health.client.allowRedirects`, `audit.intercept.forwarding`); settings for features the
+//! gateway lacks are errors only when they ask for them.
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
@@ -28,56 +28,17 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
             }
         }
     }
-    // The HTTP server settings of ContainerSSH's metrics and health endpoints.
-    for (section, what) in [("metrics", "metrics"), ("health", "the health endpoint")] {
-        if let Some(Value::Object(server)) = get_mut(root, section) {
-            for key in ["key", "cert", "clientcacert"] {
-                if let Some(value) = take(server, key) {
-                    if !zero(&value) {
-                        problems.push(format!(
-                            "{section}.{key}: serving {what} over TLS is not supported (put a TLS proxy in front)"
-                        ));
-                    }
-                }
-            }
-            for key in ["tlsVersion", "curves", "cipher"] {
-                take(server, key);
-            }
-        }
-    }
+    // The TLS settings of ContainerSSH's metrics and health endpoints (`cert`, `key`,
+    // `clientcacert`, `tlsVersion`, `curves`, `cipher`, and `health.client`'s) are read as
+    // they are. `--healthcheck` does not follow redirects.
     if let Some(Value::Object(health)) = get_mut(root, "health") {
-        // How ContainerSSH's `--healthcheck` reaches the endpoint; ours asks `health.listen`.
-        if let Some(Value::Object(client)) = take(health, "client") {
-            let url = client
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("url"))
-                .and_then(|(_, v)| v.as_str())
-                .unwrap_or_default();
-            let tls = client.iter().any(|(k, v)| {
-                ["cacert", "cert", "key"]
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(k))
-                    && !zero(v)
-            });
-            if tls || !(url.is_empty() || url == DEFAULT_HEALTH_CLIENT_URL) {
+        if let Some(Value::Object(client)) = get_mut(health, "client") {
+            if take(client, "allowRedirects").is_some_and(|v| !zero(&v)) {
                 warn_once(
-                    "health.client",
-                    "--healthcheck asks health.listen over plain HTTP",
+                    "health.client.allowRedirects",
+                    "--healthcheck does not follow redirects",
                 );
             }
-        }
-    }
-    if let Some(geoip) = take(root, "geoip") {
-        let provider = geoip
-            .as_object()
-            .and_then(|g| g.iter().find(|(k, _)| k.eq_ignore_ascii_case("provider")))
-            .and_then(|(_, v)| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        if !provider.is_empty() && !provider.eq_ignore_ascii_case("dummy") {
-            problems.push(format!(
-                "geoip.provider: {provider:?} is not supported (GeoIP lookups)"
-            ));
         }
     }
     // A dump spells out the SSH proxy's defaults (algorithm lists included) with an empty
@@ -89,7 +50,7 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
         take(root, "sshproxy");
     }
     if let Some(Value::Object(audit)) = get_mut(root, "audit") {
-        take(audit, "s3");
+        // `s3` is read as it is (`audit.storage: s3`); its zero values in a dump say nothing.
         if let Some(Value::Object(intercept)) = get_mut(audit, "intercept") {
             if take(intercept, "forwarding").is_some_and(|f| !zero(&f)) {
                 problems.push(
@@ -140,9 +101,6 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
         }
     }
 }
-
-/// ContainerSSH's default `health.client.url`.
-const DEFAULT_HEALTH_CLIENT_URL: &str = "http://127.0.0.1:7000/";
 
 /// Go's encoders write `null` for unset pointers, maps and slices: the same as absent here.
 fn remove_nulls(value: &mut Value) {
@@ -251,21 +209,26 @@ mod tests {
                 "ssh": {"serverVersion": "ContainerSSH"},
                 "log": {"level": "notice", "format": "json", "destination": "stdout",
                         "file": "/var/log/x", "syslog": {"facility": "auth"}},
-                "metrics": {"enable": false},
-                "audit": {"enable": false},
+                "metrics": {"key": "", "cert": "", "clientcacert": "", "tlsVersion": "1.3", "enable": false},
+                "geoip": {"provider": "dummy"},
+                "audit": {"enable": false, "s3": {"bucket": ""}},
                 "docker": {"execution": {}}
             })
         );
 
+        // Metrics and health over TLS are served (see observe::tls), GeoIP looked up (see
+        // observe::geoip): the settings stay.
         let mut asks = json!({
             "metrics": {"cert": "/etc/cert.pem"},
             "geoip": {"provider": "maxmind"}
         });
         let mut problems = Vec::new();
         accept_containerssh_dump(&mut asks, &mut problems);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].starts_with("metrics.cert"), "{problems:?}");
-        assert!(problems[1].starts_with("geoip.provider"), "{problems:?}");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            asks,
+            json!({"metrics": {"cert": "/etc/cert.pem"}, "geoip": {"provider": "maxmind"}})
+        );
     }
 
     #[test]
@@ -274,7 +237,8 @@ mod tests {
             "ssh": {"clientAliveInterval": "45s", "clientAliveCountMax": 5},
             "health": {"enable": true, "listen": "0.0.0.0:7000", "key": "", "cert": "",
                        "clientcacert": "", "tlsVersion": "1.3", "curves": ["x25519"],
-                       "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s"}},
+                       "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s",
+                                  "allowRedirects": false}},
             "audit": {"intercept": {"stdin": true, "forwarding": false}}
         });
         let mut problems = Vec::new();
@@ -284,7 +248,9 @@ mod tests {
             v,
             json!({
                 "ssh": {"keepaliveInterval": "45s", "keepaliveCountMax": 5},
-                "health": {"enable": true, "listen": "0.0.0.0:7000"},
+                "health": {"enable": true, "listen": "0.0.0.0:7000", "key": "", "cert": "",
+                           "clientcacert": "", "tlsVersion": "1.3", "curves": ["x25519"],
+                           "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s"}},
                 "audit": {"intercept": {"stdin": true}}
             })
         );
@@ -301,12 +267,11 @@ mod tests {
             "audit": {"intercept": {"forwarding": true}}
         });
         accept_containerssh_dump(&mut asks, &mut problems);
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        for (problem, key) in problems.iter().zip([
-            "health.cert",
-            "audit.intercept.forwarding",
-            "ssh.clientAliveInterval",
-        ]) {
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for (problem, key) in problems
+            .iter()
+            .zip(["audit.intercept.forwarding", "ssh.clientAliveInterval"])
+        {
             assert!(problem.starts_with(key), "{key}: {problems:?}");
         }
     }

@@ -1,7 +1,8 @@
-//! A small HTTP server for `/metrics` and the health check.
+//! A small HTTP(S) server for `/metrics` and the health check.
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::Metrics;
@@ -20,20 +22,26 @@ pub struct Routes {
     pub health: bool,
 }
 
-/// Serves until the process ends. `ready` turns false when the gateway starts shutting down,
-/// which the health check reports as 503 so load balancers stop sending new users.
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until the process ends, over HTTPS with `tls`. `ready` turns false when the gateway
+/// starts shutting down, which the health check reports as 503 so load balancers stop sending
+/// new users.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("observability listener address")?;
-    tracing::info!(%addr, metrics = ?routes.metrics_path, health = routes.health, "observability endpoint listening");
+    tracing::info!(%addr, metrics = ?routes.metrics_path, health = routes.health, https = tls.is_some(), "observability endpoint listening");
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "observability accept failed");
@@ -44,16 +52,40 @@ pub async fn serve(
         let routes = routes.clone();
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = answer(&req, &routes, &metrics, &ready);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, routes, metrics, ready).await;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, routes, metrics, ready).await,
+                // A client without a (valid) certificate, a scanner, plain HTTP on the port.
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, %peer, error = %e, "observability TLS handshake failed")
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, %peer, "observability TLS handshake timed out")
+                }
+            }
         });
     }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    routes: Routes,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = answer(&req, &routes, &metrics, &ready);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn answer(

@@ -43,6 +43,11 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CountryLabels {
+    country: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
 }
@@ -84,6 +89,7 @@ fn plugin_http_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     connections: Counter,
+    connections_by_country: Family<CountryLabels, Counter>,
     active_connections: Gauge,
     refused_connections: Family<StageLabels, Counter>,
     auth: Family<AuthLabels, Counter>,
@@ -117,6 +123,12 @@ impl Metrics {
             "connections",
             "SSH connections accepted",
             connections.clone(),
+        );
+        let connections_by_country = Family::<CountryLabels, Counter>::default();
+        registry.register(
+            "connections_by_country",
+            "SSH connections accepted, by the client's country (geoip; XX when unknown)",
+            connections_by_country.clone(),
         );
         let active_connections = Gauge::default();
         registry.register(
@@ -208,6 +220,7 @@ impl Metrics {
             plugin_http,
             plugin_overload,
             connections,
+            connections_by_country,
             active_connections,
             refused_connections,
             auth,
@@ -240,9 +253,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn connection_opened(&self) {
+    /// A connection accepted from `country` (a GeoIP country code, `XX` when unknown).
+    pub fn connection_opened(&self, country: &str) {
         self.connections.inc();
         self.active_connections.inc();
+        self.connections_by_country
+            .get_or_create(&CountryLabels {
+                country: country.into(),
+            })
+            .inc();
     }
 
     pub fn connection_closed(&self) {
@@ -334,7 +353,7 @@ mod tests {
     #[test]
     fn renders_what_was_recorded() {
         let m = Metrics::new();
-        m.connection_opened();
+        m.connection_opened("DE");
         m.auth_attempt("password", AuthResult::Failure);
         m.container_started(Duration::from_millis(300));
         m.plugin_overloaded("auth", "queue_timeout");
@@ -346,6 +365,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("containerssh_connections_total 1"), "{text}");
+        assert!(
+            text.contains(r#"containerssh_connections_by_country_total{country="DE"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("containerssh_active_connections 1"), "{text}");
         assert!(
             text.contains(

@@ -1,7 +1,11 @@
-//! Observability: Prometheus metrics and a health endpoint.
+//! Observability: Prometheus metrics and a health endpoint, over HTTP or HTTPS; GeoIP lookups.
+pub mod geoip;
 mod http;
 mod metrics;
 mod pool_metrics;
+pub mod probe;
+mod tls;
 
 pub use http::{serve, Routes};
 pub use metrics::{AuthResult, Metrics};
+pub use tls::ServerTls;

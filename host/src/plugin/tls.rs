@@ -43,7 +43,9 @@ pub struct TlsSettings {
     pub cipher: Vec<String>,
 }
 
-fn list_or_colon_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_colon_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Form {
@@ -155,7 +157,9 @@ impl TlsSettings {
         Ok(config)
     }
 
-    fn versions(&self) -> anyhow::Result<&'static [&'static rustls::SupportedProtocolVersion]> {
+    pub(crate) fn versions(
+        &self,
+    ) -> anyhow::Result<&'static [&'static rustls::SupportedProtocolVersion]> {
         const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
         const TLS12: &[&rustls::SupportedProtocolVersion] =
             &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -190,7 +194,7 @@ impl TlsSettings {
         }
     }
 
-    fn provider(&self) -> anyhow::Result<CryptoProvider> {
+    pub(crate) fn provider(&self) -> anyhow::Result<CryptoProvider> {
         let mut provider = ring::default_provider();
         if !self.cipher.is_empty() {
             let mut suites: Vec<SupportedCipherSuite> = Vec::new();

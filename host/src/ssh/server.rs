@@ -41,6 +41,8 @@ pub struct Gateway {
     /// Pre-authentication limits.
     pub guards: Guards,
     pub metrics: Arc<Metrics>,
+    /// Country codes of client addresses.
+    pub geoip: crate::observe::geoip::GeoIp,
     /// False once shutdown began (the health check then answers 503).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Every connection being served, from accept (handshake included) to its end.
@@ -63,12 +65,14 @@ impl Gateway {
         auditor: Option<Arc<Auditor>>,
         backends: Backends,
         metrics: Arc<Metrics>,
+        geoip: crate::observe::geoip::GeoIp,
     ) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         let file_settings = ConnectionSettings::from_config(&config);
         Arc::new(Self {
             guards,
             metrics,
+            geoip,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
             plugins,
@@ -191,14 +195,19 @@ async fn serve_connection(
             }
         },
     };
+    let country = gateway.geoip.country(peer.ip());
     if let Some(audit) = &audit {
         audit.record(
             "connect",
-            serde_json::json!({"remoteAddress": peer.to_string()}),
+            serde_json::json!({"remoteAddress": peer.to_string(), "country": country}),
         );
     }
-    tracing::info!(connection_id = %id, %peer, "connection accepted");
-    gateway.metrics.connection_opened();
+    if gateway.geoip.is_dummy() {
+        tracing::info!(connection_id = %id, %peer, "connection accepted");
+    } else {
+        tracing::info!(connection_id = %id, %peer, %country, "connection accepted");
+    }
+    gateway.metrics.connection_opened(&country);
     let _open = scopeguard(&gateway.metrics);
     let version = Arc::new(OnceLock::new());
     let conn = Arc::new(Connection::new(
