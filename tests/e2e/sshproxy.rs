@@ -65,9 +65,13 @@ fn the_client_is_disconnected_when_the_backing_server_goes_away() {
     signal(upstream.pid(), "KILL");
     let _ = upstream.wait_exit(std::time::Duration::from_secs(10));
     let status = wait_timeout(&mut client, std::time::Duration::from_secs(30));
+    // What the killed gateway left: its container and its direct-start directory.
     let _ = Command::new("docker")
         .args(["rm", "-f", &container])
         .output();
+    let _ = std::fs::remove_dir_all(
+        std::path::Path::new("/run/containerssh").join(upstream.instance()),
+    );
     let Some(status) = status else {
         let _ = client.kill();
         panic!("the client stayed connected:\n{}", proxy.log_text());
