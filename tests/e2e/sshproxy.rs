@@ -70,7 +70,7 @@ fn the_client_is_disconnected_when_the_backing_server_goes_away() {
         .args(["rm", "-f", &container])
         .output();
     let _ = std::fs::remove_dir_all(
-        std::path::Path::new("/run/containerssh").join(upstream.instance()),
+        std::path::Path::new("/run/containerssh").join(upstream.instance().replace(':', "_")),
     );
     let Some(status) = status else {
         let _ = client.kill();
