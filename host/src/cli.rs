@@ -247,13 +247,15 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.ssh.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.ssh.listen))?;
-    let instance = instance_id(&config);
-    let backends = Backends::connect(config.clone(), instance, Some(metrics.clone())).await?;
     let auditor = crate::audit::Auditor::new(&config.audit)?;
     let geoip_config = config.geoip.clone();
     let geoip = tokio::task::spawn_blocking(move || observe::geoip::GeoIp::load(&geoip_config))
         .await
         .context("loading the GeoIP database")??;
+    // Last of what may fail: the backends set up state (a runtime directory, a cleanup of
+    // what an earlier run left) that a failed start would otherwise leave behind.
+    let instance = instance_id(&config);
+    let backends = Backends::connect(config.clone(), instance, Some(metrics.clone())).await?;
     let gateway = Gateway::new(
         config.clone(),
         plugins,

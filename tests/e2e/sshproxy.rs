@@ -52,7 +52,9 @@ fn the_gateway_logs_in_upstream_with_a_password_and_the_clients_name() {
 }
 
 /// A backing server that goes away (killed outright) ends the client's connection with a
-/// message, as ContainerSSH does, instead of leaving it open with nothing behind it.
+/// message, as ContainerSSH does, instead of leaving it open with nothing behind it: here an
+/// OpenSSH ControlMaster connection whose session already ended (its own session's channel
+/// just closes, with no exit status).
 #[test]
 fn the_client_is_disconnected_when_the_backing_server_goes_away() {
     let mut upstream = Gateway::start(json!({}));
@@ -60,11 +62,34 @@ fn the_client_is_disconnected_when_the_backing_server_goes_away() {
         &upstream,
         &key_fingerprint(&upstream.dir.path().join("host_ed25519")),
     ));
-    let mut client = proxy.spawn_ssh("sleep 120", true);
+    let control = proxy.dir.path().join("cm.sock");
+    let cp = format!("ControlPath={}", control.display());
+    let mut master = proxy.ssh();
+    master
+        .args(["-o", "ControlMaster=yes", "-o", &cp, "-N"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut master = master.spawn().expect("ssh starts");
+    let start = std::time::Instant::now();
+    while !control.exists() {
+        assert!(start.elapsed().as_secs() < 20, "no control socket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A session through the master makes the backing connection.
+    let mut session = proxy.ssh();
+    session.args(["-o", &cp]).arg("echo through");
+    let out = run(session, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "through\n",
+        "{out:?}\n{}",
+        proxy.log_text()
+    );
     let container = upstream.wait_for_container();
     signal(upstream.pid(), "KILL");
     let _ = upstream.wait_exit(std::time::Duration::from_secs(10));
-    let status = wait_timeout(&mut client, std::time::Duration::from_secs(30));
+    let status = wait_timeout(&mut master, std::time::Duration::from_secs(30));
     // What the killed gateway left: its container and its direct-start directory.
     let _ = Command::new("docker")
         .args(["rm", "-f", &container])
@@ -73,12 +98,12 @@ fn the_client_is_disconnected_when_the_backing_server_goes_away() {
         std::path::Path::new("/run/containerssh").join(upstream.instance().replace(':', "_")),
     );
     let Some(status) = status else {
-        let _ = client.kill();
+        let _ = master.kill();
         panic!("the client stayed connected:\n{}", proxy.log_text());
     };
     assert!(!status.success());
     let mut stderr = String::new();
-    if let Some(mut e) = client.stderr.take() {
+    if let Some(mut e) = master.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
     assert!(

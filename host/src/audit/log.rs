@@ -211,16 +211,21 @@ impl ConnectionAudit {
                     self.recordings.close();
                     let written =
                         tokio::time::timeout(RECORDINGS_GRACE, self.recordings.wait()).await;
-                    if written.is_err() {
-                        tracing::warn!(connection_id = %self.connection_id,
-                            "session recordings still being written; the connection's audit files stay in audit.s3.local and are uploaded at the next start");
-                        return;
-                    }
                     let recordings = self
                         .recording_files
                         .lock()
                         .map(|r| r.clone())
                         .unwrap_or_default();
+                    if written.is_err() {
+                        tracing::warn!(connection_id = %self.connection_id,
+                            "session recordings still being written; the connection's audit files are uploaded once they are (or at the next start)");
+                        s3.upload_connection_later(
+                            self.connection_id.clone(),
+                            recordings,
+                            self.recordings.clone(),
+                        );
+                        return;
+                    }
                     s3.upload_connection(&self.connection_id, recordings).await;
                 }
             })

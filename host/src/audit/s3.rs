@@ -168,6 +168,23 @@ impl S3Storage {
         let _ = task.await;
     }
 
+    /// The files of a connection whose recordings were still being written when it ended:
+    /// uploaded once `recordings` are done, however long that takes (the files stay claimed,
+    /// so no rescan takes a half-written one).
+    pub fn upload_connection_later(
+        self: &Arc<Self>,
+        connection_id: String,
+        recording_names: Vec<String>,
+        recordings: TaskTracker,
+    ) {
+        let this = self.clone();
+        self.uploads.spawn(async move {
+            recordings.wait().await;
+            this.upload_connection(&connection_id, recording_names)
+                .await;
+        });
+    }
+
     /// One connection's files: the recordings (or a file ContainerSSH staged), then the log, and
     /// the log only when the others are uploaded (their metadata comes from it).
     async fn upload_group(&self, log: Option<String>, others: Vec<String>) -> bool {
@@ -204,6 +221,15 @@ impl S3Storage {
         loop {
             let error = match self.upload_once(name, headers).await {
                 Ok(()) => break,
+                // Gone meanwhile: another upload (a connection's, a rescan's) took it.
+                Err(_)
+                    if !tokio::fs::try_exists(self.local.join(name))
+                        .await
+                        .unwrap_or(true) =>
+                {
+                    tracing::debug!(file = name, "audit file already uploaded");
+                    return true;
+                }
                 Err(e) => format!("{e:#}"),
             };
             if self.shutdown.is_cancelled() {

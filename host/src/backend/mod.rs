@@ -148,11 +148,12 @@ pub trait Workload: Send + Sync {
     /// Removes the workload. Idempotent and single-flight: concurrent calls share one removal,
     /// later calls return at once once it is gone.
     async fn remove(&self);
-    /// Resolves if the workload ends by itself (the SSH proxy's backing server closed the
-    /// connection): the client's connection is then ended too, as ContainerSSH does. Never
-    /// resolves for workloads that end only when removed, nor after `remove`.
-    async fn ended(&self) {
-        std::future::pending::<()>().await
+    /// For workloads that can end by themselves (the SSH proxy's backing server closing the
+    /// connection): a future that resolves when that happens (never after `remove`); the
+    /// client's connection is then ended too, as ContainerSSH does. `None` (the default): it
+    /// ends only when removed, and nothing needs to watch it.
+    fn ended(&self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        None
     }
 }
 

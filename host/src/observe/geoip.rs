@@ -130,27 +130,45 @@ fn is_country_code(code: &str) -> bool {
     code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
+/// How long reading a whole database may take (a real Country or City database: about a
+/// second).
+const VERIFY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Opens the database and reads every record once: the reader panics on some malformed
 /// files, so a database that does not read whole is refused at start rather than failing
 /// (or panicking) in the middle of a login.
 fn open(path: &Path) -> anyhow::Result<maxminddb::Reader<Vec<u8>>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("geoip: cannot read the MaxMind database {}", path.display()))?;
-    let checked = std::panic::catch_unwind(move || -> Result<_, String> {
-        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| e.to_string())?;
-        verify(&reader)?;
-        Ok(reader)
-    });
-    let reader = match checked {
-        Ok(Ok(reader)) => reader,
-        Ok(Err(e)) => anyhow::bail!(
-            "geoip: {} is not a usable MaxMind database: {e}",
+    // On a thread of its own, with a time limit: a search tree that loops would walk for ever
+    // (the start then fails, and the process exits with the thread).
+    let (sent, received) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("geoip-check".into())
+        .spawn(move || {
+            let checked = std::panic::catch_unwind(move || -> Result<_, String> {
+                let reader = maxminddb::Reader::from_source(bytes).map_err(|e| e.to_string())?;
+                verify(&reader)?;
+                Ok(reader)
+            });
+            let _ = sent.send(checked);
+        })
+        .context("geoip: cannot start reading the database")?;
+    let unusable = |why: &str| {
+        anyhow::anyhow!(
+            "geoip: {} is not a usable MaxMind database: {why}",
             path.display()
-        ),
-        Err(_) => anyhow::bail!(
-            "geoip: {} is not a usable MaxMind database (malformed)",
-            path.display()
-        ),
+        )
+    };
+    let reader = match received.recv_timeout(VERIFY_LIMIT) {
+        Ok(Ok(Ok(reader))) => reader,
+        Ok(Ok(Err(e))) => return Err(unusable(&e)),
+        Ok(Err(_)) => return Err(unusable("malformed")),
+        Err(_) => {
+            return Err(unusable(
+                "reading it takes too long (a malformed search tree?)",
+            ))
+        }
     };
     let kind = &reader.metadata.database_type;
     if !kind.contains("Country") && !kind.contains("City") {

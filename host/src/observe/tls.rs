@@ -14,7 +14,7 @@ use rustls::{RootCertStore, ServerConfig};
 use crate::plugin::tls::TlsSettings;
 
 /// The TLS settings of one endpoint (`metrics.*` or `health.*`); no `cert` and `key`: HTTP.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ServerTls {
     pub cert: Option<String>,
     pub key: Option<String>,
@@ -22,6 +22,20 @@ pub struct ServerTls {
     pub tls_version: Option<String>,
     pub curves: Vec<String>,
     pub cipher: Vec<String>,
+}
+
+/// The key may be PEM text: never shown.
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert", &self.cert)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("clientcacert", &self.clientcacert)
+            .field("tls_version", &self.tls_version)
+            .field("curves", &self.curves)
+            .field("cipher", &self.cipher)
+            .finish()
+    }
 }
 
 impl ServerTls {
@@ -163,7 +177,13 @@ pub(crate) fn read_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
     if path.contains('\n') || path.len() > 4096 {
         bail!("{what}: neither PEM text nor a file path");
     }
-    std::fs::read(path).with_context(|| format!("{what}: cannot read {path}"))
+    // A key given as text without its PEM header must not reach the log.
+    let shown = if what.ends_with("key") {
+        "the file it names"
+    } else {
+        path
+    };
+    std::fs::read(path).with_context(|| format!("{what}: cannot read {shown}"))
 }
 
 /// PEM text or a path in the form `plugin::tls` reads (PEM starting at its first line).

@@ -68,7 +68,13 @@ pub fn load_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
     if spec.trim_start().starts_with("-----") {
         Ok(spec.as_bytes().to_vec())
     } else {
-        std::fs::read(spec).with_context(|| format!("{what}: cannot read {spec}"))
+        // A key given as text without its PEM header must not reach the log.
+        let shown = if what.to_ascii_lowercase().ends_with("key") {
+            "the file it names"
+        } else {
+            spec
+        };
+        std::fs::read(spec).with_context(|| format!("{what}: cannot read {shown}"))
     }
 }
 

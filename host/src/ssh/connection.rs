@@ -20,6 +20,9 @@ use crate::plugin::{AuthGrant, ConnectionInfo};
 use crate::ssh::limits::PendingSlot;
 use crate::ssh::Gateway;
 
+/// After the backing connection ends: how long the sessions get to pass on what it sent last.
+const BACKING_END_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Connection {
     pub id: String,
     pub peer: SocketAddr,
@@ -267,20 +270,27 @@ impl Connection {
         let workload = creation
             .await
             .map_err(|e| anyhow::anyhow!("container creation failed: {e}"))??;
-        if session.is_none() {
-            self.end_with(workload.clone());
+        if let (None, Some(ended)) = (session, workload.ended()) {
+            self.end_with(workload.id().to_string(), ended);
         }
         Ok(workload)
     }
 
     /// Ends the connection when its workload ends by itself (a backing SSH server that closed
     /// the connection): the client is told instead of keeping a connection nothing serves.
-    fn end_with(self: &Arc<Self>, workload: Arc<dyn Workload>) {
+    fn end_with(
+        self: &Arc<Self>,
+        workload: String,
+        ended: futures::future::BoxFuture<'static, ()>,
+    ) {
         let conn = Arc::downgrade(self);
         self.spawn(async move {
-            workload.ended().await;
+            ended.await;
+            // What the backing server sent last (output, exit statuses) is still being passed
+            // on by the sessions: it gets a moment to reach the client first.
+            tokio::time::sleep(BACKING_END_GRACE).await;
             let Some(conn) = conn.upgrade() else { return };
-            tracing::info!(connection_id = %conn.id, workload = workload.id(),
+            tracing::info!(connection_id = %conn.id, %workload,
                 "the backing connection ended; ending the client's connection");
             conn.disconnect(
                 russh::Disconnect::ByApplication,

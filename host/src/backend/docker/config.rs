@@ -551,17 +551,26 @@ impl DockerConfig {
                 );
             }
         }
+        let gateways =
+            |key: String| format!("{key}: {} is the gateway's", crate::backend::HELPER_DIR);
         for (i, mount) in exec.host.mounts.iter().flatten().enumerate() {
             let target = mount.target.as_deref().unwrap_or_default();
+            let key = format!("docker.execution.host.mounts[{i}].Target");
             if !target.starts_with('/') {
-                problems.push(format!(
-                    "docker.execution.host.mounts[{i}].Target: {target:?} is not an absolute path"
-                ));
-            } else if std::path::Path::new(target).starts_with(crate::backend::HELPER_DIR) {
-                problems.push(format!(
-                    "docker.execution.host.mounts[{i}].Target: {} is the gateway's",
-                    crate::backend::HELPER_DIR
-                ));
+                problems.push(format!("{key}: {target:?} is not an absolute path"));
+            } else if is_gateway_path(target) {
+                problems.push(gateways(key));
+            }
+        }
+        for (i, bind) in exec.host.binds.iter().flatten().enumerate() {
+            // "source:target[:options]"
+            if bind.split(':').nth(1).is_some_and(is_gateway_path) {
+                problems.push(gateways(format!("docker.execution.host.binds[{i}]")));
+            }
+        }
+        for target in exec.host.tmpfs.iter().flat_map(|t| t.keys()) {
+            if is_gateway_path(target) {
+                problems.push(gateways(format!("docker.execution.host.tmpfs.{target}")));
             }
         }
         if let Some(swappiness) = exec.host.memory_swappiness {
@@ -582,6 +591,23 @@ impl DockerConfig {
         problems
     }
 }
+/// Whether a path in the container is (or is under) the gateway's own directory, however it
+/// is spelled (`//.containerssh/`, `/x/../.containerssh`).
+fn is_gateway_path(path: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let helper = crate::backend::HELPER_DIR.trim_start_matches('/');
+    parts.first() == Some(&helper)
+}
+
 /// Accepted spellings rewritten before typed parsing: the hardening guide nests resource limits
 /// under `docker.execution.host.resources`; Docker's API (and this schema) has them directly in
 /// `host`.
@@ -974,12 +1000,10 @@ mod tests {
         assert_eq!(mounts[0].target.as_deref(), Some("/shared"));
         assert_eq!(mounts[0].read_only, Some(true));
         assert_eq!(mounts[0].typ, Some(bollard::models::MountType::BIND));
-        assert!(mounts[0]
-            .bind_options
-            .as_ref()
-            .unwrap()
-            .propagation
-            .is_some());
+        assert_eq!(
+            mounts[0].bind_options.as_ref().unwrap().propagation,
+            Some(bollard::models::MountBindOptionsPropagationEnum::RSLAVE)
+        );
         let volume = mounts[1].volume_options.as_ref().unwrap();
         assert_eq!(volume.labels.as_ref().unwrap()["type"], "cache");
         let driver = volume.driver_config.as_ref().unwrap();
@@ -1037,6 +1061,21 @@ mod tests {
     fn docker_host_options_are_checked() {
         let e = parsed("docker:\n  execution:\n    host:\n      mounts: [{type: bind, source: /x, target: /.containerssh/y}]\n").unwrap_err();
         assert!(e[0].contains("is the gateway's"), "{e:?}");
+        for sneaky in [
+            "mounts: [{type: bind, source: /x, target: /x/../.containerssh}]",
+            "binds: ['/x://.containerssh/helper:ro']",
+            "tmpfs: {/.containerssh/./: size=1m}",
+        ] {
+            let e = parsed(&format!(
+                "docker:\n  execution:\n    host:\n      {sneaky}\n"
+            ))
+            .unwrap_err();
+            assert!(e[0].contains("is the gateway's"), "{sneaky}: {e:?}");
+        }
+        assert!(parsed(
+            "docker:\n  execution:\n    host:\n      binds: ['/x:/.containerssh-not:ro']\n"
+        )
+        .is_ok());
         let e = parsed("docker:\n  execution:\n    host:\n      mounts: [{type: bind, source: /x, target: relative}]\n").unwrap_err();
         assert!(e[0].contains("not an absolute path"), "{e:?}");
         let e =

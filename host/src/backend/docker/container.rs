@@ -19,6 +19,7 @@ pub async fn ensure_image(
     image: &str,
     policy: PullPolicy,
     auth: Option<&RegistryAuth>,
+    platform: &str,
     connection_id: &str,
 ) -> anyhow::Result<()> {
     let present = match docker.inspect_image(image).await {
@@ -34,7 +35,7 @@ pub async fn ensure_image(
         }
         (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
         (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
-            pull(docker, image, auth, connection_id).await
+            pull(docker, image, auth, platform, connection_id).await
         }
     }
 }
@@ -43,6 +44,7 @@ async fn pull(
     docker: &Docker,
     image: &str,
     auth: Option<&RegistryAuth>,
+    platform: &str,
     connection_id: &str,
 ) -> anyhow::Result<()> {
     tracing::info!(
@@ -53,6 +55,7 @@ async fn pull(
     );
     let options = CreateImageOptions {
         from_image: Some(image.to_string()),
+        platform: platform.to_string(),
         ..Default::default()
     };
     let mut progress = docker.create_image(Some(options), None, auth.map(|a| a.0.clone()));

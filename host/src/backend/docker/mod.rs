@@ -326,12 +326,18 @@ impl DockerBackend {
                 "container did not start within {limit:?} (docker.timeouts.containerStart)"
             )
         };
+        let platform = exec
+            .platform
+            .as_ref()
+            .map(config::Platform::docker_form)
+            .unwrap_or_default();
         // Nothing exists yet: the image check and pull may simply be abandoned.
         let image = container::ensure_image(
             &self.docker,
             &exec.container.image,
             exec.image_pull_policy,
             exec.auth.as_ref(),
+            &platform,
             &owner.connection_id,
         );
         tokio::select! {
@@ -350,11 +356,7 @@ impl DockerBackend {
         let create = self.docker.create_container(
             Some(bollard::query_parameters::CreateContainerOptions {
                 name: Some(name.clone()),
-                platform: exec
-                    .platform
-                    .as_ref()
-                    .map(config::Platform::docker_form)
-                    .unwrap_or_default(),
+                platform: platform.clone(),
             }),
             body,
         );

@@ -122,6 +122,7 @@ impl Backend for SshProxyBackend {
             closing: TaskTracker::new(),
             routes,
             ended,
+            removed: CancellationToken::new(),
         }))
     }
 
@@ -392,6 +393,8 @@ struct ProxyWorkload {
     routes: Routes,
     /// Cancelled once the backing connection is over.
     ended: CancellationToken,
+    /// Cancelled when the gateway removes it (before it disconnects).
+    removed: CancellationToken,
 }
 
 /// Sends a session's environment, agent, terminal and program requests and waits for their
@@ -614,6 +617,7 @@ impl Workload for ProxyWorkload {
         if self.gone.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.removed.cancel();
         if let Ok(mut live) = self.live.lock() {
             live.remove(&self.id);
         }
@@ -622,12 +626,16 @@ impl Workload for ProxyWorkload {
         disconnect(&self.handle).await;
     }
 
-    async fn ended(&self) {
-        self.ended.cancelled().await;
-        if self.gone.load(Ordering::Acquire) {
-            // The gateway ended it: nothing to tell.
-            std::future::pending::<()>().await;
-        }
+    fn ended(&self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        let ended = self.ended.clone();
+        let removed = self.removed.clone();
+        Some(Box::pin(async move {
+            ended.cancelled().await;
+            if removed.is_cancelled() {
+                // The gateway ended it: nothing to tell.
+                std::future::pending::<()>().await;
+            }
+        }))
     }
 }
 
