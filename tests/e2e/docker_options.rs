@@ -346,10 +346,32 @@ fn docker_execution_auth_pulls_from_a_private_registry() {
     assert!(!log.contains("not-the-pa55"), "{log}");
     drop(wrong);
 
+    // Credentials that name another registry are not sent to this one.
+    let elsewhere = Gateway::start(json!({"docker": {"execution": {
+        "container": {"image": registry.image},
+        "imagePullPolicy": "IfNotPresent",
+        "auth": {"username": "robot", "password": "s3cret-pa55",
+                 "serveraddress": "registry.example.com"}
+    }}}));
+    let mut ssh = elsewhere.ssh();
+    ssh.arg("true");
+    let out = run(ssh, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let log = elsewhere.log_text();
+    assert!(log.contains("names another registry"), "{log}");
+    assert!(log.contains("cannot pull image"), "{log}");
+    drop(elsewhere);
+
+    let server = registry
+        .image
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let gw = Gateway::start(json!({"docker": {"execution": {
         "container": {"image": registry.image},
         "imagePullPolicy": "IfNotPresent",
-        "auth": {"username": "robot", "password": "s3cret-pa55"}
+        "auth": {"username": "robot", "password": "s3cret-pa55", "serveraddress": server}
     }}}));
     let mut ssh = gw.ssh();
     ssh.arg("echo pulled");

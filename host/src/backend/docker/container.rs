@@ -58,7 +58,14 @@ async fn pull(
         platform: platform.to_string(),
         ..Default::default()
     };
-    let mut progress = docker.create_image(Some(options), None, auth.map(|a| a.0.clone()));
+    let credentials = auth.and_then(|a| {
+        let sent = credentials_for(image, a);
+        if sent.is_none() {
+            tracing::warn!(connection_id, image, "docker.execution.auth.serveraddress names another registry: pulling without credentials");
+        }
+        sent
+    });
+    let mut progress = docker.create_image(Some(options), None, credentials);
     while let Some(step) = progress.next().await {
         let step = step.with_context(|| format!("cannot pull image {image}"))?;
         if let Some(detail) = step.error_detail.and_then(|d| d.message) {
@@ -66,6 +73,44 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// The credentials to send with a pull of `image`: only to the registry `serveraddress` names
+/// (when it names one), so that an image from elsewhere (a config server's answer may change
+/// the image) never receives them.
+fn credentials_for(image: &str, auth: &RegistryAuth) -> Option<bollard::auth::DockerCredentials> {
+    let server = auth.0.serveraddress.as_deref().unwrap_or_default();
+    if server.is_empty() || same_registry(&registry_of(image), server) {
+        Some(auth.0.clone())
+    } else {
+        None
+    }
+}
+
+/// The registry host of an image reference (`docker.io` when the name has none).
+fn registry_of(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_ascii_lowercase()
+        }
+        _ => "docker.io".into(),
+    }
+}
+
+/// Whether `server` (a host, `host:port` or URL, as Docker's AuthConfig takes it) is `registry`.
+fn same_registry(registry: &str, server: &str) -> bool {
+    let server = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = server
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let docker_hub =
+        |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    host == registry || (docker_hub(&host) && docker_hub(registry))
 }
 
 /// The container definition for one workload.
@@ -284,6 +329,34 @@ pub async fn list_owned(docker: &Docker, instance: &str) -> anyhow::Result<Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registry_they_name() {
+        let auth = |server: &str| {
+            RegistryAuth(bollard::auth::DockerCredentials {
+                username: Some("robot".into()),
+                password: Some("p".into()),
+                serveraddress: (!server.is_empty()).then(|| server.to_string()),
+                ..Default::default()
+            })
+        };
+        let sent = |image: &str, server: &str| credentials_for(image, &auth(server)).is_some();
+        assert!(sent("registry.example.com/team/img:1", ""));
+        assert!(
+            sent("evil.example/x", ""),
+            "no serveraddress: as ContainerSSH"
+        );
+        assert!(sent(
+            "registry.example.com/team/img:1",
+            "registry.example.com"
+        ));
+        assert!(sent("127.0.0.1:5055/team/img", "http://127.0.0.1:5055"));
+        assert!(sent("ubuntu:24.04", "https://index.docker.io/v1/"));
+        assert!(sent("library/ubuntu", "docker.io"));
+        assert!(!sent("evil.example/team/img", "registry.example.com"));
+        assert!(!sent("ubuntu", "registry.example.com"));
+        assert!(!sent("localhost/img", "127.0.0.1"));
+    }
 
     #[test]
     fn exposed_metadata_becomes_environment_and_labels() {
