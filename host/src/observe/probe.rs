@@ -47,10 +47,7 @@ pub fn validate(health: &HealthConfig) -> Vec<String> {
         || !client.curves.is_empty()
         || !client.cipher.is_empty();
     if tls_set {
-        match tls_settings(health) {
-            Ok(settings) => problems.extend(settings.validate()),
-            Err(e) => problems.push(e),
-        }
+        problems.extend(tls_settings(health).validate());
     }
     problems
 }
@@ -200,32 +197,27 @@ fn target(health: &HealthConfig) -> Result<Target, String> {
 }
 
 /// `health.client`'s TLS settings; the lowest version defaults to 1.2 (the endpoint decides).
-fn tls_settings(health: &HealthConfig) -> Result<TlsSettings, String> {
+fn tls_settings(health: &HealthConfig) -> TlsSettings {
     let client = &health.client;
-    let pem = |what: &str, spec: &Option<String>| -> Result<Option<String>, String> {
-        spec.as_deref()
-            .map(|s| super::tls::normalised_pem(what, s).map_err(|e| format!("{e:#}")))
-            .transpose()
-    };
-    Ok(TlsSettings {
-        cacert: pem("cacert", &client.cacert)?,
-        cert: pem("cert", &client.cert)?,
-        key: pem("key", &client.key)?,
+    TlsSettings {
+        cacert: client.cacert.clone(),
+        cert: client.cert.clone(),
+        key: client.key.clone(),
         tls_version: Some(client.tls_version.clone().unwrap_or_else(|| "1.2".into())),
         curves: client.curves.clone(),
         cipher: client.cipher.clone(),
-    })
+    }
 }
 
 fn client_config(health: &HealthConfig) -> Result<ClientConfig, String> {
     let prefixed = |e: anyhow::Error| format!("health.client.{e:#}");
-    let settings = tls_settings(health).map_err(|e| format!("health.client.{e}"))?;
+    let settings = tls_settings(health);
     let mut config = settings.client_config().map_err(prefixed)?;
     if settings.cacert.is_none() {
         // No CA given: the endpoint must present the certificate it is configured with.
         if let Some(cert) = &health.cert {
-            let chain =
-                super::tls::certificates("cert", cert).map_err(|e| format!("health.{e:#}"))?;
+            let chain = crate::plugin::tls::certificates("cert", cert)
+                .map_err(|e| format!("health.{e:#}"))?;
             let Some(leaf) = chain.into_iter().next() else {
                 return Err("health.cert: no certificate found".into());
             };

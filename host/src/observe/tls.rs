@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::plugin::tls::TlsSettings;
+use crate::plugin::tls::{certificates, load_pem, TlsSettings};
 
 /// The TLS settings of one endpoint (`metrics.*` or `health.*`); no `cert` and `key`: HTTP.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl ServerTls {
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 let chain = certificates("cert", cert)?;
-                let pem = read_pem("key", key)?;
+                let pem = load_pem("key", key)?;
                 // The parser's message could quote the text: not shown.
                 let key = PrivateKeyDer::from_pem_slice(&pem)
                     .map_err(|_| anyhow!("key: no PEM private key found"))?;
@@ -153,49 +153,6 @@ impl ServerTls {
         };
         Ok((settings.provider()?, settings.versions()?))
     }
-}
-
-/// Every certificate in `spec` (PEM text or a file path); at least one.
-pub(crate) fn certificates(what: &str, spec: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = read_pem(what, spec)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("{what}: not a PEM certificate: {e}"))?;
-    if certs.is_empty() {
-        bail!("{what}: no certificate found");
-    }
-    Ok(certs)
-}
-
-/// PEM text (anything with a `-----BEGIN` line, as ContainerSSH takes it) or a file path. A
-/// value that is neither is not quoted in the error: it could be a mangled key.
-pub(crate) fn read_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
-    if spec.contains("-----BEGIN") {
-        return Ok(spec.as_bytes().to_vec());
-    }
-    let path = spec.trim();
-    if path.contains('\n') || path.len() > 4096 {
-        bail!("{what}: neither PEM text nor a file path");
-    }
-    // A key given as text without its PEM header must not reach the log.
-    let shown = if what.ends_with("key") {
-        "the file it names"
-    } else {
-        path
-    };
-    std::fs::read(path).with_context(|| format!("{what}: cannot read {shown}"))
-}
-
-/// PEM text or a path in the form `plugin::tls` reads (PEM starting at its first line).
-pub(crate) fn normalised_pem(what: &str, spec: &str) -> anyhow::Result<String> {
-    if let Some(start) = spec.find("-----BEGIN") {
-        return Ok(spec[start..].to_string());
-    }
-    let path = spec.trim();
-    if path.contains('\n') || path.len() > 4096 {
-        bail!("{what}: neither PEM text nor a file path");
-    }
-    Ok(path.to_string())
 }
 
 #[cfg(test)]

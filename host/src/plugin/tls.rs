@@ -63,19 +63,35 @@ pub(crate) fn list_or_colon_string<'de, D: Deserializer<'de>>(
     })
 }
 
-/// PEM given inline (starts with "-----") or a path to a PEM file, as ContainerSSH accepts.
+/// PEM text (anything with a `-----BEGIN` line, as ContainerSSH takes it; what comes before
+/// that line is left out) or a path to a PEM file. A value that is neither is not quoted in
+/// the error (it could be a mangled key), nor is the value of a key setting.
 pub fn load_pem(what: &str, spec: &str) -> anyhow::Result<Vec<u8>> {
-    if spec.trim_start().starts_with("-----") {
-        Ok(spec.as_bytes().to_vec())
-    } else {
-        // A key given as text without its PEM header must not reach the log.
-        let shown = if what.to_ascii_lowercase().ends_with("key") {
-            "the file it names"
-        } else {
-            spec
-        };
-        std::fs::read(spec).with_context(|| format!("{what}: cannot read {shown}"))
+    if let Some(start) = spec.find("-----BEGIN") {
+        return Ok(spec.as_bytes()[start..].to_vec());
     }
+    let path = spec.trim();
+    if path.contains('\n') || path.len() > 4096 {
+        bail!("{what}: neither PEM text nor a file path");
+    }
+    let shown = if what.to_ascii_lowercase().ends_with("key") {
+        "the file it names"
+    } else {
+        path
+    };
+    std::fs::read(path).with_context(|| format!("{what}: cannot read {shown}"))
+}
+
+/// Every certificate in `spec` (PEM text or a file path); at least one.
+pub(crate) fn certificates(what: &str, spec: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = load_pem(what, spec)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{what}: not a PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        bail!("{what}: no certificate found");
+    }
+    Ok(certs)
 }
 
 /// Suite names ContainerSSH accepts, mapped to rustls's suites. CBC and RSA key exchange
@@ -186,13 +202,7 @@ impl TlsSettings {
             (Some(_), None) => bail!("cert: a client certificate needs its key (key)"),
             (None, Some(_)) => bail!("key: a client key needs its certificate (cert)"),
             (Some(cert), Some(key)) => {
-                let pem = load_pem("cert", cert)?;
-                let chain = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .context("cert: not a PEM certificate")?;
-                if chain.is_empty() {
-                    bail!("cert: no certificate found");
-                }
+                let chain = certificates("cert", cert)?;
                 let key = PrivateKeyDer::from_pem_slice(&load_pem("key", key)?)
                     .context("key: not a PEM private key")?;
                 Ok(Some((chain, key)))
@@ -237,14 +247,8 @@ impl TlsSettings {
         let mut roots = RootCertStore::empty();
         match &self.cacert {
             Some(spec) => {
-                let pem = load_pem("cacert", spec)?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    roots
-                        .add(cert.context("cacert: not a PEM certificate")?)
-                        .context("cacert: unusable CA certificate")?;
-                }
-                if roots.is_empty() {
-                    bail!("cacert: no certificate found");
+                for cert in certificates("cacert", spec)? {
+                    roots.add(cert).context("cacert: unusable CA certificate")?;
                 }
             }
             None => {
