@@ -591,14 +591,7 @@ impl Upstream {
             ))
             .spawn()
             .expect("sshd starts (openssh-server)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "sshd did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port("sshd", port, Duration::from_secs(20));
         let id = |args: &[&str]| {
             let out = Command::new("id").args(args).output().expect("id");
             out.status

@@ -2,11 +2,14 @@
 //! process and starts programs with the gateway's pipes; `docker exec` where it cannot.
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::harness::*;
+
+/// How long the directory and container changes may take.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Container directories under the instance's part of `runtime`.
 fn slot_dirs(runtime: &Path) -> Vec<String> {
@@ -23,14 +26,6 @@ fn slot_dirs(runtime: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The helper is PID 1 of a hardened container (read-only root, user 1000, no capabilities,
@@ -73,13 +68,13 @@ fn programs_start_directly_in_a_hardened_container() {
     // While a connection is open its container has a directory; afterwards it is gone.
     let mut held = gw.spawn_ssh("sleep 30", false);
     gw.wait_for_container();
-    wait_until("a container directory", || {
+    wait_until("a container directory", WAIT, || {
         slot_dirs(&runtime.path().join("run")).len() == 1
     });
     let _ = held.kill();
     let _ = held.wait();
     gw.assert_no_containers();
-    wait_until("no container directory", || {
+    wait_until("no container directory", WAIT, || {
         slot_dirs(&runtime.path().join("run")).is_empty()
     });
     assert!(!gw.log_text().contains("start with docker exec"));
@@ -143,17 +138,19 @@ fn a_killed_gateway_stops_its_containers_and_the_next_start_clears_them() {
     let mut held = first.spawn_ssh("sleep 60", false);
     let mine = format!("label=containerssh.instance={instance}");
     let mut ids = Vec::new();
-    wait_until("a container", || {
+    wait_until("a container", WAIT, || {
         ids = docker_ids(&["ps", "-aq", "--filter", &mine]);
         !ids.is_empty()
     });
     let id = ids[0].clone();
-    wait_until("a container directory", || slot_dirs(&run_dir).len() == 1);
+    wait_until("a container directory", WAIT, || {
+        slot_dirs(&run_dir).len() == 1
+    });
     signal(first.pid(), "KILL");
     assert!(first.wait_exit(Duration::from_secs(10)).is_some());
     let _ = held.kill();
     let _ = held.wait();
-    wait_until("the container stops by itself", || {
+    wait_until("the container stops by itself", WAIT, || {
         let out = Command::new("docker")
             .args(["inspect", "-f", "{{.State.Running}}", &id])
             .output()
@@ -163,10 +160,12 @@ fn a_killed_gateway_stops_its_containers_and_the_next_start_clears_them() {
     assert_eq!(slot_dirs(&run_dir).len(), 1, "left for the next start");
 
     let second = Gateway::start(overrides);
-    wait_until("the orphan removed", || {
+    wait_until("the orphan removed", WAIT, || {
         docker_ids(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty()
     });
-    wait_until("its directory removed", || slot_dirs(&run_dir).is_empty());
+    wait_until("its directory removed", WAIT, || {
+        slot_dirs(&run_dir).is_empty()
+    });
     let mut ssh = second.ssh();
     ssh.arg("echo fine");
     let out = run(ssh, b"");

@@ -287,14 +287,7 @@ impl PrivateRegistry {
             image,
             _dir: dir,
         };
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed().as_secs() < 20,
-                "the registry never listened"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_port("the registry", port, std::time::Duration::from_secs(20));
         // The push logs in with a throwaway client configuration, so the engine keeps no
         // credentials for the gateway's pull to borrow.
         let client = registry._dir.path().join("client");

@@ -402,6 +402,22 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Waits (polling) until `done`, at most `timeout`; panics naming `what` otherwise.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(what: &str, port: u16, timeout: Duration) {
+    wait_until(what, timeout, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < timeout {

@@ -20,14 +20,6 @@ fn ssh(gw: &Gateway, command: &str) -> std::process::Output {
     run(cmd, b"")
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn logs_go_to_a_file_as_json_lines() {
     let dir = tempfile::tempdir().expect("tempdir");

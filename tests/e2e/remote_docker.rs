@@ -3,7 +3,7 @@
 //! forwards to the engine's unix socket.
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -106,14 +106,7 @@ fn start_tls_proxy(dir: &Path, port: u16) -> Stunnel {
         .stderr(Stdio::null())
         .spawn()
         .expect("stunnel4 starts");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "stunnel did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port("stunnel", port, Duration::from_secs(10));
     Stunnel(child)
 }
 
