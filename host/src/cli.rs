@@ -165,7 +165,7 @@ fn validate(path: &Path) -> ExitCode {
 
 /// Each plugin loaded on its own, so that `validate` reports every one that fails.
 struct Loaded {
-    auth: anyhow::Result<AuthenticatorPlugin>,
+    auth: anyhow::Result<Option<AuthenticatorPlugin>>,
     config: anyhow::Result<Option<ConfigPlugin>>,
     filter: anyhow::Result<FilterPlugin>,
 }
@@ -200,15 +200,16 @@ async fn plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Resu
     if let Some(metrics) = metrics {
         runtime.set_metrics(metrics);
     }
-    let auth = config
-        .auth
-        .as_ref()
-        .context("auth: an authentication plugin is required")
-        .and_then(|auth| {
-            runtime
-                .load_authenticator("auth", auth)
-                .context("auth plugin")
-        });
+    let auth = match &config.auth {
+        Some(auth) => runtime
+            .load_authenticator("auth", auth)
+            .context("auth plugin")
+            .map(Some),
+        None if config.oauth2.is_some() => Ok(None),
+        None => Err(anyhow::anyhow!(
+            "auth: an authentication plugin is required"
+        )),
+    };
     let config_plugin = match &config.configserver {
         Some(settings) => runtime
             .load_config_provider("configserver", settings)
@@ -252,6 +253,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let geoip = tokio::task::spawn_blocking(move || observe::geoip::GeoIp::load(&geoip_config))
         .await
         .context("loading the GeoIP database")??;
+    let oauth2 = start_oauth2(&config).await?;
     // Last of what may fail: the backends set up state (a runtime directory, a cleanup of
     // what an earlier run left) that a failed start would otherwise leave behind.
     let instance = instance_id(&config);
@@ -263,9 +265,25 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         backends,
         metrics.clone(),
         geoip,
+        oauth2,
     );
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await
+}
+
+/// The OAuth2 login's provider clients, and its redirect page when a flow needs one.
+async fn start_oauth2(config: &Config) -> anyhow::Result<Option<Arc<crate::oauth2::OAuth2>>> {
+    let Some(settings) = config.oauth2.clone() else {
+        return Ok(None);
+    };
+    let for_clients = settings.clone();
+    let oauth2 = tokio::task::spawn_blocking(move || crate::oauth2::OAuth2::new(&for_clients))
+        .await
+        .context("setting up the OAuth2 login")??;
+    if settings.uses_redirect_server() {
+        crate::oauth2::redirect::start(&settings.redirect).await?;
+    }
+    Ok(Some(oauth2))
 }
 
 /// Starts the metrics and health listeners (one listener when they share an address, with

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod oauth2;
 pub mod observe;
 mod operator;
 pub mod plugin;

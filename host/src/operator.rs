@@ -19,6 +19,7 @@ const SECRET_KEYS: &[&str] = &[
     "bearertoken",
     "secret",
     "secretkey",
+    "clientsecret",
     "accesskey",
     "passphrase",
     // Docker registry credentials (`docker.execution.auth`): `auth` is base64 "user:password".

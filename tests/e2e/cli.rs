@@ -167,11 +167,6 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
     }
     for (pointer, value, key) in [
         (
-            "/auth/keyboardInteractive/method",
-            "oauth2".into(),
-            "auth.keyboardInteractive.method",
-        ),
-        (
             "/auth/gssapi/method",
             "kerberos".into(),
             "auth.gssapi.method",
@@ -218,6 +213,37 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
         assert!(!valid, "{key} accepted: {all}");
         assert!(all.contains(&format!("{key}: ")), "{key} missing: {all}");
     }
+
+    // The OAuth2 login, switched on as the reference writes it (its webroot does not exist
+    // here): valid, and the effective configuration has it with the secret redacted.
+    let (valid, all) = validate_with("/auth/keyboardInteractive/method", "oauth2".into());
+    assert!(
+        !valid && all.contains("auth.keyboardInteractive.oauth2.redirect.webroot: "),
+        "{all}"
+    );
+    let path = write_with(&[
+        ("/auth/keyboardInteractive/method", "oauth2".into()),
+        (
+            "/auth/keyboardInteractive/oauth2/redirect/webroot",
+            "".into(),
+        ),
+    ]);
+    let out = validate(path);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_containerssh"))
+        .arg("--config")
+        .arg(path)
+        .arg("--dump-config")
+        .output()
+        .expect("containerssh runs");
+    let effective = text(&out.stdout);
+    assert!(effective.contains("provider: oidc"), "{effective}");
+    assert!(!effective.contains("your-client-secret"), "{effective}");
 
     // What maps to a setting of the gateway is honoured: the effective configuration has it.
     let path = write_with(&[

@@ -21,6 +21,7 @@ mod kubernetes;
 mod lifecycle;
 mod log_destinations;
 mod logins;
+mod oauth2;
 mod observe;
 mod observe_tls;
 mod operator;

@@ -221,11 +221,29 @@ pub fn translate(
     };
     if let Some(auth) = root.get_mut("auth") {
         if is_containerssh_form(auth) {
-            match translate_auth(auth.take(), renames) {
-                Ok(settings) => *auth = settings,
-                Err(mut p) => {
-                    problems.append(&mut p);
-                    root.remove("auth");
+            let oauth2 = take_oauth2(auth);
+            let oauth2_only = oauth2.is_some();
+            if let Some(oauth2) = oauth2 {
+                if root.contains_key("oauth2") {
+                    problems.push(
+                        "auth.keyboardInteractive.oauth2: oauth2 is set as well; keep one of them"
+                            .into(),
+                    );
+                } else {
+                    root.insert("oauth2".into(), oauth2);
+                    renames.push(("oauth2".into(), "auth.keyboardInteractive.oauth2".into()));
+                }
+            }
+            if let Some(auth) = root.get_mut("auth") {
+                match translate_auth(auth.take(), renames, oauth2_only) {
+                    Ok(Some(settings)) => *auth = settings,
+                    Ok(None) => {
+                        root.remove("auth");
+                    }
+                    Err(mut p) => {
+                        problems.append(&mut p);
+                        root.remove("auth");
+                    }
                 }
             }
         }
@@ -244,6 +262,26 @@ pub fn translate(
             }
         }
     }
+}
+
+/// ContainerSSH's `auth.keyboardInteractive` with method `oauth2`: its `oauth2` block (the
+/// gateway's own `oauth2` section); the method block is removed from `auth`.
+fn take_oauth2(auth: &mut Value) -> Option<Value> {
+    let map = auth.as_object_mut()?;
+    let method = map
+        .get("keyboardInteractive")?
+        .get("method")
+        .and_then(Value::as_str)?;
+    if method != "oauth2" {
+        return None;
+    }
+    let mut block = map.remove("keyboardInteractive")?;
+    Some(
+        block
+            .as_object_mut()
+            .and_then(|m| m.remove("oauth2"))
+            .unwrap_or(Value::Object(Map::new())),
+    )
 }
 
 fn is_containerssh_form(section: &Value) -> bool {
@@ -265,10 +303,13 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value, prefix: &str) -> Result<T
     }
 }
 
+/// The webhook-auth plugin's settings for `auth`; `None` when no webhook is configured and
+/// `oauth2` is the login (`with_oauth2`).
 fn translate_auth(
     mut section: Value,
     renames: &mut Vec<(String, String)>,
-) -> Result<Value, Vec<String>> {
+    with_oauth2: bool,
+) -> Result<Option<Value>, Vec<String>> {
     let limits = take_plugin_limits(&mut section);
     let auth = ContainerSshAuth::parse(section)?;
     let mut problems = Vec::new();
@@ -345,6 +386,9 @@ fn translate_auth(
             }
             supported
         });
+        if endpoints.is_empty() && problems.is_empty() && with_oauth2 {
+            return Ok(None);
+        }
         if endpoints.is_empty() && problems.is_empty() {
             problems.push("auth: no method configured (set auth.password.webhook.url, auth.publicKey.webhook.url, or auth.url)".into());
         }
@@ -380,6 +424,7 @@ fn translate_auth(
         limits,
         renames,
     )
+    .map(Some)
 }
 
 fn translate_config_server(
@@ -626,12 +671,33 @@ mod tests {
         assert_eq!(config["password"]["url"], "https://a:1");
         assert_eq!(config["pubkey"]["url"], "https://a:1");
         assert!(config.get("authz").is_none(), "{config}");
-        // Asking for the method is what is refused.
-        let e = translated(json!({"auth": {
+    }
+
+    #[test]
+    fn the_oauth2_method_becomes_the_oauth2_section() {
+        // OAuth2 alone: no auth plugin.
+        let v = translated(json!({"auth": {
+            "url": "",
+            "keyboardInteractive": {"method": "oauth2", "oauth2": {"clientId": "x", "provider": "github"}},
+            "password": {"method": ""},
+        }}))
+        .unwrap();
+        assert!(v.get("auth").is_none(), "{v}");
+        assert_eq!(v["oauth2"]["clientId"], "x");
+        // With an authz webhook beside it: the plugin for authz, oauth2 for the login.
+        let v = translated(json!({"auth": {
             "keyboardInteractive": {"method": "oauth2", "oauth2": {"clientId": "x"}},
+            "authz": {"method": "webhook", "webhook": {"url": "https://a:1"}},
+        }}))
+        .unwrap();
+        assert_eq!(v["auth"]["config"]["authz"]["url"], "https://a:1");
+        assert_eq!(v["oauth2"]["clientId"], "x");
+        // Other keyboard-interactive methods are refused naming the key.
+        let e = translated(json!({"auth": {
+            "keyboardInteractive": {"method": "webhook", "webhook": {"url": "https://a:1"}},
         }}))
         .unwrap_err();
-        assert!(e[0].starts_with("auth.keyboardInteractive.method"), "{e:?}");
+        assert!(e[0].starts_with("auth.keyboardInteractive"), "{e:?}");
     }
 
     #[test]

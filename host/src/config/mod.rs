@@ -38,9 +38,13 @@ pub struct Config {
     pub ssh: SshConfig,
     #[serde(default)]
     pub log: LogConfig,
-    /// The authentication plugin (required). ContainerSSH's webhook forms of `auth:` are
-    /// translated into the built-in webhook-auth plugin.
+    /// The authentication plugin (required unless `oauth2` is the only login). ContainerSSH's
+    /// webhook forms of `auth:` are translated into the built-in webhook-auth plugin.
     pub auth: Option<PluginSettings>,
+    /// Login with GitHub or an OpenID Connect provider (keyboard-interactive); ContainerSSH's
+    /// `auth.keyboardInteractive.oauth2` block is moved here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<crate::oauth2::OAuth2Config>,
     /// A configuration plugin asked once per connection after authentication for settings of
     /// that connection. ContainerSSH's `configserver: {url: ...}` becomes built-in webhook-config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -457,14 +461,30 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// How long a connection may take to log in: `ssh.loginGraceTime`, or an OAuth2 login's
+    /// whole time (`oauth2.authTimeout`, the user's time in the browser) if that is longer.
+    pub fn login_deadline(&self) -> std::time::Duration {
+        let oauth2 = self
+            .oauth2
+            .as_ref()
+            .map(|o| o.auth_timeout + std::time::Duration::from_secs(10))
+            .unwrap_or_default();
+        self.ssh.login_grace_time.max(oauth2)
+    }
+
     /// Semantic checks that serde cannot express. Every problem is returned, none is fatal here.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.auth {
-            None => {
-                problems.push("auth: an authentication plugin is required (auth.plugin)".into())
-            }
+            None if self.oauth2.is_none() => problems.push(
+                "auth: an authentication plugin (auth.plugin) or an OAuth2 login (oauth2) is required"
+                    .into(),
+            ),
+            None => {}
             Some(auth) => problems.extend(auth.validate().into_iter().map(|p| format!("auth.{p}"))),
+        }
+        if let Some(oauth2) = &self.oauth2 {
+            problems.extend(oauth2.validate().into_iter().map(|p| format!("oauth2.{p}")));
         }
         if let Some(server) = &self.configserver {
             problems.extend(

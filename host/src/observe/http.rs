@@ -1,4 +1,4 @@
-//! A small HTTP(S) server for `/metrics` and the health check.
+//! A small HTTP(S) server for `/metrics` and the health check (and the OAuth2 redirect page).
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct Routes {
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until the process ends, over HTTPS with `tls`. `ready` turns false when the gateway
 /// starts shutting down, which the health check reports as 503 so load balancers stop sending
@@ -39,51 +41,70 @@ pub async fn serve(
         .local_addr()
         .context("observability listener address")?;
     tracing::info!(%addr, metrics = ?routes.metrics_path, health = routes.health, https = tls.is_some(), "observability endpoint listening");
+    serve_pages(listener, tls, "observability", move |req| {
+        let response = answer(&req, &routes, &metrics, &ready);
+        async move { response }
+    })
+    .await
+}
+
+/// A small HTTP/1 server: every connection on `listener` (over TLS with `tls`) is answered
+/// by `page`; `what` names the server in log lines. Runs until the process ends.
+pub async fn serve_pages<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    what: &'static str,
+    page: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let addr = listener.local_addr().context("listener address")?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "observability accept failed");
+                tracing::warn!(error = %e, "{what} accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let routes = routes.clone();
-        let metrics = metrics.clone();
-        let ready = ready.clone();
+        let page = page.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
-                return serve_connection(stream, routes, metrics, ready).await;
+                return serve_connection(stream, page).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, routes, metrics, ready).await,
+                Ok(Ok(stream)) => serve_connection(stream, page).await,
                 // A client without a (valid) certificate, a scanner, plain HTTP on the port.
                 Ok(Err(e)) => {
-                    tracing::debug!(%addr, %peer, error = %e, "observability TLS handshake failed")
+                    tracing::debug!(%addr, %peer, error = %e, "{what} TLS handshake failed")
                 }
                 Err(_) => {
-                    tracing::debug!(%addr, %peer, "observability TLS handshake timed out")
+                    tracing::debug!(%addr, %peer, "{what} TLS handshake timed out")
                 }
             }
         });
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    routes: Routes,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-) where
+async fn serve_connection<S, F, Fut>(stream: S, page: F)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let response = answer(&req, &routes, &metrics, &ready);
-        async move { Ok::<_, Infallible>(response) }
+        let response = page(req);
+        async move { Ok::<_, Infallible>(response.await) }
     });
+    // A client that never finishes its request headers does not hold the connection.
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }

@@ -6,6 +6,6 @@ mod pool_metrics;
 pub mod probe;
 mod tls;
 
-pub use http::{serve, Routes};
+pub use http::{serve, serve_pages, Routes};
 pub use metrics::{AuthResult, Metrics};
 pub use tls::ServerTls;

@@ -25,7 +25,8 @@ pub use settings::{EgressSettings, PluginSettings, MAX_MEMORY_LIMIT};
 /// Every plugin the gateway runs; cheap to clone.
 #[derive(Clone)]
 pub struct Plugins {
-    pub auth: AuthenticatorPlugin,
+    /// None when OAuth2 is the only login.
+    pub auth: Option<AuthenticatorPlugin>,
     /// Asked once per connection after authentication, if configured.
     pub config: Option<ConfigPlugin>,
     /// Judges every channel request (the built-in security-policy unless configured).

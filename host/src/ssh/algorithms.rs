@@ -120,12 +120,20 @@ fn preferred(ssh: &SshConfig, keys: &[PrivateKey]) -> Preferred {
 }
 
 /// The authentication methods the gateway offers, before and after every failed attempt.
-pub fn auth_methods() -> MethodSet {
-    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+pub fn auth_methods(config: &crate::config::Config) -> MethodSet {
+    let mut methods = Vec::new();
+    if config.auth.is_some() {
+        methods.extend([MethodKind::PublicKey, MethodKind::Password]);
+    }
+    if config.oauth2.is_some() {
+        methods.push(MethodKind::KeyboardInteractive);
+    }
+    MethodSet::from(&methods[..])
 }
 
-pub fn server_config(ssh: &SshConfig, keys: Vec<PrivateKey>) -> Arc<Config> {
-    let methods = auth_methods();
+pub fn server_config(config: &crate::config::Config, keys: Vec<PrivateKey>) -> Arc<Config> {
+    let ssh = &config.ssh;
+    let methods = auth_methods(config);
     let preferred = preferred(ssh, &keys);
     Arc::new(Config {
         server_id: SshId::Standard(format!("SSH-2.0-{}", ssh.server_version).into()),

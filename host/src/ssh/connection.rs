@@ -60,6 +60,8 @@ pub struct Connection {
     pub agent: crate::ssh::listen::AgentSocket,
     /// The X display in the container, for sessions that ask for X11 forwarding.
     pub x11: crate::ssh::listen::X11Display,
+    /// The access token of an OAuth2 login, revoked when the connection ends.
+    pub oauth2_token: OnceLock<crate::oauth2::IssuedToken>,
 }
 
 /// How long a disconnect message may take to reach russh's queue (a connection whose loop is
@@ -68,6 +70,8 @@ pub const DISCONNECT_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection's cleanup waits for its tasks to stop after the cancellation (they
 /// stop at their next await; only a backend request that must not be abandoned takes longer).
 const TASKS_GRACE: Duration = Duration::from_secs(10);
+/// How long revoking an OAuth2 access token may take at the connection's end.
+const TOKEN_REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The parts of the configuration a connection may have of its own.
 #[derive(Debug, Clone)]
@@ -130,6 +134,7 @@ impl Connection {
             audit_disconnect: AtomicBool::new(false),
             agent: Default::default(),
             x11: Default::default(),
+            oauth2_token: OnceLock::new(),
         }
     }
 
@@ -405,7 +410,12 @@ impl Connection {
                     audit.close().await;
                 }
             };
-            tokio::join!(removals, audit);
+            let revoke = async {
+                if let Some(token) = conn.oauth2_token.get() {
+                    token.revoke(TOKEN_REVOKE_TIMEOUT).await;
+                }
+            };
+            tokio::join!(removals, audit, revoke);
             tracing::debug!(connection_id = %conn.id, "connection cleaned up");
         });
     }

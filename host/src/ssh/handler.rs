@@ -20,7 +20,7 @@ use crate::ssh::listen::{self, ListenKey, Listeners};
 mod login;
 mod policy;
 
-use login::AuthCheck;
+use login::{AuthCheck, KbdState};
 
 /// Most session channels a connection may have open at once.
 const MAX_CHANNELS: usize = 16;
@@ -34,6 +34,8 @@ pub struct SshHandler {
     next_session: u32,
     /// `ssh -R` and streamlocal-forward listeners.
     listeners: Listeners,
+    /// An OAuth2 login between keyboard-interactive rounds.
+    kbd: Option<KbdState>,
 }
 
 struct ChannelState {
@@ -58,6 +60,7 @@ impl SshHandler {
             channels: HashMap::new(),
             next_session: 0,
             listeners: Listeners::default(),
+            kbd: None,
         }
     }
 
@@ -234,13 +237,13 @@ impl SshHandler {
 /// A failed password or key leaves every method on offer, as sshd does: `Auth::reject()` would
 /// make russh withdraw the method, so OpenSSH could not retry a mistyped password. The attempt
 /// cap (`MAX_AUTH_ATTEMPTS`) still ends the connection.
-fn keep_methods_on_offer(auth: Auth) -> Auth {
+fn keep_methods_on_offer(auth: Auth, config: &crate::config::Config) -> Auth {
     match auth {
         Auth::Reject {
             proceed_with_methods: None,
             partial_success,
         } => Auth::Reject {
-            proceed_with_methods: Some(crate::ssh::algorithms::auth_methods()),
+            proceed_with_methods: Some(crate::ssh::algorithms::auth_methods(config)),
             partial_success,
         },
         other => other,
@@ -274,7 +277,23 @@ impl russh::server::Handler for SshHandler {
             .await;
         // The attempt is in the audit log before the client hears the answer.
         self.conn.audit_written().await;
-        answer.map(keep_methods_on_offer)
+        answer.map(|a| keep_methods_on_offer(a, &self.conn.gateway.config))
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        // Answers are bounded by russh (the packet's size); each is text typed by the user.
+        let answers = response.map(|r| {
+            r.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .collect::<Vec<_>>()
+        });
+        let answer = self.keyboard_interactive(user, answers).await;
+        self.conn.audit_written().await;
+        answer.map(|a| keep_methods_on_offer(a, &self.conn.gateway.config))
     }
 
     async fn auth_publickey_offered(
@@ -301,7 +320,7 @@ impl russh::server::Handler for SshHandler {
             .authenticate(user, "publickey", AuthCheck::PublicKey(text))
             .await;
         self.conn.audit_written().await;
-        answer.map(keep_methods_on_offer)
+        answer.map(|a| keep_methods_on_offer(a, &self.conn.gateway.config))
     }
 
     async fn channel_open_session(

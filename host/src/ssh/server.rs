@@ -43,6 +43,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Country codes of client addresses.
     pub geoip: crate::observe::geoip::GeoIp,
+    /// The OAuth2 login (keyboard-interactive), when configured.
+    pub oauth2: Option<Arc<crate::oauth2::OAuth2>>,
     /// False once shutdown began (the health check then answers 503).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Every connection being served, from accept (handshake included) to its end.
@@ -66,6 +68,7 @@ impl Gateway {
         backends: Backends,
         metrics: Arc<Metrics>,
         geoip: crate::observe::geoip::GeoIp,
+        oauth2: Option<Arc<crate::oauth2::OAuth2>>,
     ) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         let file_settings = ConnectionSettings::from_config(&config);
@@ -73,6 +76,7 @@ impl Gateway {
             guards,
             metrics,
             geoip,
+            oauth2,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
             plugins,
@@ -108,7 +112,7 @@ pub async fn run(
     for path in &ssh.hostkeys {
         keys.push(hostkey::load_or_generate(path)?);
     }
-    let server_config = algorithms::server_config(ssh, keys);
+    let server_config = algorithms::server_config(&gateway.config, keys);
     let limit = Arc::new(Semaphore::new(ssh.max_connections));
     let connections = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr().context("listener address")?, "containerssh is listening");
@@ -278,7 +282,7 @@ async fn run_connection(
 ) {
     let id = &conn.id;
     let handler = SshHandler::new(conn.clone());
-    let grace = conn.gateway.config.ssh.login_grace_time;
+    let grace = conn.gateway.config.login_deadline();
     // One deadline for the whole login, version exchange included.
     let deadline = tokio::time::Instant::now() + grace;
     // The connection's token is the client stream's kill switch: once cancelled, reads and

@@ -4,6 +4,7 @@ use russh::server::Auth;
 
 use super::SshHandler;
 use crate::config::{merge_answer, MAX_AUTH_ATTEMPTS};
+use crate::oauth2::LoginError;
 use crate::observe::AuthResult;
 use crate::plugin::{AuthGrant, AuthOutcome, ConnectionInfo, Credentials};
 use crate::ssh::connection::ConnectionSettings;
@@ -14,6 +15,14 @@ pub(super) enum AuthCheck<'a> {
     PublicKey(String),
 }
 
+/// A keyboard-interactive (OAuth2) login between rounds.
+pub(super) enum KbdState {
+    /// The client was shown the link (and asked for the code).
+    Pending(crate::oauth2::Pending),
+    /// The login failed and the client was shown why; its next answer gets the rejection.
+    Failed,
+}
+
 impl SshHandler {
     pub(super) async fn authenticate(
         &mut self,
@@ -21,6 +30,123 @@ impl SshHandler {
         method: &'static str,
         check: AuthCheck<'_>,
     ) -> anyhow::Result<Auth> {
+        if let Some(refused) = self.admit(user, method)? {
+            return Ok(refused);
+        }
+        let info = self.conn.info(user);
+        let started = std::time::Instant::now();
+        let credentials = match &check {
+            AuthCheck::Password(pw) => Credentials::Password(pw),
+            AuthCheck::PublicKey(key) => Credentials::PublicKey(key),
+        };
+        let outcome = match &self.conn.gateway.plugins.auth {
+            Some(plugin) => plugin.login(&info, credentials).await,
+            // OAuth2 is the only login.
+            None => AuthOutcome::Unsupported,
+        };
+        self.conn.gateway.metrics.plugin_call(started.elapsed());
+        self.conclude(user, method, &info, outcome).await
+    }
+
+    /// One keyboard-interactive round of an OAuth2 login: the first shows the link (and asks
+    /// for the code), the second waits for the provider's answer.
+    pub(super) async fn keyboard_interactive(
+        &mut self,
+        user: &str,
+        answers: Option<Vec<String>>,
+    ) -> anyhow::Result<Auth> {
+        const METHOD: &str = "keyboard-interactive";
+        let Some(oauth2) = self.conn.gateway.oauth2.clone() else {
+            return Ok(Auth::reject());
+        };
+        match (self.kbd.take(), answers) {
+            (Some(KbdState::Pending(pending)), Some(answers)) => {
+                let info = self.conn.info(user);
+                let cancelled = self.conn.cancel.clone();
+                let finished = tokio::select! {
+                    finished = oauth2.finish(pending, answers, user) => finished,
+                    // The connection ended (the login grace time, the gateway shutting down).
+                    () = cancelled.cancelled() => return Err(anyhow::anyhow!("the connection ended during the OAuth2 login")),
+                };
+                let outcome = match finished {
+                    Ok(identity) => {
+                        tracing::info!(connection_id = %self.cid(), user, provider = ?oauth2.config().provider,
+                            as_user = %identity.account.username, "OAuth2 provider vouched for the user");
+                        let _ = self.conn.oauth2_token.set(identity.token);
+                        let grant = AuthGrant {
+                            authenticated_username: identity.account.username,
+                            metadata: identity.account.metadata,
+                            environment: Vec::new(),
+                            files: Vec::new(),
+                            sensitive: identity.account.sensitive,
+                        };
+                        // An auth plugin (e.g. an authz webhook) still decides who may enter.
+                        match &self.conn.gateway.plugins.auth {
+                            Some(plugin) => plugin.authorize(&info, &grant).await,
+                            None => AuthOutcome::Success(grant),
+                        }
+                    }
+                    Err(e) => {
+                        let shown = match &e {
+                            LoginError::Denied(why) => format!("Login failed: {why}.\n"),
+                            LoginError::TimedOut => "Login failed: it was not completed in time.\n".into(),
+                            LoginError::Unavailable(_) => "Login failed: the login service is unavailable; please try again later.\n".into(),
+                        };
+                        let outcome = match e {
+                            LoginError::Denied(why) => AuthOutcome::Failure(why),
+                            LoginError::TimedOut => AuthOutcome::Unavailable(
+                                "the user did not complete the login in time".into(),
+                            ),
+                            LoginError::Unavailable(why) => AuthOutcome::Unavailable(why),
+                        };
+                        let refused = self.conclude(user, METHOD, &info, outcome).await?;
+                        if refused != Auth::reject() || self.attempts >= MAX_AUTH_ATTEMPTS {
+                            return Ok(refused);
+                        }
+                        // Tell the user why before the rejection (an info request without questions).
+                        self.kbd = Some(KbdState::Failed);
+                        return Ok(Auth::Partial {
+                            name: "".into(),
+                            instructions: shown.into(),
+                            prompts: Vec::new().into(),
+                        });
+                    }
+                };
+                self.conclude(user, METHOD, &info, outcome).await
+            }
+            (Some(KbdState::Failed), Some(_)) => Ok(Auth::reject()),
+            // A new attempt (or a new request in the middle of one).
+            _ => {
+                if let Some(refused) = self.admit(user, METHOD)? {
+                    return Ok(refused);
+                }
+                match oauth2.begin(user).await {
+                    Ok(pending) => {
+                        let prompt = pending.prompt();
+                        self.kbd = Some(KbdState::Pending(pending));
+                        Ok(Auth::Partial {
+                            name: "".into(),
+                            instructions: prompt.instructions.into(),
+                            prompts: prompt
+                                .questions
+                                .into_iter()
+                                .map(|(q, echo)| (q.into(), echo))
+                                .collect::<Vec<_>>()
+                                .into(),
+                        })
+                    }
+                    Err(e) => {
+                        let info = self.conn.info(user);
+                        self.conclude(user, METHOD, &info, AuthOutcome::Unavailable(e.to_string()))
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts an attempt and applies the rate limits; `Some` is the answer when refused.
+    fn admit(&mut self, user: &str, method: &'static str) -> anyhow::Result<Option<Auth>> {
         if self.attempts >= MAX_AUTH_ATTEMPTS {
             // The disconnect sent after the last failure is on its way; end the connection
             // rather than answer a seventh attempt.
@@ -45,17 +171,23 @@ impl SshHandler {
                 serde_json::json!({"username": user, "method": method, "result": AuthResult::RateLimited.as_str()}),
             );
             self.after_failure();
-            return Ok(Auth::reject());
+            return Ok(Some(Auth::reject()));
         }
-        let plugin = &self.conn.gateway.plugins.auth;
-        let info = self.conn.info(user);
-        let started = std::time::Instant::now();
-        let credentials = match &check {
-            AuthCheck::Password(pw) => Credentials::Password(pw),
-            AuthCheck::PublicKey(key) => Credentials::PublicKey(key),
-        };
-        let outcome = plugin.login(&info, credentials).await;
-        self.conn.gateway.metrics.plugin_call(started.elapsed());
+        Ok(None)
+    }
+
+    /// Records an attempt's outcome (metrics, audit, log, rate limits) and answers it; a
+    /// success continues with the connection's settings.
+    async fn conclude(
+        &self,
+        user: &str,
+        method: &'static str,
+        info: &ConnectionInfo,
+        outcome: AuthOutcome,
+    ) -> anyhow::Result<Auth> {
+        let guards = &self.conn.gateway.guards;
+        let source = Source::of(self.conn.peer.ip());
+        let user_key = (user.to_string(), source);
         let metric = match &outcome {
             AuthOutcome::Success(_) => AuthResult::Success,
             AuthOutcome::Failure(_) => AuthResult::Failure,
@@ -86,7 +218,7 @@ impl SshHandler {
         let result = match outcome {
             AuthOutcome::Success(grant) => {
                 tracing::info!(connection_id = %self.cid(), user, method, as_user = %grant.authenticated_username, "authentication succeeded");
-                match self.connection_settings(&info, grant).await {
+                match self.connection_settings(info, grant).await {
                     Ok((grant, settings)) => {
                         self.conn.authenticated_as(grant, settings);
                         return Ok(Auth::Accept);
