@@ -511,3 +511,27 @@ fn oidc_device_flow_with_openssh() {
     );
     gw.assert_no_containers();
 }
+
+/// A client killed while its user is still in the browser: the gateway notices within a
+/// polling round (not at the end of authTimeout) and stops asking the provider.
+#[test]
+fn a_client_that_leaves_during_the_device_flow_is_noticed() {
+    let redirect_port = free_port();
+    let provider = Provider::start(&format!("http://127.0.0.1:{redirect_port}/"));
+    let gw = Gateway::start_with_auth(Value::Null, json!({"oauth2": github_oauth2(&provider, redirect_port)}));
+    let stderr = gw.dir.path().join("ssh-killed.err");
+    let mut child = openssh(&gw, "alice", "true", &stderr);
+    user_code(&stderr);
+    // A few rounds of polling, then the client is gone.
+    wait_until("the gateway polling", Duration::from_secs(20), || {
+        provider.requests("/login/oauth/access_token").len() >= 2
+    });
+    child.kill().expect("kill ssh");
+    let _ = child.wait();
+    wait_until("the connection closed", Duration::from_secs(15), || {
+        gw.log_text().contains("connection closed")
+    });
+    let polls = provider.requests("/login/oauth/access_token").len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(provider.requests("/login/oauth/access_token").len(), polls, "still polling after the client left");
+}

@@ -98,21 +98,22 @@ impl GitHub {
         .await
     }
 
-    pub async fn device_token(
+    pub async fn poll_device(
         &self,
-        code: &DeviceCode,
+        code: &mut DeviceCode,
         deadline: Instant,
-    ) -> Result<Token, LoginError> {
-        grant::poll_token(
+    ) -> Result<Option<Token>, LoginError> {
+        let device_code = code.device_code.clone();
+        grant::poll_once(
             &self.client,
             &self.url("/login/oauth/access_token"),
             &[
                 ("client_id", &self.client_id),
-                ("device_code", &code.device_code),
+                ("device_code", &device_code),
                 ("grant_type", DEVICE_GRANT_TYPE),
             ],
             Credential::None,
-            code.interval,
+            code,
             deadline,
         )
         .await

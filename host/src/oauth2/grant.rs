@@ -121,41 +121,37 @@ pub async fn device_code(
     })
 }
 
-/// Polls until the user approved (the token), declined or let the code expire. The caller
-/// bounds the whole wait (the login's deadline, the connection's end).
-pub async fn poll_token(
+/// Asks the token endpoint once whether the user has decided: `None` while the
+/// authorization is pending (after `slow_down`, `code.interval` is longer from then on).
+pub async fn poll_once(
     client: &ProviderClient,
     url: &str,
     form: &[(&str, &str)],
     credential: Credential<'_>,
-    mut interval: Duration,
+    code: &mut DeviceCode,
     deadline: Instant,
-) -> Result<Token, LoginError> {
-    loop {
-        tokio::time::sleep(interval).await;
-        let answer = client
-            .send(Method::POST, url, form, None, credential.clone(), deadline)
-            .await?;
-        let parsed: TokenAnswer = answer.json(client.name, "the token request")?;
-        match parsed.error.as_deref().filter(|e| !e.is_empty()) {
-            None => return token(client, answer.status, parsed),
-            Some("authorization_pending") => {}
-            Some("slow_down") => {
-                // RFC 8628 §3.5: five seconds more from now on (GitHub says how long).
-                interval = parsed
-                    .interval
-                    .map(Duration::from_secs)
-                    .unwrap_or(interval + Duration::from_secs(5))
-                    .clamp(MIN_INTERVAL, MAX_INTERVAL);
-            }
-            Some("access_denied") => {
-                return Err(LoginError::Denied(
-                    "the authorization was declined in the browser".into(),
-                ))
-            }
-            Some("expired_token") => return Err(LoginError::TimedOut),
-            Some(other) => return Err(refused(client, answer.status.as_u16(), other, &parsed)),
+) -> Result<Option<Token>, LoginError> {
+    let answer = client
+        .send(Method::POST, url, form, None, credential, deadline)
+        .await?;
+    let parsed: TokenAnswer = answer.json(client.name, "the token request")?;
+    match parsed.error.as_deref().filter(|e| !e.is_empty()) {
+        None => token(client, answer.status, parsed).map(Some),
+        Some("authorization_pending") => Ok(None),
+        Some("slow_down") => {
+            // RFC 8628 §3.5: five seconds more from now on (GitHub says how long).
+            code.interval = parsed
+                .interval
+                .map(Duration::from_secs)
+                .unwrap_or(code.interval + Duration::from_secs(5))
+                .clamp(MIN_INTERVAL, MAX_INTERVAL);
+            Ok(None)
         }
+        Some("access_denied") => Err(LoginError::Denied(
+            "the authorization was declined in the browser".into(),
+        )),
+        Some("expired_token") => Err(LoginError::TimedOut),
+        Some(other) => Err(refused(client, answer.status.as_u16(), other, &parsed)),
     }
 }
 

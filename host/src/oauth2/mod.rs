@@ -183,46 +183,44 @@ impl OAuth2 {
         }
     }
 
-    /// Finishes a login with the client's answers to `pending`'s prompt.
-    pub async fn finish(
+    /// One round of a login, with the client's answers to the last prompt. The device flow
+    /// asks the provider once per round (after the polling interval) and, while the user has
+    /// not decided, gives the login back as `Waiting`: the client is sent an empty round, so
+    /// the connection keeps being read and a client that went away is noticed.
+    pub async fn step(
         self: &Arc<Self>,
-        pending: Pending,
+        mut pending: Pending,
         answers: Vec<String>,
         user: &str,
-    ) -> Result<Identity, LoginError> {
+    ) -> Progress {
         let deadline = pending.deadline;
-        let endpoints = pending.endpoints;
-        let run = async {
-            let (token, method) = match pending.step {
-                Step::Device(code) => (
-                    self.provider
-                        .device_token(&code, endpoints.as_deref(), deadline)
-                        .await?,
-                    "device",
-                ),
-                Step::Code { state, .. } => {
-                    let pasted = answers.first().map(|a| a.trim()).unwrap_or_default();
-                    let code = match pasted.split_once('|') {
-                        Some((s, code)) if s == state && !code.is_empty() => code,
-                        Some(_) => {
-                            return Err(LoginError::Denied(
-                                "the code is from another login; log in again and paste the code shown after it".into(),
-                            ))
-                        }
-                        None => {
-                            return Err(LoginError::Denied(
-                                "that is not a code from the login page (it looks like state|code)".into(),
-                            ))
-                        }
-                    };
-                    (
-                        self.provider
-                            .code_token(code, endpoints.as_deref(), deadline)
-                            .await?,
-                        "authorization-code",
-                    )
+        let endpoints = pending.endpoints.clone();
+        let token = match &mut pending.step {
+            Step::Device(code) => {
+                let pause = code
+                    .interval
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                if Instant::now() >= deadline {
+                    return Progress::Done(Err(LoginError::TimedOut));
                 }
-            };
+                match self
+                    .provider
+                    .poll_device(code, endpoints.as_deref(), deadline)
+                    .await
+                {
+                    Ok(None) => return Progress::Waiting(pending),
+                    Ok(Some(token)) => Ok((token, "device")),
+                    Err(e) => Err(e),
+                }
+            }
+            Step::Code { state, .. } => self
+                .trade_code(state, &answers, endpoints.as_deref(), deadline)
+                .await
+                .map(|token| (token, "authorization-code")),
+        };
+        let identity = async {
+            let (token, method) = token?;
             let issued = IssuedToken {
                 oauth2: self.clone(),
                 token: token.access_token.clone(),
@@ -244,11 +242,50 @@ impl OAuth2 {
                 }
             }
         };
-        match tokio::time::timeout_at(deadline, run).await {
+        Progress::Done(match tokio::time::timeout_at(deadline, identity).await {
+            Ok(result) => result,
+            Err(_) => Err(LoginError::TimedOut),
+        })
+    }
+
+    /// The pasted `state|code` checked against this login's state, then traded for a token.
+    async fn trade_code(
+        &self,
+        state: &str,
+        answers: &[String],
+        endpoints: Option<&oidc::Discovery>,
+        deadline: Instant,
+    ) -> Result<Token, LoginError> {
+        let pasted = answers.first().map(|a| a.trim()).unwrap_or_default();
+        let code = match pasted.split_once('|') {
+            Some((s, code)) if s == state && !code.is_empty() => code,
+            Some(_) => return Err(LoginError::Denied(
+                "the code is from another login; log in again and paste the code shown after it"
+                    .into(),
+            )),
+            None => {
+                return Err(LoginError::Denied(
+                    "that is not a code from the login page (it looks like state|code)".into(),
+                ))
+            }
+        };
+        match tokio::time::timeout_at(
+            deadline,
+            self.provider.code_token(code, endpoints, deadline),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(LoginError::TimedOut),
         }
     }
+}
+
+/// Where a login stands after a round.
+pub enum Progress {
+    /// The user has not decided yet: send the client an empty round and ask again.
+    Waiting(Pending),
+    Done(Result<Identity, LoginError>),
 }
 
 impl Pending {
@@ -320,15 +357,15 @@ impl Provider {
         }
     }
 
-    async fn device_token(
+    async fn poll_device(
         &self,
-        code: &DeviceCode,
+        code: &mut DeviceCode,
         endpoints: Option<&oidc::Discovery>,
         deadline: Instant,
-    ) -> Result<Token, LoginError> {
+    ) -> Result<Option<Token>, LoginError> {
         match (self, endpoints) {
-            (Provider::GitHub(p), _) => p.device_token(code, deadline).await,
-            (Provider::Oidc(p), Some(endpoints)) => p.device_token(endpoints, code, deadline).await,
+            (Provider::GitHub(p), _) => p.poll_device(code, deadline).await,
+            (Provider::Oidc(p), Some(endpoints)) => p.poll_device(endpoints, code, deadline).await,
             _ => Err(LoginError::Unavailable("no device flow in progress".into())),
         }
     }

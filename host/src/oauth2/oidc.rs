@@ -157,22 +157,23 @@ impl Oidc {
         .await
     }
 
-    pub async fn device_token(
+    pub async fn poll_device(
         &self,
         endpoints: &Discovery,
-        code: &DeviceCode,
+        code: &mut DeviceCode,
         deadline: Instant,
-    ) -> Result<Token, LoginError> {
-        grant::poll_token(
+    ) -> Result<Option<Token>, LoginError> {
+        let device_code = code.device_code.clone();
+        grant::poll_once(
             &self.client,
             &endpoints.token_endpoint,
             &[
                 ("grant_type", DEVICE_GRANT_TYPE),
-                ("device_code", &code.device_code),
+                ("device_code", &device_code),
                 ("client_id", &self.client_id),
             ],
             self.credential(),
-            code.interval,
+            code,
             deadline,
         )
         .await

@@ -4,7 +4,7 @@ use russh::server::Auth;
 
 use super::SshHandler;
 use crate::config::{merge_answer, MAX_AUTH_ATTEMPTS};
-use crate::oauth2::LoginError;
+use crate::oauth2::{LoginError, Progress};
 use crate::observe::AuthResult;
 use crate::plugin::{AuthGrant, AuthOutcome, ConnectionInfo, Credentials};
 use crate::ssh::connection::ConnectionSettings;
@@ -63,10 +63,22 @@ impl SshHandler {
             (Some(KbdState::Pending(pending)), Some(answers)) => {
                 let info = self.conn.info(user);
                 let cancelled = self.conn.cancel.clone();
-                let finished = tokio::select! {
-                    finished = oauth2.finish(pending, answers, user) => finished,
+                let progress = tokio::select! {
+                    progress = oauth2.step(pending, answers, user) => progress,
                     // The connection ended (the login grace time, the gateway shutting down).
                     () = cancelled.cancelled() => return Err(anyhow::anyhow!("the connection ended during the OAuth2 login")),
+                };
+                let finished = match progress {
+                    Progress::Waiting(pending) => {
+                        // Not decided yet: an empty round keeps the client (and russh) talking.
+                        self.kbd = Some(KbdState::Pending(pending));
+                        return Ok(Auth::Partial {
+                            name: "".into(),
+                            instructions: "".into(),
+                            prompts: Vec::new().into(),
+                        });
+                    }
+                    Progress::Done(finished) => finished,
                 };
                 let outcome = match finished {
                     Ok(identity) => {
