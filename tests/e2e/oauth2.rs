@@ -518,7 +518,10 @@ fn oidc_device_flow_with_openssh() {
 fn a_client_that_leaves_during_the_device_flow_is_noticed() {
     let redirect_port = free_port();
     let provider = Provider::start(&format!("http://127.0.0.1:{redirect_port}/"));
-    let gw = Gateway::start_with_auth(Value::Null, json!({"oauth2": github_oauth2(&provider, redirect_port)}));
+    let gw = Gateway::start_with_auth(
+        Value::Null,
+        json!({"oauth2": github_oauth2(&provider, redirect_port)}),
+    );
     let stderr = gw.dir.path().join("ssh-killed.err");
     let mut child = openssh(&gw, "alice", "true", &stderr);
     user_code(&stderr);
@@ -533,5 +536,68 @@ fn a_client_that_leaves_during_the_device_flow_is_noticed() {
     });
     let polls = provider.requests("/login/oauth/access_token").len();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(provider.requests("/login/oauth/access_token").len(), polls, "still polling after the client left");
+    assert_eq!(
+        provider.requests("/login/oauth/access_token").len(),
+        polls,
+        "still polling after the client left"
+    );
+}
+
+/// ContainerSSH's authz webhook beside the OAuth2 login: it gets the GitHub identity (user name
+/// and metadata), may add environment, and may refuse (the token is then revoked at once).
+#[test]
+fn an_authz_webhook_decides_after_github() {
+    use crate::webhook_server::{Answer, ClientAuth, Handler, WebhookServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let redirect_port = free_port();
+    let provider = Provider::start(&format!("http://127.0.0.1:{redirect_port}/"));
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(pki_dir.path());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let handler: Handler = Arc::new(move |path, _body| {
+        assert_eq!(path, "/authz");
+        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+        Answer::ok(json!({"success": first, "environment": {"AUTHZ": {"value": "checked"}}}))
+    });
+    let server = WebhookServer::start(&pki, ClientAuth::Required, handler);
+    let hook = json!({"url": server.url, "authTimeout": "5s", "cacert": pki.ca_cert,
+                      "cert": pki.client_cert, "key": pki.client_key});
+    let gw = Gateway::start_with_auth(
+        json!({
+            "keyboardInteractive": {"method": "oauth2", "oauth2": github_oauth2(&provider, redirect_port)},
+            "authz": {"method": "webhook", "webhook": hook},
+        }),
+        json!({}),
+    );
+    let login = |name: &str| {
+        let stderr = gw.dir.path().join(format!("ssh-{name}.err"));
+        let child = openssh(&gw, "alice", "echo authz-$AUTHZ", &stderr);
+        let code = user_code(&stderr);
+        provider.approve(&code, "alice");
+        finish(child, &stderr)
+    };
+    let (status, out, err) = login("admitted");
+    assert_eq!(status, Some(0), "{err}\n{}", gw.log_text());
+    assert_eq!(out, "authz-checked\n");
+    let authz = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/authz")
+        .expect("an authz request");
+    assert_eq!(authz.body["authenticatedUsername"], "alice");
+    assert_eq!(
+        authz.body["metadata"]["GITHUB_METHOD"]["value"], "device",
+        "{}",
+        authz.body
+    );
+    let (status, out, err) = login("refused");
+    assert_eq!(status, Some(255), "{out}{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    wait_until("both tokens revoked", Duration::from_secs(20), || {
+        provider.tokens("alice", "revoked").len() == 2
+    });
+    gw.assert_no_containers();
 }

@@ -29,6 +29,9 @@ use tokio::time::Instant;
 pub use config::{OAuth2Config, ProviderName};
 use grant::{DeviceCode, Token};
 
+/// How long the provider may take to start a login (device code, discovery document).
+const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Why a login did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -149,10 +152,14 @@ impl OAuth2 {
     /// Starts a login for `user`: a device code if the provider offers the device flow (the
     /// authorization code flow if that fails or is not offered).
     pub async fn begin(&self, user: &str) -> Result<Pending, LoginError> {
-        let deadline = Instant::now() + self.config.auth_timeout;
+        let started = Instant::now();
+        let deadline = started + self.config.auth_timeout;
+        // The first round blocks the connection: a provider that does not answer gets a
+        // share of the login's time, not all of it.
+        let first_answer = deadline.min(started + FIRST_ANSWER_TIMEOUT);
         let mut device_failure = None;
         if self.provider.offers_device_flow() {
-            match self.provider.device_code(deadline).await {
+            match self.provider.device_code(first_answer).await {
                 Ok((code, endpoints)) => {
                     let deadline = deadline.min(Instant::now() + code.expires_in);
                     return Ok(Pending {

@@ -84,7 +84,6 @@ impl SshHandler {
                     Ok(identity) => {
                         tracing::info!(connection_id = %self.cid(), user, provider = ?oauth2.config().provider,
                             as_user = %identity.account.username, "OAuth2 provider vouched for the user");
-                        let _ = self.conn.oauth2_token.set(identity.token);
                         let grant = AuthGrant {
                             authenticated_username: identity.account.username,
                             metadata: identity.account.metadata,
@@ -93,10 +92,22 @@ impl SshHandler {
                             sensitive: identity.account.sensitive,
                         };
                         // An auth plugin (e.g. an authz webhook) still decides who may enter.
-                        match &self.conn.gateway.plugins.auth {
+                        let outcome = match &self.conn.gateway.plugins.auth {
                             Some(plugin) => plugin.authorize(&info, &grant).await,
                             None => AuthOutcome::Success(grant),
+                        };
+                        if matches!(outcome, AuthOutcome::Success(_)) {
+                            // Revoked when the connection ends.
+                            let _ = self.conn.oauth2_token.set(identity.token);
+                        } else {
+                            // Refused after all: the token goes back now (the shutdown waits
+                            // for it like for any cleanup).
+                            let token = identity.token;
+                            self.conn.gateway.cleanup.spawn(async move {
+                                token.revoke(std::time::Duration::from_secs(10)).await;
+                            });
                         }
+                        outcome
                     }
                     Err(e) => {
                         let shown = match &e {
