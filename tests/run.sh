@@ -25,6 +25,11 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$ne
 command -v docker-registry >/dev/null 2>&1 || need_pkgs="$need_pkgs docker-registry"
 command -v htpasswd >/dev/null 2>&1 || need_pkgs="$need_pkgs apache2-utils"
 command -v stunnel4 >/dev/null 2>&1 || need_pkgs="$need_pkgs stunnel4"
+# Kerberos logins: a real MIT KDC (started by the tests themselves, never as a service), its
+# admin tool, and kinit for tickets.
+[ -x /usr/sbin/krb5kdc ] || need_pkgs="$need_pkgs krb5-kdc"
+[ -x /usr/sbin/kadmin.local ] || need_pkgs="$need_pkgs krb5-admin-server"
+command -v kinit >/dev/null 2>&1 || need_pkgs="$need_pkgs krb5-user"
 command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
 # The C plugin examples (examples/plugins/c): Debian's clang, lld, wasi-libc and the compiler's

@@ -146,7 +146,7 @@ fn validate(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems: Vec<String> = match runtime.block_on(plugins(&config, None)) {
+    let mut problems: Vec<String> = match runtime.block_on(plugins(&config, None)) {
         Ok(loaded) => loaded
             .errors()
             .into_iter()
@@ -154,6 +154,12 @@ fn validate(path: &Path) -> ExitCode {
             .collect(),
         Err(e) => vec![format!("{e:#}")],
     };
+    // Kerberos as at start-up: the libraries loaded, the configuration and keytab read.
+    if let Some(kerberos) = &config.kerberos {
+        if let Err(e) = crate::kerberos::Kerberos::new(kerberos) {
+            problems.push(format!("{e:#}"));
+        }
+    }
     if problems.is_empty() {
         println!("{}: configuration is valid", path.display());
         ExitCode::SUCCESS
@@ -205,7 +211,7 @@ async fn plugins(config: &Config, metrics: Option<Arc<Metrics>>) -> anyhow::Resu
             .load_authenticator("auth", auth)
             .context("auth plugin")
             .map(Some),
-        None if config.oauth2.is_some() => Ok(None),
+        None if config.oauth2.is_some() || config.kerberos.is_some() => Ok(None),
         None => Err(anyhow::anyhow!(
             "auth: an authentication plugin is required"
         )),
@@ -254,6 +260,14 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         .await
         .context("loading the GeoIP database")??;
     let oauth2 = start_oauth2(&config).await?;
+    let kerberos = match config.kerberos.clone() {
+        Some(settings) => Some(
+            tokio::task::spawn_blocking(move || crate::kerberos::Kerberos::new(&settings))
+                .await
+                .context("setting up Kerberos")??,
+        ),
+        None => None,
+    };
     // Last of what may fail: the backends set up state (a runtime directory, a cleanup of
     // what an earlier run left) that a failed start would otherwise leave behind.
     let instance = instance_id(&config);
@@ -265,7 +279,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         backends,
         metrics.clone(),
         geoip,
-        oauth2,
+        ssh::BuiltinLogins { oauth2, kerberos },
     );
     start_observability(&config, metrics, gateway.ready.clone()).await?;
     ssh::run(gateway, listener, shutdown_signal()).await

@@ -3,6 +3,7 @@ pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod kerberos;
 pub mod logging;
 pub mod oauth2;
 pub mod observe;

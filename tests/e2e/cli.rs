@@ -166,15 +166,16 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
         assert!(valid, "backend {backend}: {all}");
     }
     for (pointer, value, key) in [
+        // Kerberos as the reference writes it: its keytab does not exist here.
         (
             "/auth/gssapi/method",
             "kerberos".into(),
-            "auth.gssapi.method",
+            "auth.gssapi.kerberos.keytab",
         ),
         (
             "/auth/password/method",
             "kerberos".into(),
-            "auth.password.method",
+            "auth.password.kerberos.keytab",
         ),
         ("/audit/format", "binary".into(), "audit.format"),
         (

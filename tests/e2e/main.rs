@@ -5,6 +5,7 @@
 //! sshpass and busybox-static (`tests/run.sh` installs them).
 mod client;
 mod harness;
+mod kdc;
 mod webhook_server;
 
 mod audit;
@@ -17,6 +18,7 @@ mod direct_start;
 mod docker_options;
 mod flow;
 mod forwarding;
+mod kerberos;
 mod kubernetes;
 mod lifecycle;
 mod log_destinations;

@@ -222,7 +222,16 @@ pub fn translate(
     if let Some(auth) = root.get_mut("auth") {
         if is_containerssh_form(auth) {
             let oauth2 = take_oauth2(auth);
-            let oauth2_only = oauth2.is_some();
+            let kerberos = take_kerberos(auth, problems);
+            let other_login = oauth2.is_some() || kerberos.is_some();
+            if let Some((kerberos, from)) = kerberos {
+                if root.contains_key("kerberos") {
+                    problems.push(format!("{from}: kerberos is set as well; keep one of them"));
+                } else {
+                    root.insert("kerberos".into(), kerberos);
+                    renames.push(("kerberos".into(), from));
+                }
+            }
             if let Some(oauth2) = oauth2 {
                 if root.contains_key("oauth2") {
                     problems.push(
@@ -235,7 +244,7 @@ pub fn translate(
                 }
             }
             if let Some(auth) = root.get_mut("auth") {
-                match translate_auth(auth.take(), renames, oauth2_only) {
+                match translate_auth(auth.take(), renames, other_login) {
                     Ok(Some(settings)) => *auth = settings,
                     Ok(None) => {
                         root.remove("auth");
@@ -284,6 +293,58 @@ fn take_oauth2(auth: &mut Value) -> Option<Value> {
     )
 }
 
+/// ContainerSSH's `auth.password` / `auth.gssapi` with method `kerberos`: their `kerberos`
+/// blocks become the `kerberos` section (with `password: true` / `gssapi: true`), and where
+/// the user wrote it; the method blocks are removed from `auth`.
+fn take_kerberos(auth: &mut Value, problems: &mut Vec<String>) -> Option<(Value, String)> {
+    let map = auth.as_object_mut()?;
+    let mut section: Option<(Map<String, Value>, String)> = None;
+    for key in ["password", "gssapi"] {
+        let method = map
+            .get(key)
+            .and_then(|block| block.get("method"))
+            .and_then(Value::as_str);
+        if method != Some("kerberos") {
+            continue;
+        }
+        let Some(mut block) = map.remove(key) else {
+            continue;
+        };
+        let path = format!("auth.{key}.kerberos");
+        let settings = match block.as_object_mut().and_then(|m| m.remove("kerberos")) {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                problems.push(format!("{path}: must be a map"));
+                Map::new()
+            }
+        };
+        match &mut section {
+            None => {
+                let mut settings = settings;
+                settings.insert(key.into(), Value::Bool(true));
+                section = Some((settings, path));
+            }
+            // One Kerberos setup serves both methods: what both blocks set must agree.
+            Some((existing, first)) => {
+                for (k, v) in settings {
+                    match existing.get(&k) {
+                        Some(old) if *old != v => problems.push(format!(
+                            "{path}.{k}: differs from {first}.{k}; the gateway has one Kerberos setup"
+                        )),
+                        Some(_) => {}
+                        None => {
+                            existing.insert(k, v);
+                        }
+                    }
+                }
+                existing.insert(key.into(), Value::Bool(true));
+            }
+        }
+    }
+    section.map(|(m, path)| (Value::Object(m), path))
+}
+
 fn is_containerssh_form(section: &Value) -> bool {
     section
         .as_object()
@@ -304,11 +365,11 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value, prefix: &str) -> Result<T
 }
 
 /// The webhook-auth plugin's settings for `auth`; `None` when no webhook is configured and
-/// `oauth2` is the login (`with_oauth2`).
+/// another login (OAuth2, Kerberos) is (`other_login`).
 fn translate_auth(
     mut section: Value,
     renames: &mut Vec<(String, String)>,
-    with_oauth2: bool,
+    other_login: bool,
 ) -> Result<Option<Value>, Vec<String>> {
     let limits = take_plugin_limits(&mut section);
     let auth = ContainerSshAuth::parse(section)?;
@@ -386,7 +447,7 @@ fn translate_auth(
             }
             supported
         });
-        if endpoints.is_empty() && problems.is_empty() && with_oauth2 {
+        if endpoints.is_empty() && problems.is_empty() && other_login {
             return Ok(None);
         }
         if endpoints.is_empty() && problems.is_empty() {
@@ -554,7 +615,10 @@ fn plugin_settings(
     for located in clients {
         let c = located.client;
         if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) {
-            tracing::warn!(section, "webhook over plain HTTP: credentials and metadata cross the network unencrypted; use https");
+            tracing::warn!(
+                section,
+                "webhook over plain HTTP: credentials and metadata cross the network unencrypted; use https"
+            );
         }
     }
     if !problems.is_empty() {
@@ -674,6 +738,40 @@ mod tests {
     }
 
     #[test]
+    fn kerberos_methods_become_the_kerberos_section() {
+        let kerberos = json!({"keytab": "/k", "acceptor": "any", "configPath": "/c"});
+        let v = translated(json!({"auth": {
+            "password": {"method": "kerberos", "kerberos": kerberos, "webhook": {"url": ""}},
+            "gssapi": {"method": "kerberos", "kerberos": kerberos},
+        }}))
+        .unwrap();
+        assert!(v.get("auth").is_none(), "{v}");
+        assert_eq!(v["kerberos"]["password"], true);
+        assert_eq!(v["kerberos"]["gssapi"], true);
+        assert_eq!(v["kerberos"]["keytab"], "/k");
+        // Beside a public key webhook: both.
+        let v = translated(json!({"auth": {
+            "password": {"method": "kerberos", "kerberos": kerberos},
+            "publicKey": {"method": "webhook", "webhook": {"url": "https://a:1"}},
+        }}))
+        .unwrap();
+        assert_eq!(v["auth"]["config"]["pubkey"]["url"], "https://a:1");
+        assert_eq!(v["kerberos"]["password"], true);
+        assert!(v["kerberos"].get("gssapi").is_none());
+        // Two blocks that disagree: one setup, so an error naming both.
+        let e = translated(json!({"auth": {
+            "password": {"method": "kerberos", "kerberos": {"keytab": "/a"}},
+            "gssapi": {"method": "kerberos", "kerberos": {"keytab": "/b"}},
+        }}))
+        .unwrap_err();
+        assert!(
+            e[0].contains("auth.gssapi.kerberos.keytab")
+                && e[0].contains("auth.password.kerberos.keytab"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn the_oauth2_method_becomes_the_oauth2_section() {
         // OAuth2 alone: no auth plugin.
         let v = translated(json!({"auth": {
@@ -702,7 +800,7 @@ mod tests {
 
     #[test]
     fn problems_are_reported_with_paths() {
-        let e = translated(json!({"auth": {"password": {"method": "kerberos"}}})).unwrap_err();
+        let e = translated(json!({"auth": {"password": {"method": "ldap"}}})).unwrap_err();
         assert!(e[0].contains("auth.password.method"), "{e:?}");
         let e = translated(json!({"auth": {"url": "https://a", "tiemout": "1s"}})).unwrap_err();
         assert!(e.iter().any(|p| p.contains("tiemout")), "{e:?}");

@@ -378,7 +378,10 @@ mod tests {
     fn host_key_algorithms_must_fit_a_host_key() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("new_key"); // missing: will be a new ed25519 key
-        let text = format!("auth:\n  plugin: builtin:static-users\nssh:\n  hostkeys: [{}]\n  hostKeyAlgos: [rsa-sha2-512]\n", key.display());
+        let text = format!(
+            "auth:\n  plugin: builtin:static-users\nssh:\n  hostkeys: [{}]\n  hostKeyAlgos: [rsa-sha2-512]\n",
+            key.display()
+        );
         let e = parse_str(&text, false).unwrap_err();
         assert!(
             e.problems[0].contains(

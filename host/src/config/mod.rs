@@ -45,6 +45,10 @@ pub struct Config {
     /// `auth.keyboardInteractive.oauth2` block is moved here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<crate::oauth2::OAuth2Config>,
+    /// Kerberos logins: passwords checked with the KDC, `gssapi-with-mic`; ContainerSSH's
+    /// `auth.password.kerberos` / `auth.gssapi.kerberos` blocks are moved here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<crate::kerberos::KerberosConfig>,
     /// A configuration plugin asked once per connection after authentication for settings of
     /// that connection. ContainerSSH's `configserver: {url: ...}` becomes built-in webhook-config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -476,8 +480,8 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.auth {
-            None if self.oauth2.is_none() => problems.push(
-                "auth: an authentication plugin (auth.plugin) or an OAuth2 login (oauth2) is required"
+            None if self.oauth2.is_none() && self.kerberos.is_none() => problems.push(
+                "auth: an authentication plugin (auth.plugin), an OAuth2 login (oauth2) or Kerberos (kerberos) is required"
                     .into(),
             ),
             None => {}
@@ -485,6 +489,14 @@ impl Config {
         }
         if let Some(oauth2) = &self.oauth2 {
             problems.extend(oauth2.validate().into_iter().map(|p| format!("oauth2.{p}")));
+        }
+        if let Some(kerberos) = &self.kerberos {
+            problems.extend(
+                kerberos
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("kerberos.{p}")),
+            );
         }
         if let Some(server) = &self.configserver {
             problems.extend(

@@ -109,7 +109,9 @@ pub const KEX: &[Algo] = &[
     algo("diffie-hellman-group-exchange-sha1", Refused(SHA1)),
     algo(
         "diffie-hellman-group-exchange-sha256",
-        Refused("group exchange is not implemented; diffie-hellman-group16-sha512 is the fixed-group equivalent"),
+        Refused(
+            "group exchange is not implemented; diffie-hellman-group16-sha512 is the fixed-group equivalent",
+        ),
     ),
     algo(
         "sntrup761x25519-sha512",

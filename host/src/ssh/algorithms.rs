@@ -124,6 +124,8 @@ pub fn auth_methods(config: &crate::config::Config) -> MethodSet {
     let mut methods = Vec::new();
     if config.auth.is_some() {
         methods.extend([MethodKind::PublicKey, MethodKind::Password]);
+    } else if config.kerberos.as_ref().is_some_and(|k| k.password) {
+        methods.push(MethodKind::Password);
     }
     if config.oauth2.is_some() {
         methods.push(MethodKind::KeyboardInteractive);

@@ -12,4 +12,4 @@ mod server;
 mod sniff;
 
 pub use hostkey::load_or_generate as load_or_generate_host_key;
-pub use server::{run, Gateway};
+pub use server::{run, BuiltinLogins, Gateway};

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub geoip: crate::observe::geoip::GeoIp,
     /// The OAuth2 login (keyboard-interactive), when configured.
     pub oauth2: Option<Arc<crate::oauth2::OAuth2>>,
+    /// Kerberos logins, when configured.
+    pub kerberos: Option<Arc<crate::kerberos::Kerberos>>,
     /// False once shutdown began (the health check then answers 503).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Every connection being served, from accept (handshake included) to its end.
@@ -60,6 +62,13 @@ const CUT_GRACE: Duration = Duration::from_secs(2);
 /// for anything left carrying this instance's label.
 const REMOVAL_GRACE: Duration = Duration::from_secs(10);
 
+/// The logins the gateway makes itself rather than through the auth plugin.
+#[derive(Default)]
+pub struct BuiltinLogins {
+    pub oauth2: Option<Arc<crate::oauth2::OAuth2>>,
+    pub kerberos: Option<Arc<crate::kerberos::Kerberos>>,
+}
+
 impl Gateway {
     pub fn new(
         config: Arc<Config>,
@@ -68,7 +77,7 @@ impl Gateway {
         backends: Backends,
         metrics: Arc<Metrics>,
         geoip: crate::observe::geoip::GeoIp,
-        oauth2: Option<Arc<crate::oauth2::OAuth2>>,
+        logins: BuiltinLogins,
     ) -> Arc<Self> {
         let guards = Guards::new(&config.ssh.auth_rate_limit, config.ssh.max_unauthenticated);
         let file_settings = ConnectionSettings::from_config(&config);
@@ -76,7 +85,8 @@ impl Gateway {
             guards,
             metrics,
             geoip,
-            oauth2,
+            oauth2: logins.oauth2,
+            kerberos: logins.kerberos,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             config,
             plugins,

@@ -39,10 +39,25 @@ impl SshHandler {
             AuthCheck::Password(pw) => Credentials::Password(pw),
             AuthCheck::PublicKey(key) => Credentials::PublicKey(key),
         };
-        let outcome = match &self.conn.gateway.plugins.auth {
-            Some(plugin) => plugin.login(&info, credentials).await,
-            // OAuth2 is the only login.
-            None => AuthOutcome::Unsupported,
+        let kerberos = self.conn.gateway.kerberos.clone();
+        let outcome = match (&check, kerberos) {
+            // Passwords go to the KDC instead of the auth plugin (ContainerSSH's
+            // `auth.password.method: kerberos`).
+            (AuthCheck::Password(password), Some(kerberos)) if kerberos.checks_passwords() => {
+                match kerberos.check_password(user, password).await {
+                    Ok(grant) => {
+                        tracing::info!(connection_id = %self.cid(), user, as_user = %grant.authenticated_username,
+                            "the KDC vouched for the user's password");
+                        self.authorize_vouched(&info, grant).await
+                    }
+                    Err(e) => e.into(),
+                }
+            }
+            _ => match &self.conn.gateway.plugins.auth {
+                Some(plugin) => plugin.login(&info, credentials).await,
+                // Another method (OAuth2, Kerberos) is the only login.
+                None => AuthOutcome::Unsupported,
+            },
         };
         self.conn.gateway.metrics.plugin_call(started.elapsed());
         self.conclude(user, method, &info, outcome).await
@@ -91,11 +106,7 @@ impl SshHandler {
                             files: Vec::new(),
                             sensitive: identity.account.sensitive,
                         };
-                        // An auth plugin (e.g. an authz webhook) still decides who may enter.
-                        let outcome = match &self.conn.gateway.plugins.auth {
-                            Some(plugin) => plugin.authorize(&info, &grant).await,
-                            None => AuthOutcome::Success(grant),
-                        };
+                        let outcome = self.authorize_vouched(&info, grant).await;
                         if matches!(outcome, AuthOutcome::Success(_)) {
                             // Revoked when the connection ends.
                             let _ = self.conn.oauth2_token.set(identity.token);
@@ -168,8 +179,25 @@ impl SshHandler {
         }
     }
 
+    /// A login another authority vouched for (an OAuth2 provider, the KDC): the auth plugin,
+    /// if there is one (e.g. an authz webhook), still decides who may enter.
+    pub(super) async fn authorize_vouched(
+        &self,
+        info: &ConnectionInfo,
+        grant: AuthGrant,
+    ) -> AuthOutcome {
+        match &self.conn.gateway.plugins.auth {
+            Some(plugin) => plugin.authorize(info, &grant).await,
+            None => AuthOutcome::Success(grant),
+        }
+    }
+
     /// Counts an attempt and applies the rate limits; `Some` is the answer when refused.
-    fn admit(&mut self, user: &str, method: &'static str) -> anyhow::Result<Option<Auth>> {
+    pub(super) fn admit(
+        &mut self,
+        user: &str,
+        method: &'static str,
+    ) -> anyhow::Result<Option<Auth>> {
         if self.attempts >= MAX_AUTH_ATTEMPTS {
             // The disconnect sent after the last failure is on its way; end the connection
             // rather than answer a seventh attempt.
@@ -201,7 +229,7 @@ impl SshHandler {
 
     /// Records an attempt's outcome (metrics, audit, log, rate limits) and answers it; a
     /// success continues with the connection's settings.
-    async fn conclude(
+    pub(super) async fn conclude(
         &self,
         user: &str,
         method: &'static str,
