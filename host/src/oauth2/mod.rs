@@ -139,6 +139,7 @@ impl OAuth2 {
                 "oauth2.qrCodeClients: QR codes are not drawn; those clients get the link as text"
             );
         }
+        tracing::info!(provider = ?config.provider, "OAuth2 logins on (keyboard-interactive)");
         Ok(Arc::new(Self {
             config: config.clone(),
             provider,

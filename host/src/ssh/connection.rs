@@ -61,7 +61,7 @@ pub struct Connection {
     /// The X display in the container, for sessions that ask for X11 forwarding.
     pub x11: crate::ssh::listen::X11Display,
     /// The access token of an OAuth2 login, revoked when the connection ends.
-    pub oauth2_token: OnceLock<crate::oauth2::IssuedToken>,
+    pub oauth2_token: OnceLock<Box<crate::oauth2::IssuedToken>>,
 }
 
 /// How long a disconnect message may take to reach russh's queue (a connection whose loop is

@@ -17,8 +17,9 @@ pub(super) enum AuthCheck<'a> {
 
 /// A keyboard-interactive (OAuth2) login between rounds.
 pub(super) enum KbdState {
-    /// The client was shown the link (and asked for the code).
-    Pending(crate::oauth2::Pending),
+    /// The client was shown the link (and asked for the code). Boxed: every connection's
+    /// handler carries the field.
+    Pending(Box<crate::oauth2::Pending>),
     /// The login failed and the client was shown why; its next answer gets the rejection.
     Failed,
 }
@@ -79,14 +80,14 @@ impl SshHandler {
                 let info = self.conn.info(user);
                 let cancelled = self.conn.cancel.clone();
                 let progress = tokio::select! {
-                    progress = oauth2.step(pending, answers, user) => progress,
+                    progress = oauth2.step(*pending, answers, user) => progress,
                     // The connection ended (the login grace time, the gateway shutting down).
                     () = cancelled.cancelled() => return Err(anyhow::anyhow!("the connection ended during the OAuth2 login")),
                 };
                 let finished = match progress {
                     Progress::Waiting(pending) => {
                         // Not decided yet: an empty round keeps the client (and russh) talking.
-                        self.kbd = Some(KbdState::Pending(pending));
+                        self.kbd = Some(KbdState::Pending(Box::new(pending)));
                         return Ok(Auth::Partial {
                             name: "".into(),
                             instructions: "".into(),
@@ -109,7 +110,7 @@ impl SshHandler {
                         let outcome = self.authorize_vouched(&info, grant).await;
                         if matches!(outcome, AuthOutcome::Success(_)) {
                             // Revoked when the connection ends.
-                            let _ = self.conn.oauth2_token.set(identity.token);
+                            let _ = self.conn.oauth2_token.set(Box::new(identity.token));
                         } else {
                             // Refused after all: the token goes back now (the shutdown waits
                             // for it like for any cleanup).
@@ -157,7 +158,7 @@ impl SshHandler {
                 match oauth2.begin(user).await {
                     Ok(pending) => {
                         let prompt = pending.prompt();
-                        self.kbd = Some(KbdState::Pending(pending));
+                        self.kbd = Some(KbdState::Pending(Box::new(pending)));
                         Ok(Auth::Partial {
                             name: "".into(),
                             instructions: prompt.instructions.into(),
