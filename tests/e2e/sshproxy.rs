@@ -1,8 +1,11 @@
 //! The SSH proxy backend's own behaviour (what every backend does is in the conformance suite,
 //! which runs it against OpenSSH's sshd): logging in upstream with a password and the client's
-//! own user name, and refusing a backing server whose host key is not listed. The backing
-//! server here is a second gateway (Docker backend, static-users with a password).
-use std::process::Command;
+//! own user name, and refusing a backing server whose host key is not listed (the backing
+//! server there is a second gateway: Docker backend, static-users with a password); X11
+//! forwarding through OpenSSH's sshd to an X server on the client's side.
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -165,4 +168,297 @@ fn validate_names_every_missing_sshproxy_setting() {
     ] {
         assert!(printed.contains(key), "{key} missing:\n{printed}");
     }
+}
+
+/// OpenSSH's sshd with X11 forwarding on (it runs `xauth` for each X11 session) as the backing
+/// server: the test client's key authorised, logging in as `containerssh-upstream` when the
+/// tests run as root (tests/run.sh makes the user), else as the user running them.
+struct X11Sshd {
+    child: Child,
+    port: u16,
+    fingerprint: String,
+    user: String,
+    dir: tempfile::TempDir,
+}
+
+impl X11Sshd {
+    fn start() -> X11Sshd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The session user reads the authorised keys.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let host_key = dir.path().join("host_ed25519");
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .expect("ssh-keygen");
+        assert!(keygen.status.success(), "{keygen:?}");
+        let fingerprint = key_fingerprint(&host_key.with_extension("pub"));
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, &shared().public_key).expect("authorized_keys");
+        let port = free_port();
+        let config = dir.path().join("sshd_config");
+        // DEBUG: the log names each channel request (x11-req).
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nX11Forwarding yes\nX11UseLocalhost yes\n\
+                 XAuthLocation /usr/bin/xauth\nLogLevel DEBUG\n",
+                host_key.display(),
+                authorized.display(),
+            ),
+        )
+        .expect("sshd_config");
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("sshd.log")).expect("sshd log"),
+            ))
+            .spawn()
+            .expect("sshd starts (openssh-server)");
+        wait_for_port("sshd", port, Duration::from_secs(20));
+        let id = |args: &[&str]| {
+            let out = Command::new("id").args(args).output().expect("id");
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_string())
+        };
+        let root = id(&["-u"]).as_deref() == Some("0");
+        let user = match root && id(&["-u", "containerssh-upstream"]).is_some() {
+            true => "containerssh-upstream".to_string(),
+            false => id(&["-un"]).unwrap_or_default(),
+        };
+        X11Sshd {
+            child,
+            port,
+            fingerprint,
+            user,
+            dir,
+        }
+    }
+
+    /// A gateway configuration for this sshd, with `x11ForwardingMode` as given.
+    fn config(&self, x11_mode: &str) -> Value {
+        json!({
+            "backend": "sshproxy",
+            "sshproxy": {
+                "server": "127.0.0.1",
+                "port": self.port,
+                "username": self.user,
+                "privateKey": shared().key.to_string_lossy(),
+                "allowedHostKeyFingerprints": [self.fingerprint],
+                "timeout": "20s"
+            },
+            "security": {"forwarding": {"x11ForwardingMode": x11_mode}}
+        })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// The gateway's connections to this sshd (established TCP connections to its port).
+    fn connections(&self) -> Vec<String> {
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .arg(format!("( dport = :{} )", self.port))
+            .output()
+            .expect("ss");
+        assert!(out.status.success(), "ss failed: {out:?}");
+        text(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until the gateway has no connection to this sshd left.
+    fn assert_no_connections(&self, gw: &Gateway) {
+        let started = Instant::now();
+        while !self.connections().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "backing connections left: {:?}\n{}",
+                self.connections(),
+                gw.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for X11Sshd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the backing sshd's log:\n{}", self.log_text());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client's X server: Xvfb on `display` with a real cookie (MIT-MAGIC-COOKIE-1) in its
+/// own authority file; stopped on drop.
+struct XServer {
+    child: Child,
+    display: u16,
+    xauthority: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl XServer {
+    fn start(display: u16, screen: &str) -> XServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let xauthority = dir.path().join("Xauthority");
+        let cookie: String = (0..16)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let add = Command::new("xauth")
+            .arg("-f")
+            .arg(&xauthority)
+            .args(["add", &format!(":{display}"), "MIT-MAGIC-COOKIE-1", &cookie])
+            .output()
+            .expect("xauth");
+        assert!(add.status.success(), "{}", text(&add.stderr));
+        let child = Command::new("Xvfb")
+            .arg(format!(":{display}"))
+            .arg("-auth")
+            .arg(&xauthority)
+            .args(["-nolisten", "tcp", "-screen", "0", screen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb");
+        let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
+        // Listening, not merely there: an earlier run's Xvfb may have left a stale socket.
+        wait_until("Xvfb", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        XServer {
+            child,
+            display,
+            xauthority,
+            _dir: dir,
+        }
+    }
+
+    /// `cmd` with this X server as its DISPLAY.
+    fn client(&self, mut cmd: Command) -> Command {
+        cmd.env("DISPLAY", format!(":{}", self.display))
+            .env("XAUTHORITY", &self.xauthority);
+        cmd
+    }
+}
+
+impl Drop for XServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh -X` and `ssh -Y` through the gateway to OpenSSH's sshd: the backing session's DISPLAY
+/// (sshd's own) reaches the X server on the client's side, through the client's cookie, which
+/// the client's ssh checks on each x11 channel; X clients may connect more than once. Over one
+/// multiplexed connection, a session that does not ask for X11 gets no DISPLAY.
+#[test]
+fn x11_forwarding_reaches_the_clients_x_server_through_the_backing_sshd() {
+    let sshd = X11Sshd::start();
+    let gw = Gateway::start(sshd.config("enable"));
+    // Not the Docker X11 test's displays (90-98): tests of one process share its id.
+    let x = XServer::start(80 + (std::process::id() % 9) as u16, "720x400x24");
+    let script = "echo display=$DISPLAY; xdpyinfo >/dev/null && \
+                  xdpyinfo | grep -E 'name of display|dimensions'";
+    for flag in ["-Y", "-X"] {
+        let mut ssh = x.client(gw.ssh());
+        ssh.arg(flag).arg(script);
+        let out = run(ssh, b"");
+        let printed = text(&out.stdout);
+        assert!(
+            out.status.success()
+                && printed.contains("display=localhost:")
+                && printed.contains("720x400"),
+            "{flag}: {printed}\n{}\n{}",
+            text(&out.stderr),
+            gw.log_text()
+        );
+    }
+    let log = gw.log_text();
+    assert!(log.contains("kind=\"x11\""), "{log}");
+    assert!(log.contains("forwarded connection open"), "{log}");
+    assert!(sshd.log_text().contains("x11-req"), "{}", sshd.log_text());
+    sshd.assert_no_connections(&gw);
+
+    // Two sessions over one connection: the master's DISPLAY is the one forwarded, for the
+    // sessions that ask (the master needs -X too).
+    let control = gw.dir.path().join("cm.sock");
+    let cp = format!("ControlPath={}", control.display());
+    let mut master = x.client(gw.ssh());
+    master.args(["-o", "ControlMaster=yes", "-o", &cp, "-X", "-N", "-f"]);
+    assert!(run(master, b"").status.success(), "{}", gw.log_text());
+    let mut with_x = gw.ssh();
+    with_x.args(["-o", &cp, "-X", script]);
+    let with_x = run(with_x, b"");
+    let mut without_x = gw.ssh();
+    without_x.args(["-o", &cp, "echo display=$DISPLAY."]);
+    let without_x = run(without_x, b"");
+    let mut exit = gw.ssh();
+    exit.args(["-o", &cp, "-O", "exit"]);
+    let _ = run(exit, b"");
+    let printed = text(&with_x.stdout);
+    assert!(
+        printed.contains("display=localhost:") && printed.contains("720x400"),
+        "{printed}\n{}\n{}",
+        text(&with_x.stderr),
+        gw.log_text()
+    );
+    assert_eq!(text(&without_x.stdout), "display=.\n", "{}", gw.log_text());
+    sshd.assert_no_connections(&gw);
+}
+
+/// With X11 forbidden by the `security` section, `ssh -Y` is refused at the gateway (the
+/// reason on stderr, the denial in the log), nothing asks the backing server, and the session
+/// runs without a DISPLAY.
+#[test]
+fn x11_forbidden_by_the_security_policy_is_refused_before_the_backing_sshd() {
+    let sshd = X11Sshd::start();
+    let gw = Gateway::start(sshd.config("disable"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No X server is needed to ask: with -Y and no cookie, ssh sends fake authentication data.
+    let mut ssh = gw.ssh();
+    ssh.env("DISPLAY", ":79")
+        .env("XAUTHORITY", dir.path().join("Xauthority"))
+        .args(["-Y", "echo display=$DISPLAY."]);
+    let out = run(ssh, b"");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "display=.\n"),
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    assert!(text(&out.stderr).contains("containerssh:"), "{out:?}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("request denied by the security policy") && log.contains("request=\"x11\""),
+        "{log}"
+    );
+    assert!(!sshd.log_text().contains("x11-req"), "{}", sshd.log_text());
+    // The gateway goes on.
+    let mut again = gw.ssh();
+    again.arg("echo again");
+    assert_eq!(
+        text(&run(again, b"").stdout),
+        "again\n",
+        "{}",
+        gw.log_text()
+    );
+    sshd.assert_no_connections(&gw);
 }

@@ -4,8 +4,8 @@
 //! session channel upstream with the client's request as it came (shell, exec command,
 //! subsystem name), terminal, environment, window changes and signals; the upstream exit
 //! status or signal comes back. `-L` and direct-streamlocal are opened from the backing server;
-//! `-R` and streamlocal-forward listen there, and the client's agent is offered to sessions
-//! that ask for it.
+//! `-R` and streamlocal-forward listen there, and the client's agent and X display are offered
+//! to sessions that ask for them (the backing server's agent and x11 channels come back).
 //! The workload is the backing connection; removing it disconnects.
 pub mod config;
 
@@ -121,6 +121,7 @@ impl Backend for SshProxyBackend {
             timeout: config.timeout,
             closing: TaskTracker::new(),
             routes,
+            x11: Mutex::new(None),
             ended,
             removed: CancellationToken::new(),
         }))
@@ -249,6 +250,8 @@ enum Route {
     Unix(String),
     /// The agent channels of sessions that asked for agent forwarding.
     Agent,
+    /// The x11 channels of sessions that asked for X11 forwarding.
+    X11,
 }
 
 /// A connection the backing server accepted: its channel, and the peer's address and port.
@@ -374,6 +377,21 @@ impl client::Handler for Upstream {
             .await;
         Ok(())
     }
+
+    /// An X client of a session that asked for X11 forwarding: to the client's X server,
+    /// naming the X client's address and port as the backing server gave them.
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let incoming = (channel, originator_address.to_string(), originator_port);
+        self.routes.deliver(Route::X11, incoming, reply).await;
+        Ok(())
+    }
 }
 
 /// How long closing a session channel upstream may take.
@@ -391,17 +409,57 @@ struct ProxyWorkload {
     /// cancels of listeners dropped.
     closing: TaskTracker,
     routes: Routes,
+    /// The connection's X display, once the gateway made one (`open_listener`).
+    x11: Mutex<Option<X11Forward>>,
     /// Cancelled once the backing connection is over.
     ended: CancellationToken,
     /// Cancelled when the gateway removes it (before it disconnects).
     removed: CancellationToken,
 }
 
-/// Sends a session's environment, agent, terminal and program requests and waits for their
-/// answers. Refused agent forwarding or terminal are warnings, as in OpenSSH's client.
+/// X11 forwarding as the client asked for it (the first session's request: one display and
+/// cookie per connection, as the gateway keeps them).
+///
+/// The cookie goes upstream as the client sent it. With `ssh -X`/`-Y` that is already the
+/// client's fake cookie: the backing sshd puts it in the session's xauth, X clients there
+/// present it, and the client's ssh checks it on each x11 channel and puts the real one in its
+/// place. So the gateway, which only relays the channels, needs no fake cookie of its own, and
+/// never sees the real one; it is what the Docker backend does too (the client's cookie in the
+/// session's `XAUTHORITY`).
+#[derive(Debug, Clone)]
+struct X11Forward {
+    /// The display and authority file the gateway gave the session (`listen::X11Display`):
+    /// they mark the sessions that asked for X11, and are not sent upstream (the backing
+    /// server sets its own `DISPLAY` and `XAUTHORITY`).
+    display: u16,
+    xauthority: String,
+    protocol: String,
+    cookie: String,
+}
+
+impl X11Forward {
+    /// Takes the gateway's `DISPLAY` and `XAUTHORITY` out of a session's environment; the
+    /// screen number if the session asked for X11 (None: it did not).
+    fn take_from(&self, env: &mut Vec<String>) -> Option<u32> {
+        let xauthority = format!("XAUTHORITY={}", self.xauthority);
+        let display = format!("DISPLAY=localhost:{}.", self.display);
+        let at = env.iter().rposition(|e| *e == xauthority)?;
+        env.remove(at);
+        let screen = env
+            .iter()
+            .rposition(|e| e.starts_with(&display))
+            .and_then(|at| env.remove(at).get(display.len()..)?.parse().ok());
+        Some(screen.unwrap_or(0))
+    }
+}
+
+/// Sends a session's environment, agent, X11, terminal and program requests and waits for
+/// their answers. Refused agent or X11 forwarding or terminal are warnings, as in OpenSSH's
+/// client.
 async fn session_requests(
     channel: &mut russh::Channel<client::Msg>,
     program: &ProgramSpec,
+    x11: Option<(&X11Forward, u32)>,
     early: &mut VecDeque<Output>,
     exit: &Mutex<Option<ExitReason>>,
 ) -> anyhow::Result<()> {
@@ -420,6 +478,25 @@ async fn session_requests(
             tracing::warn!(
                 error = format!("{e:#}"),
                 "the backing server refused agent forwarding"
+            );
+        }
+    }
+    if let Some((x11, screen)) = x11 {
+        // Not single-connection: X clients open a connection each (OpenSSH's client never
+        // asks for less, and the gateway keeps the display for the connection's life).
+        channel
+            .request_x11(
+                true,
+                false,
+                x11.protocol.as_str(),
+                x11.cookie.as_str(),
+                screen,
+            )
+            .await?;
+        if let Err(e) = expect_reply(channel, "x11-req", early, exit).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the backing server refused X11 forwarding"
             );
         }
     }
@@ -490,14 +567,17 @@ impl Workload for ProxyWorkload {
         &self.id
     }
 
-    async fn start_program(&self, program: ProgramSpec) -> anyhow::Result<Process> {
+    async fn start_program(&self, mut program: ProgramSpec) -> anyhow::Result<Process> {
+        let x11 = self.x11.lock().ok().and_then(|x| x.clone());
+        let x11 = x11.and_then(|x| x.take_from(&mut program.env).map(|screen| (x, screen)));
         let mut channel = tokio::time::timeout(self.timeout, self.handle.channel_open_session())
             .await
             .map_err(|_| anyhow::anyhow!("the backing server did not open a session in time"))?
             .context("the backing server refused a session")?;
         let exit = Arc::new(Mutex::new(None));
         let mut early = VecDeque::new();
-        let requests = session_requests(&mut channel, &program, &mut early, &exit);
+        let x11 = x11.as_ref().map(|(x, screen)| (x, *screen));
+        let requests = session_requests(&mut channel, &program, x11, &mut early, &exit);
         let started = match tokio::time::timeout(self.timeout, requests).await {
             Ok(result) => result,
             Err(_) => Err(anyhow::anyhow!(
@@ -565,7 +645,8 @@ impl Workload for ProxyWorkload {
         }
     }
 
-    /// `ssh -R` and streamlocal-forward, as the same requests to the backing server.
+    /// `ssh -R` and streamlocal-forward, as the same requests to the backing server; the
+    /// agent and the X display, as requests of the sessions that ask (`start_program`).
     async fn open_listener(
         &self,
         target: &ListenTarget,
@@ -579,14 +660,28 @@ impl Workload for ProxyWorkload {
             // The backing server makes its own agent socket for each session that asks
             // (`start_program`); its agent channels come here.
             ListenTarget::Agent(_) => Route::Agent,
-            ListenTarget::X11 { .. } => {
-                return Err(ForwardError::Unavailable(
-                    "the SSH proxy backend does not forward X11 yet".into(),
-                ))
-            }
+            // Likewise X11: each session that asks sends x11-req upstream with the client's
+            // cookie (see `X11Forward`), and the backing server's x11 channels come here.
+            ListenTarget::X11 { .. } => Route::X11,
         };
         // Routed before the request: the first connection may come right after the bind.
         let (number, incoming) = self.routes.add(route.clone());
+        if let ListenTarget::X11 {
+            display,
+            xauthority,
+            protocol,
+            cookie,
+        } = target
+        {
+            if let Ok(mut x11) = self.x11.lock() {
+                *x11 = Some(X11Forward {
+                    display: *display,
+                    xauthority: xauthority.clone(),
+                    protocol: protocol.clone(),
+                    cookie: cookie.clone(),
+                });
+            }
+        }
         let listening = match target {
             ListenTarget::Tcp { host, port } => self
                 .handle
@@ -754,5 +849,56 @@ impl ProcessControl for ProxyProcess {
             .ok()
             .and_then(|e| e.clone())
             .ok_or_else(|| anyhow::anyhow!("the backing server reported no exit status"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x11() -> X11Forward {
+        X11Forward {
+            display: 10,
+            xauthority: "/tmp/containerssh-x11.0123456789ab/Xauthority".into(),
+            protocol: "MIT-MAGIC-COOKIE-1".into(),
+            cookie: "00112233445566778899aabbccddeeff".into(),
+        }
+    }
+
+    fn env(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn a_session_that_asked_for_x11_loses_the_gateways_display_and_keeps_its_screen() {
+        let mut vars = env(&[
+            "LANG=C",
+            "DISPLAY=localhost:10.2",
+            "XAUTHORITY=/tmp/containerssh-x11.0123456789ab/Xauthority",
+        ]);
+        assert_eq!(x11().take_from(&mut vars), Some(2));
+        assert_eq!(vars, env(&["LANG=C"]));
+    }
+
+    #[test]
+    fn a_session_that_did_not_ask_for_x11_is_left_alone() {
+        // The client's own DISPLAY (SendEnv) is its business; without the gateway's
+        // XAUTHORITY the session did not ask for X11.
+        let mut vars = env(&["DISPLAY=localhost:10.0", "XAUTHORITY=/elsewhere"]);
+        assert_eq!(x11().take_from(&mut vars), None);
+        assert_eq!(
+            vars,
+            env(&["DISPLAY=localhost:10.0", "XAUTHORITY=/elsewhere"])
+        );
+    }
+
+    #[test]
+    fn an_odd_screen_number_is_screen_zero() {
+        let mut vars = env(&[
+            "DISPLAY=localhost:10.x",
+            "XAUTHORITY=/tmp/containerssh-x11.0123456789ab/Xauthority",
+        ]);
+        assert_eq!(x11().take_from(&mut vars), Some(0));
+        assert!(vars.is_empty());
     }
 }
