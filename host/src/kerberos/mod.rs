@@ -102,7 +102,7 @@ impl Kerberos {
         if password.is_empty() || password.contains(&0) {
             return Err(KerberosError::Denied("empty password or NUL in it".into()));
         }
-        let _slot = self
+        let slot = self
             .checks
             .clone()
             .acquire_owned()
@@ -111,7 +111,12 @@ impl Kerberos {
         let user_name = user.to_string();
         // Wiped when dropped.
         let password = zeroize::Zeroizing::new(password.to_vec());
-        let check = tokio::task::spawn_blocking(move || krb5.check_password(&user_name, &password));
+        // The slot goes with the thread: a check that outlives its timeout still holds it, so
+        // stuck KDC calls never exceed the limit.
+        let check = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            krb5.check_password(&user_name, &password)
+        });
         let checked = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
             Ok(Ok(result)) => result?,
             Ok(Err(e)) => {

@@ -26,6 +26,8 @@ pub struct Routes {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most connections served at once by one listener.
+const MAX_OPEN_CONNECTIONS: usize = 256;
 
 /// Serves until the process ends, over HTTPS with `tls`. `ready` turns false when the gateway
 /// starts shutting down, which the health check reports as 503 so load balancers stop sending
@@ -62,7 +64,12 @@ where
 {
     let addr = listener.local_addr().context("listener address")?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS));
     loop {
+        // At most MAX_OPEN_CONNECTIONS at once: a flood waits in the listen queue.
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -74,6 +81,7 @@ where
         let page = page.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let Some(acceptor) = acceptor else {
                 return serve_connection(stream, page).await;
             };
