@@ -45,9 +45,6 @@ impl Backend {
             "unknown_subsystems_and_disable_command_are_refused" => {
                 Some("the backing server decides which subsystems and commands it runs")
             }
-            "the_agent_is_forwarded" => {
-                Some("not built yet: agent forwarding to the backing server")
-            }
             _ => None,
         }
     }
