@@ -109,7 +109,6 @@ impl Kdc {
     }
 
     /// A ticket for `user` (kinit with the password) in its own cache; returns the cache path.
-    #[allow(dead_code)] // for the GSSAPI tests
     pub fn kinit(&self, user: &str, password: &str, forwardable: bool) -> PathBuf {
         let cache = self.dir.path().join(format!("ccache-{user}"));
         let mut cmd = Command::new("kinit");

@@ -150,3 +150,156 @@ fn kerberos_settings_are_validated() {
         );
     }
 }
+
+// GSSAPI (`gssapi-with-mic`): OpenSSH with a ticket from `kinit`, accepted with the keytab.
+
+const BOB_PASSWORD: &str = "bob-kerberos-password";
+
+/// ContainerSSH's form: `auth.gssapi.method: kerberos`.
+fn gssapi_auth(kdc: &Kdc) -> Value {
+    json!({"gssapi": {"method": "kerberos", "kerberos": {
+        "keytab": kdc.keytab,
+        "acceptor": "any",
+        "credentialCachePath": "/tmp/krb5cc",
+        "enforceUsername": true,
+    }}})
+}
+
+/// `ssh -o GSSAPIAuthentication=yes` as `user` to `localhost` (OpenSSH asks for
+/// `host@localhost`: GSSAPITrustDNS is off) with the tickets in `ccache`.
+fn ssh_gssapi(
+    gw: &Gateway,
+    kdc: &Kdc,
+    user: &str,
+    ccache: &std::path::Path,
+    delegate: bool,
+) -> std::process::Command {
+    let mut c = std::process::Command::new("ssh");
+    c.args(gw.common_ssh_options())
+        .args([
+            "-4",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "GSSAPIAuthentication=yes",
+            "-o",
+            if delegate {
+                "GSSAPIDelegateCredentials=yes"
+            } else {
+                "GSSAPIDelegateCredentials=no"
+            },
+            "-o",
+            "PreferredAuthentications=gssapi-with-mic",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .arg(format!("{user}@localhost"))
+        .envs(kdc.env())
+        .env("KRB5CCNAME", format!("FILE:{}", ccache.display()));
+    c
+}
+
+const SHOW_CREDENTIALS: &str =
+    "echo \"ccname=$KRB5CCNAME\"; test -s /tmp/krb5cc && echo has-credentials || echo no-credentials";
+
+#[test]
+fn gssapi_logins_accept_a_kerberos_ticket_and_pass_on_delegated_credentials() {
+    let kdc = Kdc::start();
+    kdc.add_user("alice", ALICE_PASSWORD);
+    let gw = Gateway::start_with_auth(gssapi_auth(&kdc), json!({}));
+    // A ticket, not delegated: in, without credentials in the container.
+    let ccache = kdc.kinit("alice", ALICE_PASSWORD, false);
+    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &ccache, false);
+    ok.arg(SHOW_CREDENTIALS);
+    let out = run(ok, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "ccname=\nno-credentials\n",
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("the client's Kerberos ticket vouched for the user"),
+        "{log}"
+    );
+    assert!(log.contains("alice@CONTAINERSSH.TEST"), "{log}");
+    // A forwardable ticket, delegated: the credentials are in the container at
+    // credentialCachePath, and KRB5CCNAME points at them.
+    let ccache = kdc.kinit("alice", ALICE_PASSWORD, true);
+    let mut delegated = ssh_gssapi(&gw, &kdc, "alice", &ccache, true);
+    delegated.arg(SHOW_CREDENTIALS);
+    let out = run(delegated, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "ccname=FILE:/tmp/krb5cc\nhas-credentials\n",
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+}
+
+/// With enforceUsername, a ticket is good only for its own user name.
+#[test]
+fn gssapi_refuses_another_users_ticket() {
+    let kdc = Kdc::start();
+    kdc.add_user("alice", ALICE_PASSWORD);
+    kdc.add_user("bob", BOB_PASSWORD);
+    // The acceptor named as a principal (the other tests take any key of the keytab).
+    let mut auth = gssapi_auth(&kdc);
+    auth["gssapi"]["kerberos"]["acceptor"] = json!("host/localhost@CONTAINERSSH.TEST");
+    let gw = Gateway::start_with_auth(auth, json!({}));
+    let bobs = kdc.kinit("bob", BOB_PASSWORD, false);
+    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &bobs, false);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    wait_until("the refusal in the log", Duration::from_secs(5), || {
+        gw.log_text()
+            .contains("the principal bob@CONTAINERSSH.TEST may not log in as alice")
+    });
+    assert!(gw.log_text().contains("authentication failed"));
+    // Bob's own name works with the same ticket.
+    let mut ok = ssh_gssapi(&gw, &kdc, "bob", &bobs, false);
+    ok.arg("echo bob-is-in");
+    let out = run(ok, b"");
+    assert_eq!(text(&out.stdout), "bob-is-in\n", "{}", gw.log_text());
+    gw.assert_no_containers();
+}
+
+/// No ticket: OpenSSH cannot start a context, the method fails, the gateway carries on.
+#[test]
+fn gssapi_without_a_ticket_fails_and_nothing_breaks() {
+    let kdc = Kdc::start();
+    kdc.add_user("alice", ALICE_PASSWORD);
+    let gw = Gateway::start_with_auth(gssapi_auth(&kdc), json!({}));
+    let nothing = kdc.dir().join("no-such-ccache");
+    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &nothing, false);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    // A ticket the keytab cannot accept: the service's key changed at the KDC, so the service
+    // ticket ssh asks for is encrypted with a key the gateway's keytab does not have.
+    kdc.kadmin("cpw -randkey host/localhost");
+    let ccache = kdc.kinit("alice", ALICE_PASSWORD, false);
+    let mut stale = ssh_gssapi(&gw, &kdc, "alice", &ccache, false);
+    stale.arg("echo should-not-run");
+    let out = run(stale, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    wait_until(
+        "the refused ticket in the log",
+        Duration::from_secs(5),
+        || {
+            gw.log_text()
+                .contains("the client's ticket was not accepted")
+        },
+    );
+    // The gateway is still up and serving.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_ok());
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+    gw.assert_no_containers();
+}

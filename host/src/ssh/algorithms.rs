@@ -130,6 +130,9 @@ pub fn auth_methods(config: &crate::config::Config) -> MethodSet {
     if config.oauth2.is_some() {
         methods.push(MethodKind::KeyboardInteractive);
     }
+    if config.kerberos.as_ref().is_some_and(|k| k.gssapi) {
+        methods.push(MethodKind::GssapiWithMic);
+    }
     MethodSet::from(&methods[..])
 }
 

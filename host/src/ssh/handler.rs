@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, GssapiAccept, GssapiMechanism, Msg, PublicKeyOffer, Session,
+    VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, Pty, Sig};
 
 use crate::backend::forward::ListenTarget;
@@ -17,6 +20,7 @@ use crate::ssh::connection::Connection;
 use crate::ssh::forward;
 use crate::ssh::listen::{self, ListenKey, Listeners};
 
+mod gssapi;
 mod login;
 mod policy;
 
@@ -36,6 +40,8 @@ pub struct SshHandler {
     listeners: Listeners,
     /// An OAuth2 login between keyboard-interactive rounds.
     kbd: Option<KbdState>,
+    /// A `gssapi-with-mic` login between its messages (replaced by the next attempt).
+    gss: Option<crate::kerberos::gssapi::Context>,
 }
 
 struct ChannelState {
@@ -61,6 +67,7 @@ impl SshHandler {
             next_session: 0,
             listeners: Listeners::default(),
             kbd: None,
+            gss: None,
         }
     }
 
@@ -321,6 +328,31 @@ impl russh::server::Handler for SshHandler {
             .await;
         self.conn.audit_written().await;
         answer.map(|a| keep_methods_on_offer(a, &self.conn.gateway.config))
+    }
+
+    async fn auth_gssapi_mechanism(
+        &mut self,
+        user: &str,
+        mechanisms: &[bytes::Bytes],
+    ) -> Result<GssapiMechanism, Self::Error> {
+        self.gssapi_mechanism(user, mechanisms).await
+    }
+
+    async fn auth_gssapi_token(
+        &mut self,
+        user: &str,
+        token: &[u8],
+    ) -> Result<GssapiAccept, Self::Error> {
+        self.gssapi_token(user, token).await
+    }
+
+    async fn auth_gssapi_mic(
+        &mut self,
+        user: &str,
+        mic_data: &[u8],
+        mic: &[u8],
+    ) -> Result<Auth, Self::Error> {
+        self.gssapi_mic(user, mic_data, mic).await
     }
 
     async fn channel_open_session(

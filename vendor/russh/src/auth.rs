@@ -384,6 +384,14 @@ pub enum CurrentRequest {
         submethods: String,
     },
     GssapiWithMic,
+    /// containerssh patch: a server accepting a `gssapi-with-mic` attempt.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    GssapiAccepting {
+        /// The context is established; the MIC comes next.
+        established: bool,
+        /// Tokens received in this attempt.
+        rounds: u32,
+    },
 }
 
 impl AuthRequest {

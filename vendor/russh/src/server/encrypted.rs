@@ -139,6 +139,38 @@ impl Session {
                 }
                 Ok(())
             }
+            // containerssh patch: the messages of a `gssapi-with-mic` attempt (RFC 4462 §3).
+            // SSH_MSG_USERAUTH_GSSAPI_TOKEN shares its number with
+            // SSH_MSG_USERAUTH_INFO_RESPONSE; the attempt in progress tells them apart.
+            (EncryptedState::WaitingAuthRequest(auth), Some((&message, mut r)))
+                if matches!(
+                    message,
+                    msg::USERAUTH_GSSAPI_TOKEN
+                        | msg::USERAUTH_GSSAPI_EXCHANGE_COMPLETE
+                        | msg::USERAUTH_GSSAPI_ERROR
+                        | msg::USERAUTH_GSSAPI_ERRTOK
+                        | msg::USERAUTH_GSSAPI_MIC
+                ) && matches!(auth.current, Some(CurrentRequest::GssapiAccepting { .. })) =>
+            {
+                let authenticated = enc
+                    .server_read_gssapi(
+                        rejection_wait_until,
+                        handler,
+                        message,
+                        &mut r,
+                        &mut self.common.auth_user,
+                    )
+                    .await?;
+                if authenticated {
+                    enc.state = EncryptedState::InitCompression;
+                    if enc.client_compression.is_deferred() {
+                        enc.client_compression.init_decompress(&mut enc.decompress);
+                    }
+                    handler.auth_succeeded(self).await
+                } else {
+                    Ok(())
+                }
+            }
             (
                 EncryptedState::WaitingAuthRequest(auth),
                 Some((&msg::USERAUTH_INFO_RESPONSE, mut r)),
@@ -860,6 +892,96 @@ mod tests {
         packet
     }
 
+    /// containerssh patch: SSH_MSG_USERAUTH_GSSAPI_TOKEN and SSH_MSG_USERAUTH_INFO_RESPONSE share
+    /// a number; the attempt in progress decides, and a new request ends a GSSAPI attempt.
+    #[tokio::test]
+    async fn gssapi_tokens_are_told_apart_from_keyboard_interactive_answers() {
+        #[derive(Default)]
+        struct Both {
+            calls: Vec<&'static str>,
+        }
+
+        impl Handler for Both {
+            type Error = Error;
+
+            async fn auth_gssapi_mechanism(
+                &mut self,
+                _user: &str,
+                _mechanisms: &[Bytes],
+            ) -> Result<GssapiMechanism, Self::Error> {
+                self.calls.push("mechanism");
+                Ok(GssapiMechanism::Select(0))
+            }
+
+            async fn auth_gssapi_token(
+                &mut self,
+                _user: &str,
+                _token: &[u8],
+            ) -> Result<GssapiAccept, Self::Error> {
+                self.calls.push("token");
+                Ok(GssapiAccept::Continue(b"more".to_vec()))
+            }
+
+            async fn auth_keyboard_interactive<'a>(
+                &'a mut self,
+                _user: &str,
+                _submethods: &str,
+                response: Option<Response<'a>>,
+            ) -> Result<Auth, Self::Error> {
+                let call = if response.is_some() {
+                    "answers"
+                } else {
+                    "prompt"
+                };
+                self.calls.push(call);
+                Ok(Auth::Partial {
+                    name: "".into(),
+                    instructions: "".into(),
+                    prompts: vec![("code: ".into(), false)].into(),
+                })
+            }
+        }
+
+        let request = |method: &str, rest: &[u8]| {
+            let mut packet = vec![msg::USERAUTH_REQUEST];
+            "alice".encode(&mut packet).unwrap();
+            "ssh-connection".encode(&mut packet).unwrap();
+            method.encode(&mut packet).unwrap();
+            packet.extend_from_slice(rest);
+            packet
+        };
+        let mut mechanisms = Vec::new();
+        1u32.encode(&mut mechanisms).unwrap();
+        GSSAPI_KRB5_MECHANISM.encode(&mut mechanisms).unwrap();
+        let gssapi = request("gssapi-with-mic", &mechanisms);
+        let mut token = vec![msg::USERAUTH_GSSAPI_TOKEN];
+        b"token".as_slice().encode(&mut token).unwrap();
+        let mut kbd_fields = Vec::new();
+        "".encode(&mut kbd_fields).unwrap();
+        "".encode(&mut kbd_fields).unwrap();
+        let kbd = request("keyboard-interactive", &kbd_fields);
+        let mut answers = vec![msg::USERAUTH_INFO_RESPONSE];
+        1u32.encode(&mut answers).unwrap();
+        "123456".encode(&mut answers).unwrap();
+
+        let mut session = test_auth_session();
+        let mut handler = Both::default();
+        for packet in [&gssapi, &token, &kbd, &answers, &gssapi] {
+            session.process_packet(&mut handler, packet).await.unwrap();
+        }
+        assert_eq!(
+            handler.calls,
+            ["mechanism", "token", "prompt", "answers", "mechanism"]
+        );
+        // `none` (rejected) ends the GSSAPI attempt: a token after it reaches no handler.
+        session
+            .process_packet(&mut handler, &request("none", &[]))
+            .await
+            .unwrap();
+        session.process_packet(&mut handler, &token).await.unwrap();
+        assert_eq!(handler.calls.len(), 5, "{:?}", handler.calls);
+    }
+
     fn test_auth_session() -> Session {
         let mut config = Config::default();
         config.preferred = Preferred {
@@ -984,6 +1106,13 @@ impl Encrypted {
                     auth_user.clear();
                 }
                 auth_request.partial_success = false;
+                // containerssh patch: a new request ends a `gssapi-with-mic` attempt in progress.
+                if matches!(
+                    auth_request.current,
+                    Some(CurrentRequest::GssapiAccepting { .. })
+                ) {
+                    auth_request.current = None;
+                }
             }
 
             if method == "password" {
@@ -1100,6 +1229,9 @@ impl Encrypted {
                     self.state = EncryptedState::InitCompression
                 }
                 Ok(())
+            } else if method == "gssapi-with-mic" {
+                self.server_read_gssapi_request(until, handler, auth_user, &user, r)
+                    .await
             } else {
                 // Other methods of the base specification are insecure or optional.
                 let auth_request = if let EncryptedState::WaitingAuthRequest(ref mut a) = self.state
@@ -1367,6 +1499,214 @@ impl Encrypted {
             },
         }
     }
+}
+
+/// containerssh patch: the server side of `gssapi-with-mic` (RFC 4462 §3).
+impl Encrypted {
+    /// A `gssapi-with-mic` request: the handler picks one of the offered mechanisms, which is
+    /// confirmed with SSH_MSG_USERAUTH_GSSAPI_RESPONSE.
+    async fn server_read_gssapi_request<H: Handler + Send>(
+        &mut self,
+        until: Instant,
+        handler: &mut H,
+        auth_user: &mut String,
+        user: &str,
+        r: &mut &[u8],
+    ) -> Result<(), H::Error> {
+        let auth_request = if let EncryptedState::WaitingAuthRequest(ref mut a) = self.state {
+            a
+        } else {
+            unreachable!()
+        };
+        auth_user.clear();
+        let count = map_err!(u32::decode(r))? as usize;
+        if count == 0 || count > GSSAPI_MAX_MECHANISMS {
+            debug!("gssapi-with-mic: {count} mechanisms offered; rejecting");
+            reject_auth_request(until, &mut self.write, auth_request).await?;
+            return Ok(());
+        }
+        let mut mechanisms = Vec::with_capacity(count);
+        for _ in 0..count {
+            mechanisms.push(map_err!(Bytes::decode(r))?);
+        }
+        map_err!(ensure_end(r))?;
+        match handler.auth_gssapi_mechanism(user, &mechanisms).await? {
+            GssapiMechanism::Select(index) if index < mechanisms.len() => {
+                #[allow(clippy::indexing_slicing)] // index checked
+                let selected = &mechanisms[index];
+                push_packet!(self.write, {
+                    self.write.push(msg::USERAUTH_GSSAPI_RESPONSE);
+                    map_err!(selected.encode(&mut self.write))?;
+                });
+                auth_user.push_str(user);
+                auth_request.current = Some(CurrentRequest::GssapiAccepting {
+                    established: false,
+                    rounds: 0,
+                });
+            }
+            GssapiMechanism::Select(index) => {
+                warn!("gssapi-with-mic: the handler selected mechanism {index} of {count}");
+                reject_auth_request(until, &mut self.write, auth_request).await?;
+            }
+            GssapiMechanism::Reject(auth) => {
+                reject_gssapi(until, &mut self.write, auth_request, auth).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A message of the `gssapi-with-mic` attempt in progress. Returns true when the user is
+    /// authenticated.
+    async fn server_read_gssapi<H: Handler + Send>(
+        &mut self,
+        until: Instant,
+        handler: &mut H,
+        message: u8,
+        r: &mut &[u8],
+        auth_user: &mut String,
+    ) -> Result<bool, H::Error> {
+        let auth_request = if let EncryptedState::WaitingAuthRequest(ref mut a) = self.state {
+            a
+        } else {
+            unreachable!()
+        };
+        let Some(CurrentRequest::GssapiAccepting {
+            established,
+            rounds,
+        }) = auth_request.current
+        else {
+            unreachable!()
+        };
+        let user = auth_user.clone();
+        match message {
+            msg::USERAUTH_GSSAPI_TOKEN => {
+                let token = map_err!(Bytes::decode(r))?;
+                map_err!(ensure_end(r))?;
+                if established || rounds >= GSSAPI_MAX_ROUNDS {
+                    debug!("gssapi-with-mic: token {rounds} refused (established: {established})");
+                    auth_user.clear();
+                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    return Ok(false);
+                }
+                auth_request.current = Some(CurrentRequest::GssapiAccepting {
+                    established: false,
+                    rounds: rounds + 1,
+                });
+                match handler.auth_gssapi_token(&user, &token).await? {
+                    GssapiAccept::Continue(out) => {
+                        push_packet!(self.write, {
+                            self.write.push(msg::USERAUTH_GSSAPI_TOKEN);
+                            map_err!(out.encode(&mut self.write))?;
+                        });
+                    }
+                    GssapiAccept::Complete(out) => {
+                        if let Some(out) = out.filter(|t| !t.is_empty()) {
+                            push_packet!(self.write, {
+                                self.write.push(msg::USERAUTH_GSSAPI_TOKEN);
+                                map_err!(out.encode(&mut self.write))?;
+                            });
+                        }
+                        auth_request.current = Some(CurrentRequest::GssapiAccepting {
+                            established: true,
+                            rounds: rounds + 1,
+                        });
+                    }
+                    GssapiAccept::Reject { error_token, auth } => {
+                        if let Some(error_token) = error_token.filter(|t| !t.is_empty()) {
+                            push_packet!(self.write, {
+                                self.write.push(msg::USERAUTH_GSSAPI_ERRTOK);
+                                map_err!(error_token.encode(&mut self.write))?;
+                            });
+                        }
+                        auth_user.clear();
+                        reject_gssapi(until, &mut self.write, auth_request, auth).await?;
+                    }
+                }
+                Ok(false)
+            }
+            msg::USERAUTH_GSSAPI_MIC => {
+                let mic = map_err!(Bytes::decode(r))?;
+                map_err!(ensure_end(r))?;
+                if !established {
+                    debug!("gssapi-with-mic: a MIC before the context is established");
+                    auth_user.clear();
+                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    return Ok(false);
+                }
+                // RFC 4462 §3.5.
+                let mut mic_data = Vec::new();
+                map_err!(self.session_id.as_ref().encode(&mut mic_data))?;
+                mic_data.push(msg::USERAUTH_REQUEST);
+                map_err!(user.encode(&mut mic_data))?;
+                map_err!("ssh-connection".encode(&mut mic_data))?;
+                map_err!("gssapi-with-mic".encode(&mut mic_data))?;
+                let auth = handler.auth_gssapi_mic(&user, &mic_data, &mic).await?;
+                if auth == Auth::Accept {
+                    auth_request.current = None;
+                    server_auth_request_success(&mut self.write);
+                    return Ok(true);
+                }
+                auth_user.clear();
+                reject_gssapi(until, &mut self.write, auth_request, auth).await?;
+                Ok(false)
+            }
+            msg::USERAUTH_GSSAPI_EXCHANGE_COMPLETE => {
+                map_err!(ensure_end(r))?;
+                // `gssapi` without integrity protection: nothing binds the context to this
+                // session, so it is never accepted.
+                debug!("gssapi-with-mic: exchange complete without a MIC refused");
+                auth_user.clear();
+                reject_auth_request(until, &mut self.write, auth_request).await?;
+                Ok(false)
+            }
+            msg::USERAUTH_GSSAPI_ERRTOK => {
+                let token = map_err!(Bytes::decode(r))?;
+                map_err!(ensure_end(r))?;
+                debug!(
+                    "gssapi-with-mic: the client sent an error token ({} bytes)",
+                    token.len()
+                );
+                auth_user.clear();
+                reject_auth_request(until, &mut self.write, auth_request).await?;
+                Ok(false)
+            }
+            _ => {
+                // SSH_MSG_USERAUTH_GSSAPI_ERROR.
+                let major = map_err!(u32::decode(r))?;
+                let minor = map_err!(u32::decode(r))?;
+                let _message = map_err!(String::decode(r))?;
+                let _language = map_err!(String::decode(r))?;
+                map_err!(ensure_end(r))?;
+                debug!("gssapi-with-mic: the client reported error {major}/{minor}");
+                auth_user.clear();
+                reject_auth_request(until, &mut self.write, auth_request).await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Rejects a `gssapi-with-mic` attempt with the handler's answer (an `Auth::Reject`; anything
+/// else counts as `Auth::reject()`).
+async fn reject_gssapi(
+    until: Instant,
+    write: &mut Vec<u8>,
+    auth_request: &mut AuthRequest,
+    auth: Auth,
+) -> Result<(), Error> {
+    if let Auth::Reject {
+        proceed_with_methods,
+        partial_success,
+    } = auth
+    {
+        auth_request.partial_success = partial_success;
+        if let Some(methods) = proceed_with_methods {
+            auth_request.methods = methods;
+        }
+    } else {
+        auth_request.partial_success = false;
+    }
+    reject_auth_request(until, write, auth_request).await
 }
 
 async fn reject_auth_request(

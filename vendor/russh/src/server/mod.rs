@@ -209,6 +209,64 @@ impl Auth {
     }
 }
 
+/// The DER encoding (tag, length, value) of the Kerberos V5 GSS-API mechanism OID
+/// 1.2.840.113554.1.2.2 (RFC 1964), as `gssapi-with-mic` carries mechanism OIDs (RFC 4462 §3.2).
+pub const GSSAPI_KRB5_MECHANISM: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+];
+
+/// The most mechanism OIDs russh reads from one `gssapi-with-mic` request.
+pub const GSSAPI_MAX_MECHANISMS: usize = 64;
+
+/// The most `SSH_MSG_USERAUTH_GSSAPI_TOKEN`s a client may send in one
+/// `gssapi-with-mic` attempt before it is rejected (Kerberos needs one).
+pub const GSSAPI_MAX_ROUNDS: u32 = 16;
+
+/// The answer to the mechanisms of a `gssapi-with-mic` request, from
+/// [`Handler::auth_gssapi_mechanism`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum GssapiMechanism {
+    /// Use the mechanism at this index of the offered list: russh answers
+    /// `SSH_MSG_USERAUTH_GSSAPI_RESPONSE` with it and the token exchange begins.
+    /// An index outside the list rejects the request.
+    Select(usize),
+    /// Refuse the request with this answer: an [`Auth::Reject`] (any other
+    /// value is taken as [`Auth::reject()`]).
+    Reject(Auth),
+}
+
+/// One step of accepting a GSS-API security context, from
+/// [`Handler::auth_gssapi_token`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum GssapiAccept {
+    /// The context needs another token from the client: this one is sent
+    /// (`SSH_MSG_USERAUTH_GSSAPI_TOKEN`) and the client's answer comes to
+    /// [`Handler::auth_gssapi_token`] again.
+    Continue(Vec<u8>),
+    /// The context is established; the final output token, if any (an empty
+    /// one is not sent), goes to the client, whose MIC comes to
+    /// [`Handler::auth_gssapi_mic`].
+    Complete(Option<Vec<u8>>),
+    /// The context failed. `error_token` (GSS_Accept_sec_context's output on
+    /// failure) is sent as `SSH_MSG_USERAUTH_GSSAPI_ERRTOK`; the attempt is
+    /// then answered with `auth`: an [`Auth::Reject`] (any other value is
+    /// taken as [`Auth::reject()`]).
+    Reject {
+        error_token: Option<Vec<u8>>,
+        auth: Auth,
+    },
+}
+
+impl GssapiAccept {
+    /// A failure without an error token, leaving the other methods on offer.
+    pub fn reject() -> Self {
+        GssapiAccept::Reject {
+            error_token: None,
+            auth: Auth::reject(),
+        }
+    }
+}
+
 /// A public key offered in a `publickey` authentication request
 /// (RFC 4252 §7), passed to [`Handler::auth_publickey_offered`].
 ///
@@ -353,6 +411,59 @@ pub trait Handler: Sized {
         user: &str,
         submethods: &str,
         response: Option<Response<'a>>,
+    ) -> impl Future<Output = Result<Auth, Self::Error>> + Send {
+        async { Ok(Auth::reject()) }
+    }
+
+    /// A `gssapi-with-mic` request (RFC 4462 §3.2) offers these mechanisms:
+    /// DER-encoded OIDs, in the client's order (at most
+    /// [`GSSAPI_MAX_MECHANISMS`]; Kerberos V5 is [`GSSAPI_KRB5_MECHANISM`]).
+    /// Pick one to start the exchange. Each request is a new attempt: drop
+    /// the state of an earlier one.
+    ///
+    /// The default implementation rejects the request.
+    #[allow(unused_variables)]
+    fn auth_gssapi_mechanism(
+        &mut self,
+        user: &str,
+        mechanisms: &[Bytes],
+    ) -> impl Future<Output = Result<GssapiMechanism, Self::Error>> + Send {
+        async { Ok(GssapiMechanism::Reject(Auth::reject())) }
+    }
+
+    /// A token from the client (`SSH_MSG_USERAUTH_GSSAPI_TOKEN`) for the
+    /// context of the current `gssapi-with-mic` attempt, to be passed to
+    /// GSS_Accept_sec_context. Called at most [`GSSAPI_MAX_ROUNDS`] times per
+    /// attempt; the token is bounded by the packet size.
+    ///
+    /// The default implementation rejects the attempt.
+    #[allow(unused_variables)]
+    fn auth_gssapi_token(
+        &mut self,
+        user: &str,
+        token: &[u8],
+    ) -> impl Future<Output = Result<GssapiAccept, Self::Error>> + Send {
+        async { Ok(GssapiAccept::reject()) }
+    }
+
+    /// The client's MIC (`SSH_MSG_USERAUTH_GSSAPI_MIC`) once the context is
+    /// established. `mic_data` is what it must be a MIC of (RFC 4462 §3.5:
+    /// string session identifier, byte SSH_MSG_USERAUTH_REQUEST, string user
+    /// name, string "ssh-connection", string "gssapi-with-mic"), built by
+    /// russh. Verify it with GSS_VerifyMIC, then decide about the user.
+    /// (`gssapi` without a MIC, SSH_MSG_USERAUTH_GSSAPI_EXCHANGE_COMPLETE, is
+    /// always refused.)
+    ///
+    /// Russh makes sure rejection takes a constant [`Config::auth_rejection_time`],
+    /// except if this method takes more than that.
+    ///
+    /// The default implementation rejects the attempt.
+    #[allow(unused_variables)]
+    fn auth_gssapi_mic(
+        &mut self,
+        user: &str,
+        mic_data: &[u8],
+        mic: &[u8],
     ) -> impl Future<Output = Result<Auth, Self::Error>> + Send {
         async { Ok(Auth::reject()) }
     }
