@@ -55,6 +55,9 @@ impl Kerberos {
     /// Loads the libraries and checks the keytab and configuration (blocking: call off the
     /// async workers).
     pub fn new(config: &KerberosConfig) -> anyhow::Result<Arc<Self>> {
+        if config.clock_skew != std::time::Duration::from_secs(300) {
+            tracing::warn!(clock_skew = ?config.clock_skew, "kerberos.clockSkew is not applied: MIT Kerberos takes clockskew from the Kerberos configuration ([libdefaults] clockskew in configPath for passwords, KRB5_CONFIG or /etc/krb5.conf for GSSAPI)");
+        }
         let krb5 = if config.password {
             Some(Arc::new(krb5::Krb5::load(config).context("kerberos")?))
         } else {
