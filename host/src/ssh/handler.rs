@@ -40,8 +40,9 @@ pub struct SshHandler {
     listeners: Listeners,
     /// An OAuth2 login between keyboard-interactive rounds.
     kbd: Option<KbdState>,
-    /// A `gssapi-with-mic` login between its messages (replaced by the next attempt).
-    gss: Option<crate::kerberos::gssapi::Context>,
+    /// A `gssapi-with-mic` login between its messages (replaced by the next attempt; boxed:
+    /// every connection carries the field).
+    gss: Option<Box<crate::kerberos::gssapi::Context>>,
 }
 
 struct ChannelState {

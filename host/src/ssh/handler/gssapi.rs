@@ -97,7 +97,7 @@ impl SshHandler {
         };
         match context {
             Ok(context) => {
-                self.gss = Some(context);
+                self.gss = Some(Box::new(context));
                 Ok(GssapiMechanism::Select(index))
             }
             Err(e) => Ok(GssapiMechanism::Reject(self.gssapi_refused(user, e).await?)),
