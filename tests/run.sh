@@ -51,6 +51,8 @@ if [ -n "$need_pkgs" ]; then
 fi
 # asciinema (PyPI) checks that session recordings play in the real player.
 python3 -m asciinema --version >/dev/null 2>&1 || python3 -m pip install --quiet "asciinema==2.4.0"
+# cbor2 (PyPI) decodes `audit.format: binary` logs as ContainerSSH's decoder does.
+python3 -c "import cbor2" >/dev/null 2>&1 || python3 -m pip install --quiet "cbor2==5.6.5"
 # moto's server mode (PyPI) is the S3-compatible server of the `audit.storage: s3` tests.
 python3 -c "import moto.server, flask, flask_cors" >/dev/null 2>&1 || python3 -m pip install --quiet "moto[server]==5.2.1"
 # asyncssh and paramiko drive many logins at once, streams both ways, key-then-password

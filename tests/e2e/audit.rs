@@ -284,3 +284,159 @@ fn the_log_is_complete_when_the_connection_is_cleaned_up() {
     let times: Vec<&str> = all.iter().filter_map(|e| e["time"].as_str()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
+
+/// The messages of a binary audit log (`audit.format: binary`), decoded by
+/// tests/e2e/audit_binary_decode.py with ContainerSSH's decoder rules.
+fn binary_messages(path: &Path) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(workspace().join("tests/e2e/audit_binary_decode.py"))
+        .arg(path)
+        .output()
+        .expect("python3 runs (tests/run.sh installs cbor2)");
+    assert!(out.status.success(), "{out:?}");
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// The bytes of the I/O messages of `stream` (0 stdin, 1 stdout, 2 stderr).
+fn io_bytes(messages: &[Value], stream: u64) -> String {
+    messages
+        .iter()
+        .filter(|m| m["type"] == 500 && m["payload"]["stream"] == stream)
+        .filter_map(|m| m["payload"]["data"]["bytes"].as_str())
+        .collect()
+}
+
+/// ContainerSSH's binary format: one file per connection named after its ID, readable with
+/// ContainerSSH's decoder rules, holding the login (never the password), the channel and its
+/// requests, the session's stdin/stdout/stderr, the exit status and the disconnect; no
+/// asciicast files, and the JSON log as before.
+#[test]
+fn the_binary_format_is_containerssh_s() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(json!({"audit": {
+        "enable": true, "format": "binary", "file": {"directory": audit.path()},
+        "intercept": {"stdin": true, "stdout": true, "stderr": true},
+    }}));
+    let mut exec = gw.ssh_password(USER, PASSWORD);
+    exec.arg("cat; echo to-stderr >&2; exit 3");
+    let out = run(exec, b"binary-stdin-line\n");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(text(&out.stdout), "binary-stdin-line\n", "{out:?}");
+    let (code, screen) =
+        crate::sessions::pty_run(&gw, (90, 30), None, "echo pty-$((6*7)); exit 0\\n", None);
+    assert_eq!(code, 0, "{screen}");
+    gw.assert_no_containers();
+    drop(gw);
+
+    assert!(files(audit.path(), "cast").is_empty(), "no asciicast files");
+    let logs = files(audit.path(), "jsonl");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let mut binaries: Vec<PathBuf> = std::fs::read_dir(audit.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_none())
+        .collect();
+    binaries.sort();
+    assert_eq!(
+        binaries.len(),
+        2,
+        "one binary log per connection: {binaries:?}"
+    );
+    for log in &logs {
+        // `<id>.jsonl` and `<id>`: ContainerSSH's name, the connection ID.
+        assert!(binaries.contains(&log.with_extension("")), "{log:?}");
+    }
+    let decoded: Vec<Vec<Value>> = binaries.iter().map(|b| binary_messages(b)).collect();
+    for (file, messages) in binaries.iter().zip(&decoded) {
+        let id = file.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(messages.iter().all(|m| m["connectionId"] == id));
+        // Nanoseconds since the epoch, in order.
+        let times: Vec<u64> = messages
+            .iter()
+            .filter_map(|m| m["timestamp"].as_u64())
+            .collect();
+        assert_eq!(times.len(), messages.len());
+        assert!(times[0] > 1_600_000_000_000_000_000, "{times:?}");
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let all = serde_json::to_string(messages).expect("json");
+        assert!(!all.contains(PASSWORD), "a password in {all}");
+    }
+    let exec = decoded
+        .iter()
+        .find(|m| m.iter().any(|x| x["type"] == 403))
+        .expect("the exec connection");
+    let types: Vec<u64> = exec
+        .iter()
+        .filter_map(|m| m["type"].as_u64())
+        .filter(|t| *t != 500 && *t != 402) // I/O and the client's environment vary
+        .collect();
+    assert_eq!(
+        types,
+        vec![0, 100, 101, 199, 301, 403, 499, 497, 1],
+        "{exec:?}"
+    );
+    assert_eq!(exec[0]["payload"]["remoteAddr"], "127.0.0.1");
+    assert_eq!(exec[0]["payload"]["country"], "XX");
+    let login = exec.iter().find(|m| m["type"] == 101).expect("login");
+    assert_eq!(login["payload"]["username"], USER);
+    assert!(login["payload"]["password"].is_null());
+    let request = exec.iter().find(|m| m["type"] == 403).expect("exec");
+    assert_eq!(
+        request["payload"]["program"],
+        "cat; echo to-stderr >&2; exit 3"
+    );
+    assert_eq!(request["channelId"], 0);
+    assert_eq!(io_bytes(exec, 0), "binary-stdin-line\n");
+    assert_eq!(io_bytes(exec, 1), "binary-stdin-line\n");
+    assert_eq!(io_bytes(exec, 2), "to-stderr\n");
+    let exit = exec.iter().find(|m| m["type"] == 499).expect("exit");
+    assert_eq!(exit["payload"]["exitStatus"], 3);
+    assert_eq!(exit["channelId"], 0);
+    assert!(exec.last().expect("messages")["channelId"].is_null());
+
+    let pty = decoded
+        .iter()
+        .find(|m| m.iter().any(|x| x["type"] == 404))
+        .expect("the terminal connection");
+    let types: Vec<u64> = pty
+        .iter()
+        .filter_map(|m| m["type"].as_u64())
+        .filter(|t| ![500, 402, 408].contains(t))
+        .collect();
+    assert_eq!(
+        types,
+        vec![0, 104, 105, 199, 301, 404, 405, 499, 497, 1],
+        "{pty:?}"
+    );
+    let request = pty.iter().find(|m| m["type"] == 404).expect("pty");
+    assert_eq!(request["payload"]["columns"], 90);
+    assert_eq!(request["payload"]["rows"], 30);
+    assert_eq!(request["payload"]["requestId"], 0);
+    assert!(io_bytes(pty, 1).contains("pty-42"), "{pty:?}");
+    assert!(io_bytes(pty, 0).contains("exit 0"), "{pty:?}");
+    assert_eq!(
+        pty.iter().find(|m| m["type"] == 499).expect("exit")["payload"]["exitStatus"],
+        0
+    );
+}
+
+/// `intercept` decides which streams the binary log keeps: by default not what users type.
+#[test]
+fn the_binary_format_leaves_out_stdin_unless_intercepted() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(json!({"audit": {
+        "enable": true, "format": "binary", "file": {"directory": audit.path()},
+    }}));
+    let mut exec = gw.ssh();
+    exec.arg("cat");
+    let out = run(exec, b"typed-secret\n");
+    assert_eq!(text(&out.stdout), "typed-secret\n", "{out:?}");
+    drop(gw);
+    let log = files(audit.path(), "jsonl").pop().expect("log");
+    let messages = binary_messages(&log.with_extension(""));
+    assert_eq!(io_bytes(&messages, 0), "");
+    assert_eq!(io_bytes(&messages, 1), "typed-secret\n");
+}

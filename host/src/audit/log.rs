@@ -4,6 +4,12 @@
 //! `ConnectionAudit::written`), so a crash of the gateway loses nothing it acted on. The file
 //! is synced to disk when the connection ends, before its cleanup counts as done. With
 //! `storage: s3` the files are staged in `s3.local` and uploaded then (see `s3`).
+//!
+//! With `format: binary` the same writer also keeps `<directory>/<connection id>`, the
+//! connection in ContainerSSH's binary format (see `binary`): each event's messages go in the
+//! same job as its JSON line, so both files hold the same events in the same order and an
+//! event counts as written only once it is in both; the sessions' input and output go through
+//! the same queue (`SessionIo`), with a bounded share of it.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,9 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::binary::{self, BinaryFile, Stream, Translator};
+use super::cast::Recording as CastRecording;
 use super::s3::S3Storage;
 use super::Recording;
 use crate::config::AuditConfig;
@@ -25,6 +33,9 @@ pub struct Auditor {
     directory: PathBuf,
     record_sessions: bool,
     record_input: bool,
+    /// `format: binary`: also write ContainerSSH's binary log, with the sessions' I/O as
+    /// `intercept` asks (stdin, stdout, stderr).
+    binary: Option<Intercept>,
     /// `storage: s3`: uploads the files of each connection that ends.
     s3: Option<Arc<S3Storage>>,
 }
@@ -53,10 +64,20 @@ impl Auditor {
             // Files an earlier run left are uploaded now; this run's are claimed as created.
             s3.start()?;
         }
+        // With `binary`, no asciicast recordings (they are ContainerSSH's `asciinema` format);
+        // the JSON log is still written: the S3 metadata (also after a restart), `audit
+        // replay` and the events ContainerSSH has no message for (policy verdicts, backend
+        // errors, forwards) come from it.
+        let binary = (config.format == "binary").then_some(Intercept {
+            stdin: config.intercept.stdin,
+            stdout: config.intercept.stdout,
+            stderr: config.intercept.stderr,
+        });
         Ok(Some(Arc::new(Self {
             directory,
             record_sessions: config.format == "asciinema" && config.intercept.stdout,
             record_input: config.intercept.stdin,
+            binary,
             s3,
         })))
     }
@@ -69,25 +90,61 @@ impl Auditor {
         if let Some(s3) = &self.s3 {
             s3.claim(&name);
         }
-        let created = tokio::task::spawn_blocking(move || create_private(&path))
-            .await
-            .context("cannot create the audit log")
-            .and_then(|r| r);
-        let file = match created {
-            Ok(file) => file,
+        // ContainerSSH's name for its binary log: the connection ID, no extension.
+        let binary_name = self.binary.map(|_| connection_id.to_string());
+        let binary_path = binary_name.as_ref().map(|n| self.directory.join(n));
+        let mut names = vec![name];
+        names.extend(binary_name.clone());
+        if let Some(s3) = &self.s3 {
+            for name in &names[1..] {
+                s3.claim(name);
+            }
+        }
+        let created = tokio::task::spawn_blocking(move || {
+            let file = create_private(&path)?;
+            let binary = match binary_path {
+                Some(binary_path) => {
+                    let created = create_private(&binary_path).and_then(|f| {
+                        BinaryFile::start(f).with_context(|| {
+                            format!("cannot write audit file {}", binary_path.display())
+                        })
+                    });
+                    match created {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            // No connection: its JSON log stays empty.
+                            let _ = std::fs::remove_file(&path);
+                            return Err(e);
+                        }
+                    }
+                }
+                None => None,
+            };
+            anyhow::Ok((file, binary))
+        })
+        .await
+        .context("cannot create the audit log")
+        .and_then(|r| r);
+        let (file, binary_file) = match created {
+            Ok(files) => files,
             Err(e) => {
                 if let Some(s3) = &self.s3 {
-                    s3.release(&[name]);
+                    s3.release(&names);
                 }
                 return Err(e);
             }
         };
-        let (queue, jobs) = mpsc::channel(QUEUE);
+        // Session I/O (binary only) has its own share of the queue on top of the events'.
+        let io_share = if self.binary.is_some() { IO_QUEUE } else { 0 };
+        let (queue, jobs) = mpsc::channel(QUEUE + io_share);
         let (written_tx, written) = watch::channel(0);
         let failed = Arc::new(AtomicBool::new(false));
         // The writer ends by itself once the log is closed or dropped (its queue closes).
         tokio::spawn(write_jobs(
-            file,
+            Files {
+                json: file,
+                binary: binary_file,
+            },
             jobs,
             written_tx,
             failed.clone(),
@@ -102,9 +159,32 @@ impl Auditor {
             closed: tokio::sync::OnceCell::new(),
             failed,
             recordings: TaskTracker::new(),
-            recording_files: Mutex::new(Vec::new()),
+            // Uploaded with the connection's recordings: before its log, with its metadata.
+            recording_files: Mutex::new(binary_name.into_iter().collect()),
+            binary: self.binary.map(|intercept| BinaryLog {
+                translator: Mutex::new(Translator::new(connection_id)),
+                intercept,
+                io_slots: Arc::new(Semaphore::new(IO_QUEUE)),
+            }),
         })
     }
+}
+
+/// Which streams of a session the binary log records (`audit.intercept`).
+#[derive(Clone, Copy, Debug)]
+struct Intercept {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+/// The binary log's side of a connection's audit.
+struct BinaryLog {
+    /// Used under the `sequence` lock, so messages are made in the queue's order.
+    translator: Mutex<Translator>,
+    intercept: Intercept,
+    /// The share of the queue that session I/O may take: events always find room.
+    io_slots: Arc<Semaphore>,
 }
 
 /// A new file, readable only by the gateway's user, never an existing one (blocking).
@@ -121,10 +201,15 @@ pub(super) fn create_private(path: &std::path::Path) -> anyhow::Result<File> {
 /// events to be written (see `written`), so only a few are ever queued; a full queue ends the
 /// connection rather than losing an event.
 const QUEUE: usize = 256;
+/// Chunks of session I/O in flight to the binary log, besides the events; a session waits for
+/// room (back-pressure) rather than dropping any.
+const IO_QUEUE: usize = 64;
 
 enum Job {
-    /// One event: its sequence number and its line.
-    Line(u64, Vec<u8>),
+    /// One event: its sequence number, its line and its binary messages (CBOR, maybe none).
+    Line(u64, Vec<u8>, Vec<u8>),
+    /// Session I/O for the binary log, holding its place in the I/O share of the queue.
+    Io(Vec<u8>, OwnedSemaphorePermit),
     /// Write what is queued, sync the file to disk, answer, and stop.
     Close(oneshot::Sender<()>),
 }
@@ -145,8 +230,10 @@ pub struct ConnectionAudit {
     failed: Arc<AtomicBool>,
     /// The writers of this connection's recordings.
     recordings: TaskTracker,
-    /// The recordings' file names.
+    /// The recordings' file names (and the binary log's).
     recording_files: Mutex<Vec<String>>,
+    /// `format: binary`.
+    binary: Option<BinaryLog>,
 }
 
 impl ConnectionAudit {
@@ -154,10 +241,17 @@ impl ConnectionAudit {
     /// `fields` (a JSON object) must never hold a secret. An event that cannot be queued marks
     /// the log failed, which ends the connection.
     pub fn record(&self, event: &str, fields: Value) {
-        let line = self.line(event, fields);
+        let now = std::time::SystemTime::now();
         let queued = match self.sequence.lock() {
             Ok(mut sequence) => {
-                let queued = self.queue.try_send(Job::Line(*sequence + 1, line));
+                let Some(messages) = self.messages(now, event, &fields) else {
+                    drop(sequence);
+                    return self.fail(event, "cannot encode the binary audit log");
+                };
+                let line = self.line(now, event, fields);
+                let queued = self
+                    .queue
+                    .try_send(Job::Line(*sequence + 1, line, messages));
                 if queued.is_ok() {
                     *sequence += 1;
                 }
@@ -175,12 +269,17 @@ impl ConnectionAudit {
 
     /// Queues one event, waiting for room, and waits until it is written.
     pub async fn record_written(&self, event: &str, fields: Value) {
-        let line = self.line(event, fields);
         match self.queue.reserve().await {
             Ok(permit) => match self.sequence.lock() {
                 Ok(mut sequence) => {
+                    let now = std::time::SystemTime::now();
+                    let Some(messages) = self.messages(now, event, &fields) else {
+                        drop(sequence);
+                        return self.fail(event, "cannot encode the binary audit log");
+                    };
+                    let line = self.line(now, event, fields);
                     *sequence += 1;
-                    permit.send(Job::Line(*sequence, line));
+                    permit.send(Job::Line(*sequence, line, messages));
                 }
                 Err(_) => self.fail(event, "audit log lock poisoned"),
             },
@@ -240,14 +339,31 @@ impl ConnectionAudit {
         }
     }
 
+    /// The binary log's messages for an event (CBOR; empty without `format: binary`). Called
+    /// under the `sequence` lock. `None`: they could not be encoded.
+    fn messages(&self, at: std::time::SystemTime, event: &str, fields: &Value) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let Some(binary) = &self.binary else {
+            return Some(out);
+        };
+        // Only used under the sequence lock: its own lock never waits.
+        let messages = binary
+            .translator
+            .lock()
+            .ok()?
+            .event(binary::nanos(at), event, fields);
+        for m in &messages {
+            binary::encode(m, &mut out).ok()?;
+        }
+        Some(out)
+    }
+
     /// One JSON line: time, connection id, event, `fields`.
-    fn line(&self, event: &str, fields: Value) -> Vec<u8> {
+    fn line(&self, at: std::time::SystemTime, event: &str, fields: Value) -> Vec<u8> {
         let mut line = Map::new();
         line.insert(
             "time".into(),
-            Value::String(
-                humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            ),
+            Value::String(humantime::format_rfc3339_nanos(at).to_string()),
         );
         line.insert(
             "connectionId".into(),
@@ -267,14 +383,25 @@ impl ConnectionAudit {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// A recording of terminal session `session`, if recordings are on.
+    /// The recording of session `session`, if recordings are on: with `format: asciinema`
+    /// an asciicast file for a terminal session (`tty`: columns, rows, TERM); with `format:
+    /// binary` its I/O in the binary log, for every session.
     pub async fn recording(
         &self,
         session: u32,
-        columns: u32,
-        rows: u32,
-        term: &str,
+        tty: Option<(u32, u32, &str)>,
     ) -> Option<Recording> {
+        if let Some(binary) = &self.binary {
+            return Some(Recording::Binary(SessionIo {
+                connection_id: self.connection_id.clone().into(),
+                channel: session.into(),
+                intercept: binary.intercept,
+                queue: self.queue.clone(),
+                slots: binary.io_slots.clone(),
+                failed: self.failed.clone(),
+            }));
+        }
+        let (columns, rows, term) = tty?;
         if !self.auditor.record_sessions {
             return None;
         }
@@ -283,7 +410,7 @@ impl ConnectionAudit {
         if let Some(s3) = &self.auditor.s3 {
             s3.claim(&name);
         }
-        match Recording::start(
+        match CastRecording::start(
             &path,
             columns,
             rows,
@@ -304,7 +431,7 @@ impl ConnectionAudit {
                     serde_json::json!({"session": session, "file": path}),
                 )
                 .await;
-                Some(r)
+                Some(Recording::Cast(r))
             }
             Err(e) => {
                 if let Some(s3) = &self.auditor.s3 {
@@ -318,28 +445,127 @@ impl ConnectionAudit {
     }
 }
 
-/// Appends queued events to the file, a batch per write, and syncs it at the end.
+/// The I/O of one session for the binary log (`format: binary`): what `intercept` asks for,
+/// as ContainerSSH's I/O messages on the session's channel. Chunks wait for room in the
+/// connection's queue (back-pressure) and are never dropped.
+#[derive(Clone)]
+pub struct SessionIo {
+    connection_id: Arc<str>,
+    channel: u64,
+    intercept: Intercept,
+    queue: mpsc::Sender<Job>,
+    slots: Arc<Semaphore>,
+    failed: Arc<AtomicBool>,
+}
+
+impl SessionIo {
+    pub async fn stdin(&self, data: &[u8]) {
+        if self.intercept.stdin {
+            self.send(Stream::Stdin, data).await;
+        }
+    }
+
+    pub async fn stdout(&self, data: &[u8]) {
+        if self.intercept.stdout {
+            self.send(Stream::Stdout, data).await;
+        }
+    }
+
+    pub async fn stderr(&self, data: &[u8]) {
+        if self.intercept.stderr {
+            self.send(Stream::Stderr, data).await;
+        }
+    }
+
+    /// The session's channel is closed (ContainerSSH's `close` message).
+    pub async fn close(&self) {
+        let at = binary::nanos(std::time::SystemTime::now());
+        let message = binary::close_message(&self.connection_id, at, self.channel);
+        self.queue_message(&message).await;
+    }
+
+    async fn send(&self, stream: Stream, data: &[u8]) {
+        let at = binary::nanos(std::time::SystemTime::now());
+        let message = binary::io_message(&self.connection_id, at, self.channel, stream, data);
+        self.queue_message(&message).await;
+    }
+
+    async fn queue_message(&self, message: &ciborium::value::Value) {
+        let mut bytes = Vec::new();
+        let queued = match binary::encode(message, &mut bytes) {
+            Err(_) => false,
+            Ok(()) => match self.slots.clone().acquire_owned().await {
+                Ok(slot) => self.queue.send(Job::Io(bytes, slot)).await.is_ok(),
+                Err(_) => false,
+            },
+        };
+        // Not in the log: the connection must not go on unaudited.
+        if !queued && !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(connection_id = %self.connection_id, "cannot write the session's I/O to the audit log");
+        }
+    }
+}
+
+/// A connection's audit files.
+struct Files {
+    json: File,
+    /// `format: binary`.
+    binary: Option<BinaryFile>,
+}
+
+impl Files {
+    /// Appends a batch (blocking: run on the blocking pool).
+    fn append(&mut self, lines: &[u8], messages: &[u8]) -> std::io::Result<()> {
+        if !lines.is_empty() {
+            self.json.write_all(lines)?;
+        }
+        if let Some(binary) = &mut self.binary {
+            if !messages.is_empty() {
+                binary.append(messages)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.json.sync_data()?;
+        if let Some(binary) = &self.binary {
+            binary.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends queued events to the file(s), a batch per write, and syncs them at the end.
 async fn write_jobs(
-    file: File,
+    files: Files,
     mut jobs: mpsc::Receiver<Job>,
     written: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
     connection_id: String,
 ) {
-    let mut file = Some(file);
+    let mut file = Some(files);
     let mut close = None;
     while close.is_none() {
         let Some(first) = jobs.recv().await else {
             break;
         };
         let mut batch = Vec::new();
+        let mut messages = Vec::new();
+        // Released once their I/O is written: the I/O share of the queue bounds the memory.
+        let mut slots = Vec::new();
         let mut last = None;
         let mut next = Some(first);
         while let Some(job) = next {
             match job {
-                Job::Line(sequence, line) => {
+                Job::Line(sequence, line, binary) => {
                     batch.extend_from_slice(&line);
+                    messages.extend_from_slice(&binary);
                     last = Some(sequence);
+                }
+                Job::Io(binary, slot) => {
+                    messages.extend_from_slice(&binary);
+                    slots.push(slot);
                 }
                 Job::Close(done) => {
                     close = Some(done);
@@ -348,10 +574,10 @@ async fn write_jobs(
             }
             next = jobs.try_recv().ok();
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() || !messages.is_empty() {
             let result = match file.take() {
                 Some(mut f) => match tokio::task::spawn_blocking(move || {
-                    let r = f.write_all(&batch);
+                    let r = f.append(&batch, &messages);
                     (f, r)
                 })
                 .await
@@ -378,7 +604,7 @@ async fn write_jobs(
     // No more events: refuse new ones, then make what was written durable.
     jobs.close();
     if let Some(f) = file {
-        let synced = tokio::task::spawn_blocking(move || f.sync_data())
+        let synced = tokio::task::spawn_blocking(move || f.sync())
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
@@ -401,6 +627,7 @@ mod tests {
             directory: dir.to_path_buf(),
             record_sessions: false,
             record_input: false,
+            binary: None,
             s3: None,
         })
     }
@@ -466,5 +693,74 @@ mod tests {
         assert!(audit.failed());
         audit.close().await;
         assert_eq!(lines(&dir.path().join("c3.jsonl")).len(), QUEUE);
+    }
+
+    #[tokio::test]
+    async fn binary_mode_writes_the_events_and_session_io_to_the_binary_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let auditor = Arc::new(Auditor {
+            directory: dir.path().to_path_buf(),
+            record_sessions: false,
+            record_input: false,
+            binary: Some(Intercept {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            }),
+            s3: None,
+        });
+        let audit = auditor.open("c4").await.unwrap();
+        audit.record(
+            "connect",
+            serde_json::json!({"remoteAddress": "192.0.2.1:4000", "country": "XX"}),
+        );
+        let Some(Recording::Binary(io)) = audit.recording(0, None).await else {
+            panic!("binary mode records every session's I/O");
+        };
+        io.stdin(b"in").await;
+        io.stdout(b"out").await;
+        io.stderr(b"not intercepted").await;
+        audit
+            .record_written("exit", serde_json::json!({"session": 0, "status": 0}))
+            .await;
+        io.close().await;
+        audit.record("disconnect", serde_json::json!({}));
+        audit.close().await;
+        assert!(!audit.failed());
+        // The JSON log is written as before; the binary log is named after the connection.
+        assert_eq!(lines(&dir.path().join("c4.jsonl")).len(), 3);
+        let data = std::fs::read(dir.path().join("c4")).unwrap();
+        assert_eq!(&data[..21], b"ContainerSSH-Auditlog");
+        let mut raw = Vec::new();
+        let mut gz = flate2::read::GzDecoder::new(&data[40..]);
+        let mut buf = [0u8; 1024];
+        loop {
+            use std::io::Read;
+            match gz.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                // The stream is never finished, as ContainerSSH's.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut rest = raw.as_slice();
+        let mut types = Vec::new();
+        while !rest.is_empty() {
+            let v: ciborium::value::Value = ciborium::from_reader(&mut rest).unwrap();
+            let t = v
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("type")))
+                .and_then(|(_, t)| t.as_integer())
+                .map(i128::from)
+                .unwrap();
+            types.push(t);
+        }
+        assert_eq!(types, vec![0, 500, 500, 499, 497, 1]);
+        // The S3 upload takes it with the connection's recordings.
+        assert_eq!(
+            *audit.recording_files.lock().unwrap(),
+            vec!["c4".to_string()]
+        );
     }
 }

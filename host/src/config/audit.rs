@@ -9,8 +9,9 @@ pub struct AuditConfig {
     /// Write an audit log per connection (and recordings of terminal sessions).
     #[serde(default)]
     pub enable: bool,
-    /// `asciinema` (what is written: JSON lines per connection, asciicast v2 per terminal
-    /// session). ContainerSSH's `binary` format is not supported.
+    /// `asciinema` (JSON lines per connection, asciicast v2 per terminal session) or `binary`
+    /// (JSON lines per connection and ContainerSSH's binary audit log with the sessions' I/O,
+    /// no asciicast files); `none`: the JSON lines only.
     #[serde(default = "default_format")]
     pub format: String,
     /// `file` (the files stay in `file.directory`) or `s3` (staged in `s3.local`, uploaded to
@@ -233,17 +234,19 @@ pub fn endpoint_url(endpoint: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
-/// What of a terminal session is recorded.
+/// What of a session is recorded: of terminal sessions in asciicast recordings (`format:
+/// asciinema`), of every session in the binary log (`format: binary`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InterceptConfig {
-    /// Keystrokes (asciicast "i" events). Off by default: what users type includes secrets.
+    /// Keystrokes (asciicast "i" events), a session's input in the binary log. Off by
+    /// default: what users type includes secrets.
     #[serde(default)]
     pub stdin: bool,
-    /// Terminal output (asciicast "o" events).
+    /// Terminal output (asciicast "o" events), a session's stdout in the binary log.
     #[serde(default = "yes")]
     pub stdout: bool,
-    /// Accepted for ContainerSSH configs; a terminal has no separate stderr.
+    /// A session's stderr in the binary log (a terminal has no separate stderr).
     #[serde(default = "yes")]
     pub stderr: bool,
     /// Must stay false: passwords are never recorded.
@@ -297,9 +300,9 @@ impl AuditConfig {
                 "audit.storage: {other:?} is not supported (file or s3)"
             )),
         }
-        if !matches!(self.format.as_str(), "asciinema" | "none") {
+        if !matches!(self.format.as_str(), "asciinema" | "binary" | "none") {
             problems.push(format!(
-                "audit.format: {:?} is not supported (asciinema: JSON lines plus asciicast v2 recordings)",
+                "audit.format: {:?} is not supported (asciinema: JSON lines plus asciicast v2 recordings; binary: ContainerSSH's binary log)",
                 self.format
             ));
         }

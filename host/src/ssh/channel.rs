@@ -210,14 +210,14 @@ impl ChannelTask {
         tracing::info!(connection_id = %cid, session, program = %describe(&command), "program started");
         conn.audit_now("program", program_fields(session, &command))
             .await;
-        // Terminal sessions are recorded (when auditing is on).
-        let recording = match (&conn.audit, &tty) {
-            (Some(audit), Some(tty)) => {
-                audit
-                    .recording(session, tty.columns, tty.rows, &tty.term)
-                    .await
+        // Terminal sessions are recorded (when auditing is on); with `audit.format: binary`
+        // every session's I/O.
+        let recording = match &conn.audit {
+            Some(audit) => {
+                let size = tty.as_ref().map(|t| (t.columns, t.rows, t.term.as_str()));
+                audit.recording(session, size).await
             }
-            _ => None,
+            None => None,
         };
         if conn.audit_failed() {
             // The recording could not be started: no unrecorded terminal session.
@@ -302,7 +302,15 @@ impl ChannelTask {
                         }
                         writer.data_bytes(b).await
                     }
-                    Ok(Output::Stderr(b)) => writer.extended_data_bytes(1, b).await,
+                    Ok(Output::Stderr(b)) => {
+                        if let Some(r) = &recording {
+                            r.stderr(&b).await;
+                            if conn.audit_failed() {
+                                return false;
+                            }
+                        }
+                        writer.extended_data_bytes(1, b).await
+                    }
                     Err(e) => {
                         tracing::warn!(connection_id = %cid, error = format!("{e:#}"), "output stream failed");
                         break;
