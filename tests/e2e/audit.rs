@@ -440,3 +440,61 @@ fn the_binary_format_leaves_out_stdin_unless_intercepted() {
     assert_eq!(io_bytes(&messages, 0), "");
     assert_eq!(io_bytes(&messages, 1), "typed-secret\n");
 }
+
+/// `intercept.forwarding` with the binary format: the bytes of a forwarded connection (here
+/// `-R` to an echo server on the client's side) are in the log, both ways, on a channel of
+/// their own (IDs from 2^32: sessions count from 0).
+#[test]
+fn the_binary_format_records_forwarded_connections_when_asked() {
+    let audit = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(json!({
+        "audit": {"enable": true, "format": "binary", "file": {"directory": audit.path()},
+                  "intercept": {"forwarding": true}},
+        "security": {"forwarding": {"reverseForwardingMode": "enable"}},
+    }));
+    let echo_port = crate::harness::echo_tcp();
+    let out = gw
+        .ssh()
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("9100:127.0.0.1:{echo_port}"))
+        .arg("printf forwarded-bytes-1234 | socat -t5 - TCP:127.0.0.1:9100,retry=100,interval=0.2")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ssh runs");
+    assert_eq!(
+        text(&out.stdout),
+        "forwarded-bytes-1234",
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+    drop(gw);
+    let binary: Vec<PathBuf> = std::fs::read_dir(audit.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(binary.len(), 1, "{binary:?}");
+    let messages = binary_messages(&binary[0]);
+    let forwarded: Vec<Value> = messages
+        .into_iter()
+        .filter(|m| m["channelId"].as_u64().is_some_and(|c| c >= 1 << 32))
+        .collect();
+    // The container's side sent the bytes (stdout), the echo server sent them back (stdin).
+    assert_eq!(
+        io_bytes(&forwarded, 1),
+        "forwarded-bytes-1234",
+        "{forwarded:?}"
+    );
+    assert_eq!(
+        io_bytes(&forwarded, 0),
+        "forwarded-bytes-1234",
+        "{forwarded:?}"
+    );
+    assert_eq!(
+        forwarded.last().map(|m| m["type"].clone()),
+        Some(json!(497)),
+        "closed: {forwarded:?}"
+    );
+}

@@ -178,11 +178,6 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
             "kerberos".into(),
             "auth.password.kerberos.keytab",
         ),
-        (
-            "/audit/intercept/forwarding",
-            true.into(),
-            "audit.intercept.forwarding",
-        ),
         // The reference's database path does not exist here.
         (
             "/geoip/provider",

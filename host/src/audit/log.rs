@@ -72,7 +72,12 @@ impl Auditor {
             stdin: config.intercept.stdin,
             stdout: config.intercept.stdout,
             stderr: config.intercept.stderr,
+            forwarding: config.intercept.forwarding,
         });
+        if config.intercept.forwarding && binary.is_none() {
+            // As in ContainerSSH, whose asciinema encoder records terminal sessions only.
+            tracing::warn!("audit.intercept.forwarding: forwarded connections are recorded in the binary format only (audit.format: binary); with asciinema they are not");
+        }
         Ok(Some(Arc::new(Self {
             directory,
             record_sessions: config.format == "asciinema" && config.intercept.stdout,
@@ -153,6 +158,7 @@ impl Auditor {
         Ok(ConnectionAudit {
             auditor: self.clone(),
             connection_id: connection_id.to_string(),
+            forwards: std::sync::atomic::AtomicU64::new(0),
             queue,
             sequence: Mutex::new(0),
             written,
@@ -170,12 +176,17 @@ impl Auditor {
     }
 }
 
+/// The first channel ID of forwarded connections in the binary log (sessions count from 0).
+const FORWARD_CHANNELS: u64 = 1 << 32;
+
 /// Which streams of a session the binary log records (`audit.intercept`).
 #[derive(Clone, Copy, Debug)]
 struct Intercept {
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    /// The bytes of forwarded connections (`-L`, `-D`, `-R`, X11, agent).
+    forwarding: bool,
 }
 
 /// The binary log's side of a connection's audit.
@@ -219,6 +230,8 @@ enum Job {
 pub struct ConnectionAudit {
     auditor: Arc<Auditor>,
     connection_id: String,
+    /// Forwarded connections recorded so far (their channel IDs in the binary log).
+    forwards: std::sync::atomic::AtomicU64,
     queue: mpsc::Sender<Job>,
     /// The number of the last event queued; held while queueing so numbers follow the queue.
     sequence: Mutex<u64>,
@@ -386,6 +399,31 @@ impl ConnectionAudit {
     /// The recording of session `session`, if recordings are on: with `format: asciinema`
     /// an asciicast file for a terminal session (`tty`: columns, rows, TERM); with `format:
     /// binary` its I/O in the binary log, for every session.
+    /// The binary log's record of one forwarded connection's bytes, when `format: binary` and
+    /// `intercept.forwarding`: what the client sent as stdin, what came back as stdout (as
+    /// ContainerSSH records them). Their channel IDs count from 2^32, so they never meet a
+    /// session's.
+    pub fn forward_io(&self) -> Option<SessionIo> {
+        let binary = self.binary.as_ref()?;
+        if !binary.intercept.forwarding {
+            return None;
+        }
+        let number = self.forwards.fetch_add(1, Ordering::Relaxed);
+        Some(SessionIo {
+            connection_id: self.connection_id.clone().into(),
+            channel: FORWARD_CHANNELS + number,
+            intercept: Intercept {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                forwarding: true,
+            },
+            queue: self.queue.clone(),
+            slots: binary.io_slots.clone(),
+            failed: self.failed.clone(),
+        })
+    }
+
     pub async fn recording(
         &self,
         session: u32,
@@ -706,6 +744,7 @@ mod tests {
                 stdin: true,
                 stdout: true,
                 stderr: false,
+                forwarding: false,
             }),
             s3: None,
         });

@@ -252,6 +252,9 @@ pub struct InterceptConfig {
     /// Must stay false: passwords are never recorded.
     #[serde(default)]
     pub passwords: bool,
+    /// The bytes of forwarded connections, in the binary format (`format: binary`).
+    #[serde(default)]
+    pub forwarding: bool,
 }
 
 impl Default for InterceptConfig {
@@ -261,6 +264,7 @@ impl Default for InterceptConfig {
             stdout: true,
             stderr: true,
             passwords: false,
+            forwarding: false,
         }
     }
 }

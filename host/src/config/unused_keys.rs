@@ -3,7 +3,7 @@
 //! life of the process, instead of refusing the file or every login. A whole ContainerSSH 0.4
 //! configuration (as its `--dump-config` writes it, every default spelled out) is accepted the
 //! same way, and so is ContainerSSH 0.5/0.6's reference configuration (its `ssh.clientAlive*`,
-//! `health.client.allowRedirects`, `audit.intercept.forwarding`); settings for features the
+//! `health.client.allowRedirects`); settings for features the
 //! gateway lacks are errors only when they ask for them.
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -51,14 +51,6 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
     }
     if let Some(Value::Object(audit)) = get_mut(root, "audit") {
         // `s3` is read as it is (`audit.storage: s3`); its zero values in a dump say nothing.
-        if let Some(Value::Object(intercept)) = get_mut(audit, "intercept") {
-            if take(intercept, "forwarding").is_some_and(|f| !zero(&f)) {
-                problems.push(
-                    "audit.intercept.forwarding: recording forwarded connections is not supported"
-                        .into(),
-                );
-            }
-        }
         let enabled = get_mut(audit, "enable").is_some_and(|e| e.as_bool() == Some(true));
         let storage_none = get_mut(audit, "storage")
             .is_some_and(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case("none")));
@@ -251,7 +243,7 @@ mod tests {
                 "health": {"enable": true, "listen": "0.0.0.0:7000", "key": "", "cert": "",
                            "clientcacert": "", "tlsVersion": "1.3", "curves": ["x25519"],
                            "client": {"url": "http://127.0.0.1:7000/", "timeout": "2s"}},
-                "audit": {"intercept": {"stdin": true}}
+                "audit": {"intercept": {"stdin": true, "forwarding": false}}
             })
         );
         // ContainerSSH's 0 (no keepalives, its default) leaves ours.
@@ -267,13 +259,13 @@ mod tests {
             "audit": {"intercept": {"forwarding": true}}
         });
         accept_containerssh_dump(&mut asks, &mut problems);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        for (problem, key) in problems
-            .iter()
-            .zip(["audit.intercept.forwarding", "ssh.clientAliveInterval"])
-        {
-            assert!(problem.starts_with(key), "{key}: {problems:?}");
-        }
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("ssh.clientAliveInterval"),
+            "{problems:?}"
+        );
+        // Recording forwarded connections is a setting of its own now.
+        assert_eq!(asks["audit"]["intercept"]["forwarding"], true);
     }
 
     #[test]

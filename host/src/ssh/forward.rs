@@ -78,7 +78,7 @@ impl ForwardTask {
         conn.gateway.metrics.forward(kind, "ok");
         tracing::info!(connection_id = %cid, kind, target = ?target, %originator,
             setup_ms = started.elapsed().as_millis() as u64, "forwarded connection open");
-        let (to_container, to_client) = bridge(channel, stream).await;
+        let (to_container, to_client) = bridge(&conn, channel, stream).await;
         conn.gateway
             .metrics
             .forward_bytes(kind, to_container, to_client);
@@ -123,8 +123,14 @@ async fn open(conn: &Arc<Connection>, target: &Target) -> Result<ForwardStream, 
     workload.open_forward(target).await
 }
 
-/// Carries bytes both ways until either side closes; returns (to container, to client).
-pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64, u64) {
+/// Carries bytes both ways until either side closes; returns (to container, to client). With
+/// `audit.intercept.forwarding` (binary format), both directions go to the audit log too.
+pub(crate) async fn bridge(
+    conn: &Connection,
+    channel: Channel<Msg>,
+    stream: ForwardStream,
+) -> (u64, u64) {
+    let record = conn.audit.as_ref().and_then(|a| a.forward_io());
     let (mut reader, writer) = channel.split();
     let (mut from_container, mut to_container_io) = tokio::io::split(stream);
     let mut to_container = 0u64;
@@ -135,6 +141,9 @@ pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64
         loop {
             match reader.wait().await {
                 Some(ChannelMsg::Data { data }) if open => {
+                    if let Some(record) = &record {
+                        record.stdin(&data).await;
+                    }
                     if to_container_io.write_all(&data).await.is_err() {
                         open = false;
                     } else {
@@ -159,6 +168,9 @@ pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     to_client += n as u64;
+                    if let Some(record) = &record {
+                        record.stdout(&buf[..n]).await;
+                    }
                     if writer
                         .data_bytes(bytes::Bytes::copy_from_slice(&buf[..n]))
                         .await
@@ -180,5 +192,8 @@ pub(crate) async fn bridge(channel: Channel<Msg>, stream: ForwardStream) -> (u64
         _ = downstream => {}
     }
     let _ = writer.close().await;
+    if let Some(record) = &record {
+        record.close().await;
+    }
     (to_container, to_client)
 }

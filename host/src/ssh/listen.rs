@@ -452,7 +452,7 @@ async fn hand_over(
     };
     conn.gateway.metrics.forward(kind, "ok");
     tracing::info!(connection_id = %conn.id, kind, target = %target_path(&target), %originator, "forwarded connection open");
-    let (to_container, to_client) = bridge(channel, stream).await;
+    let (to_container, to_client) = bridge(&conn, channel, stream).await;
     conn.gateway
         .metrics
         .forward_bytes(kind, to_container, to_client);
