@@ -199,11 +199,6 @@ fn validate_accepts_the_containerssh_0_6_reference_config_and_names_what_it_cann
             "persistent".into(),
             "kubernetes.pod.mode",
         ),
-        (
-            "/docker/execution/exposeAuthMetadataAsEnv",
-            true.into(),
-            "docker.execution.exposeAuthMetadataAsEnv",
-        ),
     ] {
         let (valid, all) = validate_with(pointer, value);
         assert!(!valid, "{key} accepted: {all}");

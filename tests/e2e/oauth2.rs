@@ -601,3 +601,30 @@ fn an_authz_webhook_decides_after_github() {
     });
     gw.assert_no_containers();
 }
+
+/// ContainerSSH's `docker.execution.exposeAuthMetadataAsEnv: true`: the GitHub login's
+/// metadata in the container's environment under its own names, the sensitive entries (the
+/// token, the personal data) not.
+#[test]
+fn github_metadata_reaches_the_container_with_expose_auth_metadata_as_env() {
+    let redirect_port = free_port();
+    let provider = Provider::start(&format!("http://127.0.0.1:{redirect_port}/"));
+    let gw = Gateway::start_with_auth(
+        Value::Null,
+        json!({"oauth2": github_oauth2(&provider, redirect_port),
+               "docker": {"execution": {"exposeAuthMetadataAsEnv": true}}}),
+    );
+    let stderr = gw.dir.path().join("ssh-env.err");
+    let child = openssh(
+        &gw,
+        "alice",
+        "echo method=$GITHUB_METHOD 2fa=$GITHUB_2FA token=${GITHUB_TOKEN:-none}",
+        &stderr,
+    );
+    let code = user_code(&stderr);
+    provider.approve(&code, "alice");
+    let (status, out, err) = finish(child, &stderr);
+    assert_eq!(status, Some(0), "{err}\n{}", gw.log_text());
+    assert_eq!(out, "method=device 2fa=true token=none\n");
+    gw.assert_no_containers();
+}

@@ -107,10 +107,10 @@ pub struct Execution {
     /// The image platform to run (OCI's `Platform`), for engines that run several.
     #[serde(default)]
     pub platform: Option<Platform>,
-    /// Authentication metadata name → environment variable of the container (sensitive
-    /// metadata is never exposed).
+    /// Authentication metadata name → environment variable of the container, or ContainerSSH's
+    /// `true`: every entry under its own name (sensitive metadata is never exposed).
     #[serde(default)]
-    pub expose_auth_metadata_as_env: BTreeMap<String, String>,
+    pub expose_auth_metadata_as_env: MetadataEnv,
     /// Authentication metadata name → container label (`containerssh.*` is reserved).
     #[serde(default)]
     pub expose_auth_metadata_as_labels: BTreeMap<String, String>,
@@ -133,7 +133,7 @@ impl Default for Execution {
             auth: None,
             network: None,
             platform: None,
-            expose_auth_metadata_as_env: BTreeMap::new(),
+            expose_auth_metadata_as_env: MetadataEnv::default(),
             expose_auth_metadata_as_labels: BTreeMap::new(),
             pool: crate::config::PoolSettings::default(),
         }
@@ -477,11 +477,57 @@ fn default_signal() -> Duration {
     Duration::from_secs(60)
 }
 
+/// `docker.execution.exposeAuthMetadataAsEnv`: named entries (`{entry: VARIABLE}`, as on
+/// Kubernetes), or ContainerSSH's switch: `true` puts every entry in the environment under its
+/// own name (entries whose names are not variable names are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetadataEnv {
+    Every(bool),
+    Named(BTreeMap<String, String>),
+}
+
+impl Default for MetadataEnv {
+    fn default() -> Self {
+        MetadataEnv::Named(BTreeMap::new())
+    }
+}
+
+impl MetadataEnv {
+    /// `VARIABLE=value` for each entry of `metadata` (the non-sensitive ones) to expose.
+    pub fn variables(&self, metadata: &[(String, String)]) -> Vec<String> {
+        match self {
+            MetadataEnv::Every(false) => Vec::new(),
+            MetadataEnv::Every(true) => metadata
+                .iter()
+                .filter(|(key, _)| crate::config::is_env_name(key))
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+            MetadataEnv::Named(named) => named
+                .iter()
+                .filter_map(|(key, name)| {
+                    let (_, value) = metadata.iter().find(|(k, _)| k == key)?;
+                    Some(format!("{name}={value}"))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, MetadataEnv::Every(false))
+            || matches!(self, MetadataEnv::Named(n) if n.is_empty())
+    }
+}
+
 impl DockerConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let execution = &self.execution;
-        for (key, name) in &execution.expose_auth_metadata_as_env {
+        let named = match &execution.expose_auth_metadata_as_env {
+            MetadataEnv::Named(named) => Some(named),
+            MetadataEnv::Every(_) => None,
+        };
+        for (key, name) in named.into_iter().flatten() {
             if !crate::config::is_env_name(name) {
                 problems.push(format!(
                     "docker.execution.exposeAuthMetadataAsEnv.{key}: {name:?} is not an environment variable name"
@@ -788,25 +834,12 @@ fn docker_key_case(value: &mut Value) {
     fields_case(value, DOCKER_FIELDS, &["Labels", "Options", "Config"]);
 }
 
-/// ContainerSSH's own forms of two `docker.execution` settings: `exposeAuthMetadataAsEnv` as a
-/// switch (on: every metadata entry under its own name), and Docker's `networkDisabled` in
+/// ContainerSSH's own form of a `docker.execution` setting: Docker's `networkDisabled` in
 /// `container`, which is `host.networkDisabled` here.
 fn containerssh_execution(
     execution: &mut serde_json::Map<String, Value>,
     problems: &mut Vec<String>,
 ) {
-    match execution.get("exposeAuthMetadataAsEnv") {
-        Some(Value::Bool(false)) => {
-            execution.remove("exposeAuthMetadataAsEnv");
-        }
-        Some(Value::Bool(true)) => {
-            execution.remove("exposeAuthMetadataAsEnv");
-            problems.push(
-                "docker.execution.exposeAuthMetadataAsEnv: true (every entry under its own name) is not supported; map the entries to variable names ({entry: VARIABLE})".into(),
-            );
-        }
-        _ => {}
-    }
     let Some(container) = execution
         .get_mut("container")
         .and_then(Value::as_object_mut)
@@ -929,10 +962,16 @@ mod tests {
         // ContainerSSH 0.5/0.6's switch, off: nothing exposed.
         let c = parsed("docker:\n  execution:\n    exposeAuthMetadataAsEnv: false\n").unwrap();
         assert!(c.docker.execution.expose_auth_metadata_as_env.is_empty());
-        let e = parsed("docker:\n  execution:\n    exposeAuthMetadataAsEnv: true\n").unwrap_err();
-        assert!(
-            e[0].starts_with("docker.execution.exposeAuthMetadataAsEnv: true"),
-            "{e:?}"
+        // On: every entry under its own name (those that are variable names).
+        let c = parsed("docker:\n  execution:\n    exposeAuthMetadataAsEnv: true\n").unwrap();
+        let every = &c.docker.execution.expose_auth_metadata_as_env;
+        let metadata = [
+            ("GITHUB_LOGIN".to_string(), "alice".to_string()),
+            ("not a name".to_string(), "x".to_string()),
+        ];
+        assert_eq!(
+            every.variables(&metadata),
+            vec!["GITHUB_LOGIN=alice".to_string()]
         );
         // Docker's container-level switch (ContainerSSH's hardening guide) is honoured.
         let c =

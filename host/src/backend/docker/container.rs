@@ -142,11 +142,7 @@ pub fn container_body(
         }
     }
     let mut env = c.env.clone();
-    for (key, name) in &exec.expose_auth_metadata_as_env {
-        if let Some(value) = metadata(key) {
-            env.push(format!("{name}={value}"));
-        }
-    }
+    env.extend(exec.expose_auth_metadata_as_env.variables(&owner.metadata));
     labels.insert(LABEL_MANAGED.into(), "true".into());
     labels.insert(LABEL_INSTANCE.into(), instance.into());
     labels.insert(LABEL_CONNECTION.into(), owner.connection_id.clone());
@@ -362,8 +358,8 @@ mod tests {
     fn exposed_metadata_becomes_environment_and_labels() {
         let mut exec = Execution::default();
         exec.container.env = vec!["FROM_FILE=1".into()];
-        exec.expose_auth_metadata_as_env
-            .insert("team".into(), "TEAM".into());
+        exec.expose_auth_metadata_as_env =
+            crate::config::MetadataEnv::Named([("team".to_string(), "TEAM".to_string())].into());
         exec.expose_auth_metadata_as_labels
             .insert("team".into(), "example.com/team".into());
         exec.expose_auth_metadata_as_labels
