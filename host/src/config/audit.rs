@@ -249,9 +249,6 @@ pub struct InterceptConfig {
     /// A session's stderr in the binary log (a terminal has no separate stderr).
     #[serde(default = "yes")]
     pub stderr: bool,
-    /// Must stay false: passwords are never recorded.
-    #[serde(default)]
-    pub passwords: bool,
     /// The bytes of forwarded connections, in the binary format (`format: binary`).
     #[serde(default)]
     pub forwarding: bool,
@@ -263,7 +260,6 @@ impl Default for InterceptConfig {
             stdin: false,
             stdout: true,
             stderr: true,
-            passwords: false,
             forwarding: false,
         }
     }
@@ -309,12 +305,6 @@ impl AuditConfig {
                 "audit.format: {:?} is not supported (asciinema: JSON lines plus asciicast v2 recordings; binary: ContainerSSH's binary log)",
                 self.format
             ));
-        }
-        if self.intercept.passwords {
-            problems.push(
-                "audit.intercept.passwords: passwords are never recorded; remove this or set false"
-                    .into(),
-            );
         }
         problems
     }

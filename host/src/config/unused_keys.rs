@@ -50,6 +50,16 @@ pub fn accept_containerssh_dump(config: &mut Value, problems: &mut Vec<String>) 
         take(root, "sshproxy");
     }
     if let Some(Value::Object(audit)) = get_mut(root, "audit") {
+        // ContainerSSH's switch to record passwords: never done here (a recorded password is a
+        // leaked one); the setting is dropped so that a ContainerSSH file still starts.
+        if let Some(Value::Object(intercept)) = get_mut(audit, "intercept") {
+            if take(intercept, "passwords").is_some_and(|v| !zero(&v)) {
+                warn_once(
+                    "audit.intercept.passwords",
+                    "passwords are never recorded in the audit log",
+                );
+            }
+        }
         // `s3` is read as it is (`audit.storage: s3`); its zero values in a dump say nothing.
         let enabled = get_mut(audit, "enable").is_some_and(|e| e.as_bool() == Some(true));
         let storage_none = get_mut(audit, "storage")
