@@ -208,6 +208,25 @@ fn user_code(stderr: &Path) -> String {
     code
 }
 
+/// A device-flow login with OpenSSH as `ssh_user`, approved in the "browser" as `login`:
+/// (exit status, stdout, stderr).
+fn device_login(
+    gw: &Gateway,
+    provider: &Provider,
+    ssh_user: &str,
+    login: &str,
+    command: &str,
+) -> (Option<i32>, String, String) {
+    let stderr = gw
+        .dir
+        .path()
+        .join(format!("ssh-{ssh_user}-{}.err", free_port()));
+    let child = openssh(gw, ssh_user, command, &stderr);
+    let code = user_code(&stderr);
+    provider.approve(&code, login);
+    finish(child, &stderr)
+}
+
 fn finish(mut child: Child, stderr: &Path) -> (Option<i32>, String, String) {
     let status = wait_timeout(&mut child, Duration::from_secs(90));
     if status.is_none() {
@@ -247,11 +266,13 @@ fn github_device_flow_with_openssh() {
         json!({"keyboardInteractive": {"method": "oauth2", "oauth2": github_oauth2(&provider, redirect_port)}}),
         json!({}),
     );
-    let stderr = gw.dir.path().join("ssh-alice.err");
-    let child = openssh(&gw, "alice", "echo hello-$GITHUB_LOGIN-$(id -u)", &stderr);
-    let code = user_code(&stderr);
-    provider.approve(&code, "alice");
-    let (status, out, err) = finish(child, &stderr);
+    let (status, out, err) = device_login(
+        &gw,
+        &provider,
+        "alice",
+        "alice",
+        "echo hello-$GITHUB_LOGIN-$(id -u)",
+    );
     assert_eq!(
         status,
         Some(0),
@@ -572,14 +593,8 @@ fn an_authz_webhook_decides_after_github() {
         }),
         json!({}),
     );
-    let login = |name: &str| {
-        let stderr = gw.dir.path().join(format!("ssh-{name}.err"));
-        let child = openssh(&gw, "alice", "echo authz-$AUTHZ", &stderr);
-        let code = user_code(&stderr);
-        provider.approve(&code, "alice");
-        finish(child, &stderr)
-    };
-    let (status, out, err) = login("admitted");
+    let login = || device_login(&gw, &provider, "alice", "alice", "echo authz-$AUTHZ");
+    let (status, out, err) = login();
     assert_eq!(status, Some(0), "{err}\n{}", gw.log_text());
     assert_eq!(out, "authz-checked\n");
     let authz = server
@@ -593,7 +608,7 @@ fn an_authz_webhook_decides_after_github() {
         "{}",
         authz.body
     );
-    let (status, out, err) = login("refused");
+    let (status, out, err) = login();
     assert_eq!(status, Some(255), "{out}{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     wait_until("both tokens revoked", Duration::from_secs(20), || {
@@ -614,16 +629,13 @@ fn github_metadata_reaches_the_container_with_expose_auth_metadata_as_env() {
         json!({"oauth2": github_oauth2(&provider, redirect_port),
                "docker": {"execution": {"exposeAuthMetadataAsEnv": true}}}),
     );
-    let stderr = gw.dir.path().join("ssh-env.err");
-    let child = openssh(
+    let (status, out, err) = device_login(
         &gw,
+        &provider,
+        "alice",
         "alice",
         "echo method=$GITHUB_METHOD 2fa=$GITHUB_2FA token=${GITHUB_TOKEN:-none}",
-        &stderr,
     );
-    let code = user_code(&stderr);
-    provider.approve(&code, "alice");
-    let (status, out, err) = finish(child, &stderr);
     assert_eq!(status, Some(0), "{err}\n{}", gw.log_text());
     assert_eq!(out, "method=device 2fa=true token=none\n");
     gw.assert_no_containers();
