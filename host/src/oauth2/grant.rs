@@ -115,7 +115,8 @@ pub async fn device_code(
         user_code: parsed.user_code,
         verification_uri,
         // RFC 8628 makes expires_in required; 15 minutes is GitHub's.
-        expires_in: Duration::from_secs(parsed.expires_in.unwrap_or(900)),
+        // Bounded: a hostile value must not overflow the deadline arithmetic.
+        expires_in: Duration::from_secs(parsed.expires_in.unwrap_or(900).min(24 * 3600)),
         interval: Duration::from_secs(parsed.interval.unwrap_or(5))
             .clamp(MIN_INTERVAL, MAX_INTERVAL),
     })

@@ -192,7 +192,7 @@ impl Oidc {
         Ok(link(
             endpoint,
             &self.client_id,
-            "openid",
+            &self.scope(),
             state,
             &self.config.redirect_uri,
         ))
