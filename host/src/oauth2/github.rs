@@ -153,24 +153,10 @@ impl GitHub {
         deadline: Instant,
     ) -> Result<Account, LoginError> {
         self.check_scopes(&token.scope)?;
-        let answer = self
+        let user: User = self
             .client
-            .send(
-                Method::GET,
-                &self.api("/user"),
-                &[],
-                None,
-                Credential::Bearer(&token.access_token),
-                deadline,
-            )
+            .get_with_token(&self.api("/user"), &token.access_token, "/user", deadline)
             .await?;
-        if !answer.status.is_success() {
-            return Err(LoginError::Unavailable(format!(
-                "GitHub's /user answered HTTP {} for a fresh token",
-                answer.status.as_u16()
-            )));
-        }
-        let user: User = answer.json("GitHub", "/user")?;
         if user.login.is_empty()
             || user.login.len() > 100
             || user.login.chars().any(char::is_control)

@@ -110,6 +110,35 @@ impl ProviderClient {
         }
     }
 
+    /// GET `url` with an access token, the answer as `T` (`what` names the request in
+    /// messages); anything but 2xx for a fresh token is the provider's fault.
+    pub async fn get_with_token<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        token: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<T, LoginError> {
+        let answer = self
+            .send(
+                Method::GET,
+                url,
+                &[],
+                None,
+                Credential::Bearer(token),
+                deadline,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(LoginError::Unavailable(format!(
+                "{} answered {what} with HTTP {} for a fresh token",
+                self.name,
+                answer.status.as_u16()
+            )));
+        }
+        answer.json(self.name, what)
+    }
+
     async fn once(
         &self,
         method: &Method,

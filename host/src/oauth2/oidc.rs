@@ -233,25 +233,10 @@ impl Oidc {
                 "the provider's discovery document names no userinfo_endpoint".into(),
             ));
         };
-        let answer = self
+        let claims: serde_json::Map<String, serde_json::Value> = self
             .client
-            .send(
-                Method::GET,
-                url,
-                &[],
-                None,
-                Credential::Bearer(&token.access_token),
-                deadline,
-            )
+            .get_with_token(url, &token.access_token, "the userinfo request", deadline)
             .await?;
-        if !answer.status.is_success() {
-            return Err(LoginError::Unavailable(format!(
-                "the OIDC userinfo endpoint answered HTTP {} for a fresh token",
-                answer.status.as_u16()
-            )));
-        }
-        let claims: serde_json::Map<String, serde_json::Value> =
-            answer.json(self.client.name, "the userinfo request")?;
         let field = &self.config.username_field;
         let username = match claims.get(field) {
             Some(serde_json::Value::String(name))
