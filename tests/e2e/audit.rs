@@ -523,3 +523,92 @@ fn the_binary_format_records_forwarded_connections_when_asked() {
         "closed: {forwarded:?}"
     );
 }
+
+/// With `intercept.forwarding`, a forwarded connection's bytes stop when the log cannot take
+/// them (the disk is full), and the connection ends: nothing passes unrecorded.
+#[test]
+fn forwarded_bytes_stop_when_the_audit_log_cannot_be_written() {
+    use std::io::{Read, Write};
+    let disk = TinyFs::mount(256 * 1024);
+    let gw = Gateway::start(json!({
+        "audit": {"enable": true, "format": "binary", "file": {"directory": disk.0.path()},
+                  "intercept": {"forwarding": true}},
+        "security": {"forwarding": {"forwardingMode": "enable"}},
+    }));
+    let local = free_port();
+    let mut ssh = gw
+        .ssh()
+        .args(["-L", &format!("{local}:127.0.0.1:9000")])
+        .arg("exec socat TCP-LISTEN:9000,bind=127.0.0.1,reuseaddr,fork EXEC:cat")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh starts");
+    let mut stream = None;
+    wait_until(
+        "the echo server through -L",
+        std::time::Duration::from_secs(60),
+        || {
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", local)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut pong = [0u8; 4];
+            let ok = s.write_all(b"ping").is_ok() && s.read_exact(&mut pong).is_ok();
+            if ok && &pong == b"ping" {
+                stream = Some(s);
+            }
+            stream.is_some()
+        },
+    );
+    let stream = stream.expect("connected");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    // Incompressible bytes, far more than the disk holds.
+    let len: usize = 8 << 20;
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        while sent < len {
+            for b in chunk.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut received = 0usize;
+    let mut reader = stream;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    let _ = sender.join();
+    assert!(
+        received < len,
+        "all {received} bytes came back through a forward the log could not record"
+    );
+    let status = wait_timeout(&mut ssh, std::time::Duration::from_secs(30));
+    assert!(status.is_some(), "the connection was not ended");
+    let out = ssh.wait_with_output().expect("ssh ends");
+    assert!(
+        text(&out.stderr).contains("audit log cannot be written"),
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+}

@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::harness::{free_port, wait_for_port};
 
 pub const REALM: &str = "CONTAINERSSH.TEST";
+/// A second realm of the same KDC that CONTAINERSSH.TEST trusts (cross-realm keys both
+/// ways), as a company's other Kerberos domain would be: its principals get tickets for the
+/// gateway's service, but are not the gateway's users.
+pub const OTHER_REALM: &str = "OTHER.TEST";
 
 pub struct Kdc {
     child: Child,
@@ -29,7 +33,8 @@ impl Kdc {
             &krb5_conf,
             format!(
                 "[libdefaults]\n  default_realm = {REALM}\n  dns_lookup_kdc = false\n  dns_lookup_realm = false\n  rdns = false\n  dns_canonicalize_hostname = false\n  udp_preference_limit = 1\n\
-                 [realms]\n  {REALM} = {{\n    kdc = 127.0.0.1:{port}\n  }}\n\
+                 [realms]\n  {REALM} = {{\n    kdc = 127.0.0.1:{port}\n  }}\n  {OTHER_REALM} = {{\n    kdc = 127.0.0.1:{port}\n  }}\n\
+                 [capaths]\n  {OTHER_REALM} = {{\n    {REALM} = .\n  }}\n  {REALM} = {{\n    {OTHER_REALM} = .\n  }}\n\
                  [domain_realm]\n  localhost = {REALM}\n"
             ),
         )
@@ -39,9 +44,12 @@ impl Kdc {
             format!(
                 "[kdcdefaults]\n  kdc_listen = 127.0.0.1:{port}\n  kdc_tcp_listen = 127.0.0.1:{port}\n\
                  [realms]\n  {REALM} = {{\n    database_name = {db}\n    key_stash_file = {stash}\n    acl_file = {acl}\n    max_life = 1h\n    supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal\n  }}\n\
+                 {OTHER_REALM} = {{\n    database_name = {other_db}\n    key_stash_file = {other_stash}\n    acl_file = {acl}\n    max_life = 1h\n    supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal\n  }}\n\
                  [logging]\n  kdc = FILE:{log}\n",
                 db = d.join("principal").display(),
                 stash = d.join("stash").display(),
+                other_db = d.join("principal-other").display(),
+                other_stash = d.join("stash-other").display(),
                 acl = d.join("kadm5.acl").display(),
                 log = d.join("kdc.log").display(),
             ),
@@ -50,18 +58,35 @@ impl Kdc {
         std::fs::write(d.join("kadm5.acl"), "").expect("acl");
         let env = realm_env(d);
         let keytab = d.join("krb5.keytab");
-        admin_tool(
-            &env,
-            "kdb5_util",
-            &[
-                "create",
-                "-s",
-                "-r",
-                REALM,
-                "-P",
-                "master-password-for-tests",
-            ],
-        );
+        for realm in [REALM, OTHER_REALM] {
+            admin_tool(
+                &env,
+                "kdb5_util",
+                &[
+                    "create",
+                    "-s",
+                    "-r",
+                    realm,
+                    "-P",
+                    "master-password-for-tests",
+                ],
+            );
+        }
+        // Cross-realm trust: the same key for each direction's krbtgt in both databases.
+        for realm in [REALM, OTHER_REALM] {
+            for (from, to) in [(OTHER_REALM, REALM), (REALM, OTHER_REALM)] {
+                admin_tool(
+                    &env,
+                    "kadmin.local",
+                    &[
+                        "-r",
+                        realm,
+                        "-q",
+                        &format!("addprinc -pw cross-realm-key-for-tests krbtgt/{to}@{from}"),
+                    ],
+                );
+            }
+        }
         admin_tool(
             &env,
             "kadmin.local",
@@ -78,7 +103,7 @@ impl Kdc {
             ],
         );
         let child = Command::new("krb5kdc")
-            .args(["-n", "-r", REALM])
+            .args(["-n", "-r", REALM, "-r", OTHER_REALM])
             .envs(env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -106,6 +131,20 @@ impl Kdc {
 
     pub fn add_user(&self, name: &str, password: &str) {
         self.kadmin(&format!("addprinc -pw {password} {name}"));
+    }
+
+    /// A user of OTHER_REALM (`name@OTHER.TEST`).
+    pub fn add_other_realm_user(&self, name: &str, password: &str) {
+        admin_tool(
+            &self.env(),
+            "kadmin.local",
+            &[
+                "-r",
+                OTHER_REALM,
+                "-q",
+                &format!("addprinc -pw {password} {name}@{OTHER_REALM}"),
+            ],
+        );
     }
 
     /// A ticket for `user` (kinit with the password) in its own cache; returns the cache path.

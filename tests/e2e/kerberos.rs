@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::kdc::Kdc;
+use crate::kdc::{Kdc, OTHER_REALM};
 
 const ALICE_PASSWORD: &str = "alice-kerberos-password";
 
@@ -25,14 +25,18 @@ fn password_auth(kdc: &Kdc) -> Value {
 fn passwords_are_checked_with_the_kdc_and_verified_with_the_keytab() {
     let kdc = Kdc::start();
     kdc.add_user("alice", ALICE_PASSWORD);
-    let gw = Gateway::start_with_auth(password_auth(&kdc), json!({}));
-    // The right password: in, with the credentials in the container.
+    let gw = Gateway::start_with_auth(
+        password_auth(&kdc),
+        json!({"docker": {"execution": {"exposeAuthMetadataAsEnv": true}}}),
+    );
+    // The right password: in, with the credentials in the container and the principal in
+    // the metadata.
     let mut ok = gw.ssh_password("alice", ALICE_PASSWORD);
-    ok.arg("echo $KRB5CCNAME; test -s /tmp/krb5cc && echo has-credentials");
+    ok.arg("echo $KRB5CCNAME $KERBEROS_PRINCIPAL; test -s /tmp/krb5cc && echo has-credentials");
     let out = run(ok, b"");
     assert_eq!(
         text(&out.stdout),
-        "FILE:/tmp/krb5cc\nhas-credentials\n",
+        "FILE:/tmp/krb5cc alice@CONTAINERSSH.TEST\nhas-credentials\n",
         "{}\n{}",
         text(&out.stderr),
         gw.log_text()
@@ -160,6 +164,7 @@ fn gssapi_auth(kdc: &Kdc) -> Value {
     json!({"gssapi": {"method": "kerberos", "kerberos": {
         "keytab": kdc.keytab,
         "acceptor": "any",
+        "configPath": kdc.krb5_conf,
         "credentialCachePath": "/tmp/krb5cc",
         "enforceUsername": true,
     }}})
@@ -301,5 +306,63 @@ fn gssapi_without_a_ticket_fails_and_nothing_breaks() {
     // The gateway is still up and serving.
     assert!(std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_ok());
     assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+    gw.assert_no_containers();
+}
+
+/// A principal of another realm the KDCs trust (cross-realm keys) gets a ticket for the
+/// gateway, but is not the local user of the same name: with enforceUsername it is refused,
+/// as sshd refuses it. Without enforceUsername it logs in, and the principal that vouched is
+/// in the metadata for webhooks and the container.
+#[test]
+fn gssapi_principals_of_another_realm_are_not_local_users() {
+    let kdc = Kdc::start();
+    kdc.add_user("alice", ALICE_PASSWORD);
+    kdc.add_other_realm_user("alice", "other-alice-password");
+    let foreign = kdc.kinit(
+        &format!("alice@{OTHER_REALM}"),
+        "other-alice-password",
+        false,
+    );
+    let gw = Gateway::start_with_auth(gssapi_auth(&kdc), json!({}));
+    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &foreign, false);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    wait_until("the refusal in the log", Duration::from_secs(5), || {
+        gw.log_text()
+            .contains("the principal alice@OTHER.TEST is no user of this gateway")
+    });
+    assert!(
+        !gw.log_text()
+            .contains("the client's Kerberos ticket vouched for the user"),
+        "{}",
+        gw.log_text()
+    );
+    // The realm's own alice is still in (the same KDC, the same gateway).
+    let local = kdc.kinit("alice", ALICE_PASSWORD, false);
+    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &local, false);
+    ok.arg("echo alice-is-in");
+    let out = run(ok, b"");
+    assert_eq!(text(&out.stdout), "alice-is-in\n", "{}", gw.log_text());
+    drop(gw);
+
+    // enforceUsername off: the foreign principal may be alice, and says who it is.
+    let mut auth = gssapi_auth(&kdc);
+    auth["gssapi"]["kerberos"]["enforceUsername"] = json!(false);
+    let gw = Gateway::start_with_auth(
+        auth,
+        json!({"docker": {"execution": {"exposeAuthMetadataAsEnv": true}}}),
+    );
+    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &foreign, false);
+    ok.arg("echo \"principal=$KERBEROS_PRINCIPAL\"");
+    let out = run(ok, b"");
+    assert_eq!(
+        text(&out.stdout),
+        "principal=alice@OTHER.TEST\n",
+        "{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
     gw.assert_no_containers();
 }

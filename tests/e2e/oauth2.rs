@@ -640,3 +640,30 @@ fn github_metadata_reaches_the_container_with_expose_auth_metadata_as_env() {
     assert_eq!(out, "method=device 2fa=true token=none\n");
     gw.assert_no_containers();
 }
+
+/// The login's deadline passes after the provider issued the token but before it said who
+/// the user is (a slow /user): the login fails, and the token is still revoked.
+#[test]
+fn a_token_issued_to_a_login_cut_off_by_its_deadline_is_revoked() {
+    let redirect_port = free_port();
+    let provider = Provider::start(&format!("http://127.0.0.1:{redirect_port}/"));
+    let mut oauth2 = github_oauth2(&provider, redirect_port);
+    oauth2["authTimeout"] = json!("20s");
+    let gw = Gateway::start_with_auth(
+        json!({"keyboardInteractive": {"method": "oauth2", "oauth2": oauth2}}),
+        json!({}),
+    );
+    // /api/user answers long after the login's deadline.
+    provider.control("POST", "/test/settings", json!({"identity_delay": 60}));
+    let (status, out, err) = device_login(&gw, &provider, "alice", "alice", "echo in");
+    assert_eq!(status, Some(255), "stdout {out:?} stderr {err:?}");
+    wait_until("the token revoked", Duration::from_secs(30), || {
+        !provider.tokens("alice", "revoked").is_empty()
+    });
+    assert!(
+        provider.tokens("alice", "active").is_empty(),
+        "{}",
+        gw.log_text()
+    );
+    gw.assert_no_containers();
+}

@@ -73,6 +73,7 @@ DEFAULT_SETTINGS = {
     "device_expires_in": None,   # None = 900 (GitHub) / 600 (OIDC)
     "authorize_deny": False,     # the browser user declines at /authorize
     "strict_accept": False,      # GitHub /login/* answer form-encoded unless Accept has json
+    "identity_delay": 0,         # seconds /api/user and /oidc/userinfo wait before answering
 }
 
 
@@ -827,7 +828,7 @@ class Provider:
             for key, value in body.items():
                 if key == "interval":
                     settings[key] = number(key, value, 0)
-                elif key == "slow_down_increment":
+                elif key in ("slow_down_increment", "identity_delay"):
                     settings[key] = number(key, value, 0)
                 elif key == "device_expires_in":
                     settings[key] = None if value is None else number(key, value, 1)
@@ -1001,6 +1002,11 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             resp = json_resp(e.status, {"error": "invalid_request", "error_description": str(e)})
         else:
+            # A slow identity endpoint (outside the lock: the rest keeps answering).
+            with provider.lock:
+                delay = provider.settings["identity_delay"]
+            if delay and req.path in ("/api/user", "/oidc/userinfo"):
+                time.sleep(delay)
             try:
                 with provider.lock:
                     resp = provider.dispatch(req)

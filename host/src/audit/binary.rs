@@ -175,6 +175,11 @@ impl Translator {
         }
     }
 
+    /// The channel is closed: its request count goes (a connection may open many sessions).
+    pub fn forget(&mut self, channel: u64) {
+        self.requests.remove(&channel);
+    }
+
     fn message(&self, at: i64, kind: u32, payload: Option<Value>, channel: Option<u64>) -> Value {
         message(&self.connection_id, at, kind, payload, channel)
     }
@@ -823,6 +828,23 @@ mod tests {
         let mut out = Vec::new();
         encode(&uint(types::REQUEST_FAILED.into()), &mut out).unwrap();
         assert_eq!(out, vec![0x19, 0x01, 0xf5]);
+    }
+
+    #[test]
+    fn a_closed_channels_request_count_is_dropped() {
+        let mut t = Translator::new("c");
+        for session in 0..100u64 {
+            let exec = serde_json::json!({"session": session, "request": "exec", "command": "true", "verdict": "allow"});
+            assert!(!t.event(1, "request", &exec).is_empty());
+            t.forget(session);
+        }
+        assert!(t.requests.is_empty());
+        // An open channel keeps counting.
+        let env =
+            serde_json::json!({"session": 7, "request": "env", "name": "A", "verdict": "allow"});
+        t.event(1, "request", &env);
+        let m = t.event(1, "request", &env);
+        assert_eq!(int(get(get(&m[0], "payload"), "requestId")), 1);
     }
 
     #[test]

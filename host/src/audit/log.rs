@@ -424,6 +424,15 @@ impl ConnectionAudit {
         })
     }
 
+    /// A session channel is closed: what the binary log numbered on it is dropped.
+    pub fn session_closed(&self, session: u32) {
+        if let Some(binary) = &self.binary {
+            if let Ok(mut translator) = binary.translator.lock() {
+                translator.forget(session.into());
+            }
+        }
+    }
+
     pub async fn recording(
         &self,
         session: u32,

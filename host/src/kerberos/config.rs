@@ -23,14 +23,16 @@ pub struct KerberosConfig {
     /// principal `service/name[@REALM]`.
     #[serde(default = "default_acceptor")]
     pub acceptor: String,
-    /// The principal's name must be the SSH user name.
+    /// The SSH user name must be the principal's local name (a principal of the default
+    /// realm without instance, or what `auth_to_local` in `configPath` maps it to).
     #[serde(default = "yes")]
     pub enforce_username: bool,
     /// Where the user's Kerberos credentials are written in the container (`KRB5CCNAME` is
     /// set to it); empty: not written.
     #[serde(default = "default_credential_cache_path")]
     pub credential_cache_path: String,
-    /// The Kerberos configuration (realm, KDCs) for password logins.
+    /// The Kerberos configuration: realm and KDCs for password logins; the default realm and
+    /// `auth_to_local` rules that give a GSSAPI principal its user name.
     #[serde(default = "default_config_path")]
     pub config_path: PathBuf,
     /// The largest clock difference accepted.
@@ -90,10 +92,10 @@ impl KerberosConfig {
         if let Err(why) = readable_file(&self.keytab) {
             problems.push(format!("keytab: {why}"));
         }
-        if self.password {
-            if let Err(why) = readable_file(&self.config_path) {
-                problems.push(format!("configPath: {why}"));
-            }
+        // Both methods need it: passwords for the realm's KDCs, GSSAPI for the default
+        // realm that decides whose account a principal opens.
+        if let Err(why) = readable_file(&self.config_path) {
+            problems.push(format!("configPath: {why}"));
         }
         match self.acceptor.as_str() {
             "any" | "host" => {}

@@ -698,26 +698,9 @@ impl Context {
     }
 }
 
-/// The user name of a principal of the realm: `alice@REALM` → `alice`. `None` for names that
-/// are not a plain user's (`host/x@REALM`, escapes).
-pub fn user_of(principal: &str) -> Option<&str> {
-    let (name, realm) = principal.rsplit_once('@')?;
-    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '\\', '@', '\0']);
-    (plain(name) && plain(realm)).then_some(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn principals_map_to_user_names() {
-        assert_eq!(user_of("alice@CONTAINERSSH.TEST"), Some("alice"));
-        assert_eq!(user_of("host/localhost@CONTAINERSSH.TEST"), None);
-        assert_eq!(user_of("alice"), None);
-        assert_eq!(user_of("@REALM"), None);
-        assert_eq!(user_of("a\\@b@REALM"), None);
-    }
 
     #[test]
     fn the_mechanism_is_russhs() {

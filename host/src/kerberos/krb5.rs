@@ -61,6 +61,8 @@ struct Api {
         *mut Principal,
     ) -> ErrorCode,
     free_principal: unsafe extern "C" fn(Krb5Context, Principal),
+    aname_to_localname:
+        unsafe extern "C" fn(Krb5Context, Principal, c_int, *mut c_char) -> ErrorCode,
     kt_resolve: unsafe extern "C" fn(Krb5Context, *const c_char, *mut Keytab) -> ErrorCode,
     kt_close: unsafe extern "C" fn(Krb5Context, Keytab) -> ErrorCode,
     opt_alloc: unsafe extern "C" fn(Krb5Context, *mut InitCredsOpt) -> ErrorCode,
@@ -103,6 +105,8 @@ pub struct Krb5 {
     keytab: CString,
     acceptor: String,
     write_ccache: bool,
+    /// The default realm: user names of password logins are principals of it.
+    realm: String,
     // Last: the functions above point into it.
     _library: Library,
 }
@@ -139,6 +143,7 @@ impl Krb5 {
                 parse_name: sym!("krb5_parse_name"),
                 sname_to_principal: sym!("krb5_sname_to_principal"),
                 free_principal: sym!("krb5_free_principal"),
+                aname_to_localname: sym!("krb5_aname_to_localname"),
                 kt_resolve: sym!("krb5_kt_resolve"),
                 kt_close: sym!("krb5_kt_close"),
                 opt_alloc: sym!("krb5_get_init_creds_opt_alloc"),
@@ -157,17 +162,18 @@ impl Krb5 {
                 free_error_message: sym!("krb5_free_error_message"),
             }
         };
-        let krb5 = Krb5 {
+        let mut krb5 = Krb5 {
             api,
             config_path: c_path(&config.config_path, "configPath")?,
             keytab: CString::new(format!("FILE:{}", config.keytab.display()))
                 .context("keytab: a NUL in the path")?,
             acceptor: config.acceptor.clone(),
             write_ccache: !config.credential_cache_path.is_empty(),
+            realm: String::new(),
             _library: library,
         };
         // The configuration must name a default realm (user names carry none).
-        {
+        let realm = {
             let context = krb5
                 .context()
                 .map_err(|e| anyhow::anyhow!("configPath: {e}"))?;
@@ -177,8 +183,10 @@ impl Krb5 {
             context
                 .keytab()
                 .map_err(|e| anyhow::anyhow!("keytab: {e}"))?;
-            tracing::info!(realm, keytab = %config.keytab.display(), "Kerberos password logins on");
-        }
+            realm
+        };
+        tracing::info!(realm, keytab = %config.keytab.display(), "Kerberos configuration loaded");
+        krb5.realm = realm;
         Ok(krb5)
     }
 
@@ -202,6 +210,45 @@ impl Krb5 {
             return Err(format!("cannot set up Kerberos (error {code})"));
         }
         Ok(KrbContext { krb5: self, ctx })
+    }
+
+    /// The default realm (`libdefaults.default_realm` of `configPath`).
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The local user name of `principal`, by the configuration's rules
+    /// (`krb5_aname_to_localname`, as sshd decides whose account a ticket opens): a
+    /// one-part principal of the default realm is its name; another realm's, a service's or
+    /// an instance's has none unless `auth_to_local` maps it. Blocking (reads the
+    /// configuration).
+    pub fn local_name(&self, principal: &str) -> Result<String, KerberosError> {
+        const MAX_NAME: usize = 256;
+        let context = self.context().map_err(KerberosError::Unavailable)?;
+        let c = CString::new(principal)
+            .map_err(|_| KerberosError::Denied("NUL in the principal".into()))?;
+        let parsed = context.principal(&c).map_err(KerberosError::Denied)?;
+        let mut name = [0 as c_char; MAX_NAME];
+        // SAFETY: a valid context and principal; the buffer's size is passed and the library
+        // NUL-terminates what it writes within it.
+        let code = unsafe {
+            (self.api.aname_to_localname)(
+                context.ctx,
+                parsed.0,
+                MAX_NAME as c_int,
+                name.as_mut_ptr(),
+            )
+        };
+        if code != 0 {
+            return Err(KerberosError::Denied(format!(
+                "the principal {principal} is no user of this gateway (not of the realm {}, and no auth_to_local rule maps it): {}",
+                self.realm,
+                context.error(code)
+            )));
+        }
+        // SAFETY: NUL-terminated by the library on success.
+        let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+        Ok(name.into_owned())
     }
 
     /// Asks the KDC for `user`'s ticket with `password`, verifies it with the keytab and,

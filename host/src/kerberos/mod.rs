@@ -23,6 +23,9 @@ const MAX_CONCURRENT_CHECKS: usize = 16;
 /// How long one password check may take (the KDC's answers included).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The metadata entry naming the principal a login was vouched for by.
+pub const PRINCIPAL_METADATA: &str = "KERBEROS_PRINCIPAL";
+
 /// Why a Kerberos login did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum KerberosError {
@@ -46,7 +49,7 @@ impl From<KerberosError> for AuthOutcome {
 /// The configured Kerberos logins; shared by every connection.
 pub struct Kerberos {
     config: KerberosConfig,
-    krb5: Option<Arc<krb5::Krb5>>,
+    krb5: Arc<krb5::Krb5>,
     checks: Arc<Semaphore>,
     pub gssapi: Option<gssapi::Acceptor>,
 }
@@ -58,11 +61,9 @@ impl Kerberos {
         if config.clock_skew != std::time::Duration::from_secs(300) {
             tracing::warn!(clock_skew = ?config.clock_skew, "kerberos.clockSkew is not applied: MIT Kerberos takes clockskew from the Kerberos configuration ([libdefaults] clockskew in configPath for passwords, KRB5_CONFIG or /etc/krb5.conf for GSSAPI)");
         }
-        let krb5 = if config.password {
-            Some(Arc::new(krb5::Krb5::load(config).context("kerberos")?))
-        } else {
-            None
-        };
+        // GSSAPI needs it too: whose account a ticket's principal opens is the
+        // configuration's answer (default realm, auth_to_local).
+        let krb5 = Arc::new(krb5::Krb5::load(config).context("kerberos")?);
         let gssapi = if config.gssapi {
             Some(gssapi::Acceptor::new(config).context("kerberos.gssapi")?)
         } else {
@@ -81,7 +82,12 @@ impl Kerberos {
     }
 
     pub fn checks_passwords(&self) -> bool {
-        self.krb5.is_some()
+        self.config.password
+    }
+
+    /// The local user name of a ticket's `principal` (blocking: reads the configuration).
+    pub fn local_name(&self, principal: &str) -> Result<String, KerberosError> {
+        self.krb5.local_name(principal)
     }
 
     /// Asks the KDC for `user`'s ticket with `password` and verifies it with the keytab.
@@ -90,11 +96,12 @@ impl Kerberos {
         user: &str,
         password: &[u8],
     ) -> Result<AuthGrant, KerberosError> {
-        let Some(krb5) = self.krb5.clone() else {
+        if !self.config.password {
             return Err(KerberosError::Unavailable(
                 "Kerberos password logins are off".into(),
             ));
-        };
+        }
+        let krb5 = self.krb5.clone();
         // A principal name of the default realm only: `alice@OTHER` or `host/x` are not
         // user names (they would pick another realm or a service's key).
         if user.is_empty() || user.contains(['@', '/', '\\', '\0']) || user.len() > 256 {
@@ -133,15 +140,18 @@ impl Kerberos {
                 ));
             }
         };
-        Ok(self.grant(user, checked.credentials))
+        let principal = format!("{user}@{}", self.krb5.realm());
+        Ok(self.grant(user, &principal, checked.credentials))
     }
 
-    /// The grant of a Kerberos login: the user name and, with `credentialCachePath`, the
-    /// user's credentials as a file in the container (`KRB5CCNAME` points at it).
-    pub fn grant(&self, user: &str, credentials: Option<Vec<u8>>) -> AuthGrant {
+    /// The grant of a Kerberos login: the user name, the principal that vouched for it
+    /// (metadata `KERBEROS_PRINCIPAL`, for config servers and authz webhooks) and, with
+    /// `credentialCachePath`, the user's credentials as a file in the container
+    /// (`KRB5CCNAME` points at it).
+    pub fn grant(&self, user: &str, principal: &str, credentials: Option<Vec<u8>>) -> AuthGrant {
         let mut grant = AuthGrant {
             authenticated_username: user.to_string(),
-            metadata: Vec::new(),
+            metadata: vec![(PRINCIPAL_METADATA.to_string(), principal.to_string())],
             environment: Vec::new(),
             files: Vec::new(),
             sensitive: Vec::new(),

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 pub use config::{OAuth2Config, ProviderName};
 use grant::{DeviceCode, Token};
@@ -83,28 +84,67 @@ pub struct Identity {
     pub token: IssuedToken,
 }
 
-/// An access token to revoke when the connection ends.
+/// An access token to revoke when the connection ends. One dropped before it was revoked (a
+/// login cut off by its deadline or the connection's end, a refused login) is revoked on the
+/// gateway's cleanup tracker, which shutdown waits for: no issued token outlives its login.
 pub struct IssuedToken {
     oauth2: Arc<OAuth2>,
-    token: String,
+    /// Taken by `revoke`.
+    token: std::sync::Mutex<Option<String>>,
     endpoints: Option<Arc<oidc::Discovery>>,
+    cleanup: TaskTracker,
 }
 
+/// How long a revocation started by dropping a token may take.
+const DROPPED_TOKEN_REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl IssuedToken {
-    /// Revokes the token at the provider (best effort, bounded by `deadline`).
+    /// Revokes the token at the provider (best effort, bounded by `deadline`); once.
     pub async fn revoke(&self, deadline: Duration) {
-        let done = tokio::time::timeout(
-            deadline,
-            self.oauth2
-                .provider
-                .revoke(&self.token, self.endpoints.as_deref()),
-        )
-        .await;
-        match done {
-            Ok(Ok(())) => tracing::debug!("OAuth2 access token revoked"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot revoke the OAuth2 access token"),
-            Err(_) => tracing::warn!("revoking the OAuth2 access token timed out"),
+        let token = self.token.lock().ok().and_then(|mut t| t.take());
+        if let Some(token) = token {
+            revoke(&self.oauth2, &token, self.endpoints.as_deref(), deadline).await;
         }
+    }
+}
+
+impl Drop for IssuedToken {
+    fn drop(&mut self) {
+        let Some(token) = self.token.get_mut().ok().and_then(Option::take) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("an OAuth2 access token could not be revoked (no runtime)");
+            return;
+        };
+        let oauth2 = self.oauth2.clone();
+        let endpoints = self.endpoints.clone();
+        self.cleanup.spawn_on(
+            async move {
+                revoke(
+                    &oauth2,
+                    &token,
+                    endpoints.as_deref(),
+                    DROPPED_TOKEN_REVOKE_TIMEOUT,
+                )
+                .await;
+            },
+            &runtime,
+        );
+    }
+}
+
+async fn revoke(
+    oauth2: &OAuth2,
+    token: &str,
+    endpoints: Option<&oidc::Discovery>,
+    deadline: Duration,
+) {
+    let done = tokio::time::timeout(deadline, oauth2.provider.revoke(token, endpoints)).await;
+    match done {
+        Ok(Ok(())) => tracing::debug!("OAuth2 access token revoked"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot revoke the OAuth2 access token"),
+        Err(_) => tracing::warn!("revoking the OAuth2 access token timed out"),
     }
 }
 
@@ -195,11 +235,14 @@ impl OAuth2 {
     /// asks the provider once per round (after the polling interval) and, while the user has
     /// not decided, gives the login back as `Waiting`: the client is sent an empty round, so
     /// the connection keeps being read and a client that went away is noticed.
+    /// One keyboard-interactive round of a login. `cleanup` is where a token the login drops
+    /// unrevoked (cut off, refused) is revoked.
     pub async fn step(
         self: &Arc<Self>,
         mut pending: Pending,
         answers: Vec<String>,
         user: &str,
+        cleanup: &TaskTracker,
     ) -> Progress {
         let deadline = pending.deadline;
         let endpoints = pending.endpoints.clone();
@@ -231,8 +274,9 @@ impl OAuth2 {
             let (token, method) = token?;
             let issued = IssuedToken {
                 oauth2: self.clone(),
-                token: token.access_token.clone(),
+                token: std::sync::Mutex::new(Some(token.access_token.clone())),
                 endpoints: endpoints.clone(),
+                cleanup: cleanup.clone(),
             };
             match self
                 .provider
@@ -244,8 +288,8 @@ impl OAuth2 {
                     token: issued,
                 }),
                 Err(e) => {
-                    // A token the login cannot use is given back at once.
-                    issued.revoke(Duration::from_secs(10)).await;
+                    // A token the login cannot use is given back at once (dropping it).
+                    drop(issued);
                     Err(e)
                 }
             }

@@ -25,9 +25,13 @@ pub struct Routes {
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection is served, keep-alive included (probes and scrapers reconnect).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Most connections served at once by one listener.
 const MAX_OPEN_CONNECTIONS: usize = 256;
+/// Most of them from one address: one host's idle sockets cannot shut out the others' probes.
+const MAX_OPEN_PER_ADDRESS: usize = 16;
 
 /// Serves until the process ends, over HTTPS with `tls`. `ready` turns false when the gateway
 /// starts shutting down, which the health check reports as 503 so load balancers stop sending
@@ -64,12 +68,8 @@ where
 {
     let addr = listener.local_addr().context("listener address")?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CONNECTIONS));
+    let slots = Slots::default();
     loop {
-        // At most MAX_OPEN_CONNECTIONS at once: a flood waits in the listen queue.
-        let Ok(permit) = open.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -78,24 +78,83 @@ where
                 continue;
             }
         };
+        // Over a limit the connection is closed at once (accept never waits), so a flood of
+        // idle sockets costs its senders retries, not everyone else the endpoint.
+        let Some(slot) = slots.take(peer.ip()) else {
+            tracing::debug!(%addr, %peer, "{what}: too many open connections; closed");
+            drop(stream);
+            continue;
+        };
         let page = page.clone();
         let acceptor = acceptor.clone();
+        // Each connection's task ends by itself: the handshake, the headers and the whole
+        // connection have deadlines.
         tokio::spawn(async move {
-            let _permit = permit;
-            let Some(acceptor) = acceptor else {
-                return serve_connection(stream, page).await;
+            let _slot = slot;
+            let served = async {
+                let Some(acceptor) = acceptor else {
+                    return serve_connection(stream, page).await;
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, page).await,
+                    // A client without a (valid) certificate, a scanner, plain HTTP on the port.
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, %peer, error = %e, "{what} TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, %peer, "{what} TLS handshake timed out")
+                    }
+                }
             };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, page).await,
-                // A client without a (valid) certificate, a scanner, plain HTTP on the port.
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, %peer, error = %e, "{what} TLS handshake failed")
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, %peer, "{what} TLS handshake timed out")
-                }
-            }
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
         });
+    }
+}
+
+/// The open connections of one listener, in all and per client address.
+#[derive(Default, Clone)]
+struct Slots(Arc<std::sync::Mutex<SlotCounts>>);
+
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One open connection's place; given back when dropped.
+struct Slot {
+    slots: Slots,
+    address: std::net::IpAddr,
+}
+
+impl Slots {
+    fn take(&self, address: std::net::IpAddr) -> Option<Slot> {
+        let mut counts = self.0.lock().ok()?;
+        let mine = counts.per_address.get(&address).copied().unwrap_or(0);
+        if counts.total >= MAX_OPEN_CONNECTIONS || mine >= MAX_OPEN_PER_ADDRESS {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_address.insert(address, mine + 1);
+        Some(Slot {
+            slots: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Ok(mut counts) = self.slots.0.lock() else {
+            return;
+        };
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_address.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -155,4 +214,40 @@ fn answer(
             .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_cannot_take_every_slot() {
+        let slots = Slots::default();
+        let flooder: std::net::IpAddr = [10, 0, 0, 1].into();
+        let held: Vec<Slot> = (0..MAX_OPEN_PER_ADDRESS)
+            .map(|_| slots.take(flooder).expect("a slot"))
+            .collect();
+        assert!(slots.take(flooder).is_none());
+        // Another client (a probe) still gets in.
+        let probe = slots.take([10, 0, 0, 2].into());
+        assert!(probe.is_some());
+        drop(held);
+        assert!(slots.take(flooder).is_some());
+    }
+
+    #[test]
+    fn the_total_is_bounded_and_slots_come_back() {
+        let slots = Slots::default();
+        let held: Vec<Slot> = (0..MAX_OPEN_CONNECTIONS)
+            .map(|i| {
+                let address = std::net::IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8]);
+                slots.take(address).expect("a slot")
+            })
+            .collect();
+        assert!(slots.take([10, 9, 9, 9].into()).is_none());
+        drop(held);
+        let counts = slots.0.lock().expect("lock");
+        assert_eq!(counts.total, 0);
+        assert!(counts.per_address.is_empty());
+    }
 }

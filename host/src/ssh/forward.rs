@@ -143,6 +143,10 @@ pub(crate) async fn bridge(
                 Some(ChannelMsg::Data { data }) if open => {
                     if let Some(record) = &record {
                         record.stdin(&data).await;
+                        // Unrecorded bytes must not pass (the connection is being ended).
+                        if conn.audit_failed() {
+                            break;
+                        }
                     }
                     if to_container_io.write_all(&data).await.is_err() {
                         open = false;
@@ -170,6 +174,9 @@ pub(crate) async fn bridge(
                     to_client += n as u64;
                     if let Some(record) = &record {
                         record.stdout(&buf[..n]).await;
+                        if conn.audit_failed() {
+                            return;
+                        }
                     }
                     if writer
                         .data_bytes(bytes::Bytes::copy_from_slice(&buf[..n]))

@@ -152,6 +152,15 @@ impl SshHandler {
 }
 
 impl SshHandler {
+    /// Drops a session channel's state (ending its task) and what the audit log kept for it.
+    fn forget_channel(&mut self, channel: ChannelId) {
+        if let Some(state) = self.channels.remove(&channel) {
+            if let Some(audit) = &self.conn.audit {
+                audit.session_closed(state.session);
+            }
+        }
+    }
+
     /// Ends a session whose program the policy refused. A failure reply would make OpenSSH
     /// exit before it prints the reason already sent to stderr, so the request is answered,
     /// then the session ends with exit status 1.
@@ -161,7 +170,7 @@ impl SshHandler {
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         // Dropping the state ends the channel's task, which waits for a program.
-        self.channels.remove(&channel);
+        self.forget_channel(channel);
         session.channel_success(channel)?;
         session.exit_status_request(channel, 1)?;
         session.eof(channel)?;
@@ -463,7 +472,7 @@ impl russh::server::Handler for SshHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel);
+        self.forget_channel(channel);
         Ok(())
     }
 

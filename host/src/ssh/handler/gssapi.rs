@@ -40,11 +40,15 @@ impl SshHandler {
             .principal()
             .ok_or_else(|| KerberosError::Denied("the context names no client".into()))?
             .to_string();
-        let name = crate::kerberos::gssapi::user_of(&principal);
-        if kerberos.config().enforce_username && name != Some(user) {
-            return Err(KerberosError::Denied(format!(
-                "the principal {principal} may not log in as {user} (enforceUsername)"
-            )));
+        // As sshd: the principal's local name (its realm must be ours, or auth_to_local
+        // must map it) is the only user it may be.
+        if kerberos.config().enforce_username {
+            let name = kerberos.local_name(&principal)?;
+            if name != user {
+                return Err(KerberosError::Denied(format!(
+                    "the principal {principal} may not log in as {user} (enforceUsername)"
+                )));
+            }
         }
         let credentials = match context.delegated_credentials() {
             Ok(credentials) => credentials,
@@ -56,7 +60,7 @@ impl SshHandler {
         };
         tracing::info!(connection_id = %self.cid(), user, %principal, delegated = credentials.is_some(),
             "the client's Kerberos ticket vouched for the user");
-        Ok(kerberos.grant(user, credentials))
+        Ok(kerberos.grant(user, &principal, credentials))
     }
 
     pub(super) async fn gssapi_mechanism(

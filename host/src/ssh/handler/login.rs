@@ -80,7 +80,7 @@ impl SshHandler {
                 let info = self.conn.info(user);
                 let cancelled = self.conn.cancel.clone();
                 let progress = tokio::select! {
-                    progress = oauth2.step(*pending, answers, user) => progress,
+                    progress = oauth2.step(*pending, answers, user, &self.conn.gateway.cleanup) => progress,
                     // The connection ended (the login grace time, the gateway shutting down).
                     () = cancelled.cancelled() => return Err(anyhow::anyhow!("the connection ended during the OAuth2 login")),
                 };
@@ -112,12 +112,9 @@ impl SshHandler {
                             // Revoked when the connection ends.
                             let _ = self.conn.oauth2_token.set(Box::new(identity.token));
                         } else {
-                            // Refused after all: the token goes back now (the shutdown waits
-                            // for it like for any cleanup).
-                            let token = identity.token;
-                            self.conn.gateway.cleanup.spawn(async move {
-                                token.revoke(std::time::Duration::from_secs(10)).await;
-                            });
+                            // Refused after all: dropping the token revokes it now (the
+                            // shutdown waits for it like for any cleanup).
+                            drop(identity.token);
                         }
                         outcome
                     }
