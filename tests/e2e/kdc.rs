@@ -149,7 +149,10 @@ impl Kdc {
 
     /// A ticket for `user` (kinit with the password) in its own cache; returns the cache path.
     pub fn kinit(&self, user: &str, password: &str, forwardable: bool) -> PathBuf {
-        let cache = self.dir.path().join(format!("ccache-{user}"));
+        let cache = self
+            .dir
+            .path()
+            .join(format!("ccache-{}", user.replace('/', "_")));
         let mut cmd = Command::new("kinit");
         if forwardable {
             cmd.arg("-f");

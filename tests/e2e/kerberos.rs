@@ -339,6 +339,17 @@ fn gssapi_principals_of_another_realm_are_not_local_users() {
         "{}",
         gw.log_text()
     );
+    // An instance of alice in the gateway's own realm is not alice either.
+    kdc.add_user("alice/admin", "alice-admin-password");
+    let admin = kdc.kinit("alice/admin", "alice-admin-password", false);
+    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &admin, false);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    wait_until("the refusal in the log", Duration::from_secs(5), || {
+        gw.log_text()
+            .contains("the principal alice/admin@CONTAINERSSH.TEST is no user of this gateway")
+    });
     // The realm's own alice is still in (the same KDC, the same gateway).
     let local = kdc.kinit("alice", ALICE_PASSWORD, false);
     let mut ok = ssh_gssapi(&gw, &kdc, "alice", &local, false);

@@ -246,9 +246,11 @@ impl Krb5 {
                 context.error(code)
             )));
         }
-        // SAFETY: NUL-terminated by the library on success.
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
-        Ok(name.into_owned())
+        let bytes: Vec<u8> = name.iter().map(|&c| c as u8).collect();
+        let name = CStr::from_bytes_until_nul(&bytes).map_err(|_| {
+            KerberosError::Denied(format!("the local name of {principal} is too long"))
+        })?;
+        Ok(name.to_string_lossy().into_owned())
     }
 
     /// Asks the KDC for `user`'s ticket with `password`, verifies it with the keytab and,

@@ -102,8 +102,30 @@ impl IssuedToken {
     /// Revokes the token at the provider (best effort, bounded by `deadline`); once.
     pub async fn revoke(&self, deadline: Duration) {
         let token = self.token.lock().ok().and_then(|mut t| t.take());
-        if let Some(token) = token {
-            revoke(&self.oauth2, &token, self.endpoints.as_deref(), deadline).await;
+        let Some(token) = token else { return };
+        // Put back if this future is dropped before the provider answered, so `Drop` still
+        // revokes it.
+        let mut pending = PutBack {
+            slot: &self.token,
+            token: Some(token),
+        };
+        if let Some(token) = pending.token.as_deref() {
+            revoke(&self.oauth2, token, self.endpoints.as_deref(), deadline).await;
+        }
+        pending.token = None;
+    }
+}
+
+/// A token being revoked, put back into its slot if the revocation is cut off.
+struct PutBack<'a> {
+    slot: &'a std::sync::Mutex<Option<String>>,
+    token: Option<String>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(mut slot)) = (self.token.take(), self.slot.lock()) {
+            *slot = Some(token);
         }
     }
 }

@@ -129,7 +129,12 @@ struct Slot {
 
 impl Slots {
     fn take(&self, address: std::net::IpAddr) -> Option<Slot> {
-        let mut counts = self.0.lock().ok()?;
+        let address = client_of(address);
+        // Nothing panics while holding the lock; a poisoned one is still right.
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mine = counts.per_address.get(&address).copied().unwrap_or(0);
         if counts.total >= MAX_OPEN_CONNECTIONS || mine >= MAX_OPEN_PER_ADDRESS {
             return None;
@@ -143,11 +148,25 @@ impl Slots {
     }
 }
 
+/// Whose connection it is: an IPv6 client has a whole /64 to pick addresses from, so the
+/// /64 counts as one client.
+fn client_of(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
+        },
+        v4 => v4,
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Ok(mut counts) = self.slots.0.lock() else {
-            return;
-        };
+        let mut counts = self
+            .slots
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_address.get_mut(&self.address) {
             *n -= 1;
@@ -233,6 +252,22 @@ mod tests {
         assert!(probe.is_some());
         drop(held);
         assert!(slots.take(flooder).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let slots = Slots::default();
+        let held: Vec<Slot> = (0..MAX_OPEN_PER_ADDRESS as u16)
+            .map(|i| {
+                let address = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, i, i, i);
+                slots.take(address.into()).expect("a slot")
+            })
+            .collect();
+        let same_64 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 0xffff);
+        assert!(slots.take(same_64.into()).is_none());
+        let next_64 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+        assert!(slots.take(next_64.into()).is_some());
+        drop(held);
     }
 
     #[test]

@@ -171,7 +171,6 @@ pub(crate) async fn bridge(
             match from_container.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    to_client += n as u64;
                     if let Some(record) = &record {
                         record.stdout(&buf[..n]).await;
                         if conn.audit_failed() {
@@ -185,6 +184,7 @@ pub(crate) async fn bridge(
                     {
                         return;
                     }
+                    to_client += n as u64;
                 }
             }
         }

@@ -247,7 +247,15 @@ impl SshHandler {
     }
 
     fn forget_finished_channels(&mut self) {
-        self.channels.retain(|_, state| !state.controls.finished());
+        let finished: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(_, state)| state.controls.finished())
+            .map(|(channel, _)| *channel)
+            .collect();
+        for channel in finished {
+            self.forget_channel(channel);
+        }
     }
 }
 
