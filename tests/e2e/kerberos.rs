@@ -204,6 +204,41 @@ fn ssh_gssapi(
     c
 }
 
+/// The output of `command` run after a GSSAPI login (stderr and the gateway's log in the
+/// failure message).
+fn gssapi_output(
+    gw: &Gateway,
+    kdc: &Kdc,
+    user: &str,
+    ccache: &std::path::Path,
+    delegate: bool,
+    command: &str,
+) -> String {
+    let mut ssh = ssh_gssapi(gw, kdc, user, ccache, delegate);
+    ssh.arg(command);
+    let out = run(ssh, b"");
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    stdout
+}
+
+/// A GSSAPI login as `user` with the tickets in `ccache` is refused; the log then says `why`.
+fn assert_gssapi_refused(gw: &Gateway, kdc: &Kdc, user: &str, ccache: &std::path::Path, why: &str) {
+    let mut refused = ssh_gssapi(gw, kdc, user, ccache, false);
+    refused.arg("echo should-not-run");
+    let out = run(refused, b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    wait_until("the refusal in the log", Duration::from_secs(5), || {
+        gw.log_text().contains(why)
+    });
+}
+
 const SHOW_CREDENTIALS: &str =
     "echo \"ccname=$KRB5CCNAME\"; test -s /tmp/krb5cc && echo has-credentials || echo no-credentials";
 
@@ -214,15 +249,9 @@ fn gssapi_logins_accept_a_kerberos_ticket_and_pass_on_delegated_credentials() {
     let gw = Gateway::start_with_auth(gssapi_auth(&kdc), json!({}));
     // A ticket, not delegated: in, without credentials in the container.
     let ccache = kdc.kinit("alice", ALICE_PASSWORD, false);
-    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &ccache, false);
-    ok.arg(SHOW_CREDENTIALS);
-    let out = run(ok, b"");
     assert_eq!(
-        text(&out.stdout),
-        "ccname=\nno-credentials\n",
-        "{}\n{}",
-        text(&out.stderr),
-        gw.log_text()
+        gssapi_output(&gw, &kdc, "alice", &ccache, false, SHOW_CREDENTIALS),
+        "ccname=\nno-credentials\n"
     );
     let log = gw.log_text();
     assert!(
@@ -233,15 +262,9 @@ fn gssapi_logins_accept_a_kerberos_ticket_and_pass_on_delegated_credentials() {
     // A forwardable ticket, delegated: the credentials are in the container at
     // credentialCachePath, and KRB5CCNAME points at them.
     let ccache = kdc.kinit("alice", ALICE_PASSWORD, true);
-    let mut delegated = ssh_gssapi(&gw, &kdc, "alice", &ccache, true);
-    delegated.arg(SHOW_CREDENTIALS);
-    let out = run(delegated, b"");
     assert_eq!(
-        text(&out.stdout),
-        "ccname=FILE:/tmp/krb5cc\nhas-credentials\n",
-        "{}\n{}",
-        text(&out.stderr),
-        gw.log_text()
+        gssapi_output(&gw, &kdc, "alice", &ccache, true, SHOW_CREDENTIALS),
+        "ccname=FILE:/tmp/krb5cc\nhas-credentials\n"
     );
     gw.assert_no_containers();
 }
@@ -257,21 +280,19 @@ fn gssapi_refuses_another_users_ticket() {
     auth["gssapi"]["kerberos"]["acceptor"] = json!("host/localhost@CONTAINERSSH.TEST");
     let gw = Gateway::start_with_auth(auth, json!({}));
     let bobs = kdc.kinit("bob", BOB_PASSWORD, false);
-    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &bobs, false);
-    refused.arg("echo should-not-run");
-    let out = run(refused, b"");
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(!text(&out.stdout).contains("should-not-run"));
-    wait_until("the refusal in the log", Duration::from_secs(5), || {
-        gw.log_text()
-            .contains("the principal bob@CONTAINERSSH.TEST may not log in as alice")
-    });
+    assert_gssapi_refused(
+        &gw,
+        &kdc,
+        "alice",
+        &bobs,
+        "the principal bob@CONTAINERSSH.TEST may not log in as alice",
+    );
     assert!(gw.log_text().contains("authentication failed"));
     // Bob's own name works with the same ticket.
-    let mut ok = ssh_gssapi(&gw, &kdc, "bob", &bobs, false);
-    ok.arg("echo bob-is-in");
-    let out = run(ok, b"");
-    assert_eq!(text(&out.stdout), "bob-is-in\n", "{}", gw.log_text());
+    assert_eq!(
+        gssapi_output(&gw, &kdc, "bob", &bobs, false, "echo bob-is-in"),
+        "bob-is-in\n"
+    );
     gw.assert_no_containers();
 }
 
@@ -291,17 +312,12 @@ fn gssapi_without_a_ticket_fails_and_nothing_breaks() {
     // ticket ssh asks for is encrypted with a key the gateway's keytab does not have.
     kdc.kadmin("cpw -randkey host/localhost");
     let ccache = kdc.kinit("alice", ALICE_PASSWORD, false);
-    let mut stale = ssh_gssapi(&gw, &kdc, "alice", &ccache, false);
-    stale.arg("echo should-not-run");
-    let out = run(stale, b"");
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    wait_until(
-        "the refused ticket in the log",
-        Duration::from_secs(5),
-        || {
-            gw.log_text()
-                .contains("the client's ticket was not accepted")
-        },
+    assert_gssapi_refused(
+        &gw,
+        &kdc,
+        "alice",
+        &ccache,
+        "the client's ticket was not accepted",
     );
     // The gateway is still up and serving.
     assert!(std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_ok());
@@ -324,15 +340,13 @@ fn gssapi_principals_of_another_realm_are_not_local_users() {
         false,
     );
     let gw = Gateway::start_with_auth(gssapi_auth(&kdc), json!({}));
-    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &foreign, false);
-    refused.arg("echo should-not-run");
-    let out = run(refused, b"");
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(!text(&out.stdout).contains("should-not-run"));
-    wait_until("the refusal in the log", Duration::from_secs(5), || {
-        gw.log_text()
-            .contains("the principal alice@OTHER.TEST is no user of this gateway")
-    });
+    assert_gssapi_refused(
+        &gw,
+        &kdc,
+        "alice",
+        &foreign,
+        "the principal alice@OTHER.TEST is no user of this gateway",
+    );
     assert!(
         !gw.log_text()
             .contains("the client's Kerberos ticket vouched for the user"),
@@ -342,20 +356,19 @@ fn gssapi_principals_of_another_realm_are_not_local_users() {
     // An instance of alice in the gateway's own realm is not alice either.
     kdc.add_user("alice/admin", "alice-admin-password");
     let admin = kdc.kinit("alice/admin", "alice-admin-password", false);
-    let mut refused = ssh_gssapi(&gw, &kdc, "alice", &admin, false);
-    refused.arg("echo should-not-run");
-    let out = run(refused, b"");
-    assert_eq!(out.status.code(), Some(255), "{out:?}");
-    wait_until("the refusal in the log", Duration::from_secs(5), || {
-        gw.log_text()
-            .contains("the principal alice/admin@CONTAINERSSH.TEST is no user of this gateway")
-    });
+    assert_gssapi_refused(
+        &gw,
+        &kdc,
+        "alice",
+        &admin,
+        "the principal alice/admin@CONTAINERSSH.TEST is no user of this gateway",
+    );
     // The realm's own alice is still in (the same KDC, the same gateway).
     let local = kdc.kinit("alice", ALICE_PASSWORD, false);
-    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &local, false);
-    ok.arg("echo alice-is-in");
-    let out = run(ok, b"");
-    assert_eq!(text(&out.stdout), "alice-is-in\n", "{}", gw.log_text());
+    assert_eq!(
+        gssapi_output(&gw, &kdc, "alice", &local, false, "echo alice-is-in"),
+        "alice-is-in\n"
+    );
     drop(gw);
 
     // enforceUsername off: the foreign principal may be alice, and says who it is.
@@ -365,15 +378,16 @@ fn gssapi_principals_of_another_realm_are_not_local_users() {
         auth,
         json!({"docker": {"execution": {"exposeAuthMetadataAsEnv": true}}}),
     );
-    let mut ok = ssh_gssapi(&gw, &kdc, "alice", &foreign, false);
-    ok.arg("echo \"principal=$KERBEROS_PRINCIPAL\"");
-    let out = run(ok, b"");
     assert_eq!(
-        text(&out.stdout),
-        "principal=alice@OTHER.TEST\n",
-        "{}\n{}",
-        text(&out.stderr),
-        gw.log_text()
+        gssapi_output(
+            &gw,
+            &kdc,
+            "alice",
+            &foreign,
+            false,
+            "echo \"principal=$KERBEROS_PRINCIPAL\""
+        ),
+        "principal=alice@OTHER.TEST\n"
     );
     gw.assert_no_containers();
 }
