@@ -106,11 +106,27 @@ pub fn merge(base: &mut Value, over: Value) {
     }
 }
 
+/// A port nobody listens on, for a server a test starts. Taken from below the kernel's
+/// ephemeral range (32768 and up), where the local ports of outgoing connections (ssh clients,
+/// Docker, webhooks) come from: a port picked there could be taken by one of them before the
+/// server binds it. Each call of a run gets another port; it must bind on every address.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const COUNT: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries of one run start at different places.
+    let offset = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (offset + n) % COUNT) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 pub struct Gateway {
@@ -196,9 +212,15 @@ impl Gateway {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.log_text().contains(needle) {
+            let log = self.log_text();
+            if log.contains(needle) {
                 return;
             }
+            // Gone: no use waiting.
+            assert!(
+                !log.contains("containerssh stopped"),
+                "the gateway stopped before its log said {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gateway log never said {needle:?}:\n{}", self.log_text());
