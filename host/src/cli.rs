@@ -268,6 +268,8 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Bound now (a port in use stops the start here), served once the gateway exists.
+    let observability = bind_observability(&config).await?;
     // Last of what may fail: the backends set up state (a runtime directory, a cleanup of
     // what an earlier run left) that a failed start would otherwise leave behind.
     let instance = instance_id(&config);
@@ -281,7 +283,7 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         geoip,
         ssh::BuiltinLogins { oauth2, kerberos },
     );
-    start_observability(&config, metrics, gateway.ready.clone()).await?;
+    serve_observability(observability, metrics, gateway.ready.clone());
     ssh::run(gateway, listener, shutdown_signal()).await
 }
 
@@ -300,13 +302,16 @@ async fn start_oauth2(config: &Config) -> anyhow::Result<Option<Arc<crate::oauth
     Ok(Some(oauth2))
 }
 
-/// Starts the metrics and health listeners (one listener when they share an address, with
+/// A bound metrics/health listener, what it answers, and its TLS settings.
+type ObservabilityListener = (
+    tokio::net::TcpListener,
+    Routes,
+    Option<Arc<rustls::ServerConfig>>,
+);
+
+/// Binds the metrics and health listeners (one listener when they share an address, with
 /// the same TLS settings, which `Config::validate` checked).
-async fn start_observability(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<()> {
+async fn bind_observability(config: &Config) -> anyhow::Result<Vec<ObservabilityListener>> {
     let mut servers: Vec<(String, Routes, &str, observe::ServerTls)> = Vec::new();
     if config.metrics.enable {
         servers.push((
@@ -336,6 +341,7 @@ async fn start_observability(
             )),
         }
     }
+    let mut bound = Vec::new();
     for (listen, routes, section, tls) in servers {
         // Certificates and keys are read off the async workers, before anything is served.
         let tls = tokio::task::spawn_blocking(move || tls.server_config())
@@ -345,6 +351,18 @@ async fn start_observability(
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen} for metrics/health"))?;
+        bound.push((listener, routes, tls));
+    }
+    Ok(bound)
+}
+
+/// Serves the bound metrics and health listeners until the process ends.
+fn serve_observability(
+    listeners: Vec<ObservabilityListener>,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    for (listener, routes, tls) in listeners {
         let metrics = metrics.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
@@ -353,7 +371,6 @@ async fn start_observability(
             }
         });
     }
-    Ok(())
 }
 
 /// Identifies this gateway's containers: host name plus listen address, so two gateways on one

@@ -213,3 +213,33 @@ fn geoip_places_clients_from_a_maxmind_database() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A metrics port already in use stops the start with the address in the log, before the
+/// backends set anything up: no runtime directory is left behind.
+#[test]
+fn a_metrics_port_in_use_stops_the_start_and_leaves_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let mut gw = Gateway::launch(json!({
+        "metrics": {"enable": true, "listen": format!("127.0.0.1:{port}")}
+    }));
+    let status = gw
+        .wait_exit(std::time::Duration::from_secs(60))
+        .expect("the gateway stops");
+    assert!(!status.success());
+    let log = gw.log_text();
+    assert!(
+        log.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} for metrics/health"
+        )),
+        "{log}"
+    );
+    let runtime_dir =
+        std::path::Path::new("/run/containerssh").join(gw.instance().replace(':', "_"));
+    assert!(
+        !runtime_dir.exists(),
+        "{} left behind",
+        runtime_dir.display()
+    );
+    drop(taken);
+}
