@@ -589,7 +589,7 @@ impl BinaryFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Read;
 
@@ -603,7 +603,7 @@ mod tests {
     }
 
     /// The gzip stream's content up to where it was flushed (it has no end, as ContainerSSH's).
-    fn gunzip(data: &[u8]) -> Vec<u8> {
+    pub(in crate::audit) fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut decoder = flate2::read::GzDecoder::new(data);
         let mut buf = [0u8; 4096];

@@ -779,19 +779,7 @@ mod tests {
         assert_eq!(lines(&dir.path().join("c4.jsonl")).len(), 3);
         let data = std::fs::read(dir.path().join("c4")).unwrap();
         assert_eq!(&data[..21], b"ContainerSSH-Auditlog");
-        let mut raw = Vec::new();
-        let mut gz = flate2::read::GzDecoder::new(&data[40..]);
-        let mut buf = [0u8; 1024];
-        loop {
-            use std::io::Read;
-            match gz.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // The stream is never finished, as ContainerSSH's.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let raw = super::binary::tests::gunzip(&data[40..]);
         let mut rest = raw.as_slice();
         let mut types = Vec::new();
         while !rest.is_empty() {

@@ -228,7 +228,7 @@ impl Krb5 {
         let c = CString::new(principal)
             .map_err(|_| KerberosError::Denied("NUL in the principal".into()))?;
         let parsed = context.principal(&c).map_err(KerberosError::Denied)?;
-        let mut name = [0 as c_char; MAX_NAME];
+        let mut name = [0u8; MAX_NAME];
         // SAFETY: a valid context and principal; the buffer's size is passed and the library
         // NUL-terminates what it writes within it.
         let code = unsafe {
@@ -236,7 +236,7 @@ impl Krb5 {
                 context.ctx,
                 parsed.0,
                 MAX_NAME as c_int,
-                name.as_mut_ptr(),
+                name.as_mut_ptr().cast::<c_char>(),
             )
         };
         if code != 0 {
@@ -246,8 +246,7 @@ impl Krb5 {
                 context.error(code)
             )));
         }
-        let bytes: Vec<u8> = name.iter().map(|&c| c as u8).collect();
-        let name = CStr::from_bytes_until_nul(&bytes).map_err(|_| {
+        let name = CStr::from_bytes_until_nul(&name).map_err(|_| {
             KerberosError::Denied(format!("the local name of {principal} is too long"))
         })?;
         Ok(name.to_string_lossy().into_owned())

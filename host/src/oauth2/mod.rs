@@ -256,9 +256,8 @@ impl OAuth2 {
     /// One round of a login, with the client's answers to the last prompt. The device flow
     /// asks the provider once per round (after the polling interval) and, while the user has
     /// not decided, gives the login back as `Waiting`: the client is sent an empty round, so
-    /// the connection keeps being read and a client that went away is noticed.
-    /// One keyboard-interactive round of a login. `cleanup` is where a token the login drops
-    /// unrevoked (cut off, refused) is revoked.
+    /// the connection keeps being read and a client that went away is noticed. `cleanup` is
+    /// where a token the login drops unrevoked (cut off, refused) is revoked.
     pub async fn step(
         self: &Arc<Self>,
         mut pending: Pending,
